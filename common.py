@@ -1,0 +1,394 @@
+"""Shared settings, paths, column names, logging and atomic file helpers.
+
+Every script of the pipeline imports this module. It is pure: importing it reads
+no file, configures no logging and imports no data library, so that the light
+scripts (deployment.py, the "nothing new" path of fullprocess.py) stay fast.
+
+Configuration
+    config.json beside this file, or the file named by the environment variable
+    RISK_CONFIG (children started by fullprocess.py inherit it, which is how the
+    tests and diagnostics.execution_time() run the real scripts on a temporary
+    workspace). Every folder in it resolves against the config file's own
+    folder, never the working directory: cron starts in $HOME.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG = PROJECT_DIR / "config.json"
+CONFIG_ENV = "RISK_CONFIG"
+DEBUG_ENV = "RISK_DEBUG"
+
+# The five keys of the course's config.json: all required.
+REQUIRED_KEYS = (
+    "input_folder_path",
+    "output_folder_path",
+    "test_data_path",
+    "output_model_path",
+    "prod_deployment_path",
+)
+# Optional keys and their defaults; anything else in config.json is an error.
+OPTIONAL_DEFAULTS = {
+    "drift_test": "raw",  # raw | parametric | nonparametric (fullprocess.py)
+    "drift_tolerance": 0.0,  # F1 points the new score may drop before it counts as drift
+    "promotion_gate": True,  # redeploy only when the candidate is at least as good
+    "step_timeout_seconds": 900,  # bound on each step fullprocess.py runs
+    "api_host": "127.0.0.1",
+    "api_port": 8000,
+    "api_workers": 2,
+    "api_max_body_bytes": 16 * 1024 * 1024,
+    "dependency_cache_hours": 24.0,  # how long the pip answer is reused
+    "dependency_timeout_seconds": 15.0,  # bound on the pip call
+}
+DRIFT_TESTS = ("raw", "parametric", "nonparametric")
+
+ID_COLUMN = "corporation"
+FEATURES = ("lastmonth_activity", "lastyear_activity", "number_of_employees")
+TARGET = "exited"
+COLUMNS = (ID_COLUMN, *FEATURES, TARGET)
+
+# File names shared between the scripts.
+FINALDATA = "finaldata.csv"
+INGESTEDFILES = "ingestedfiles.txt"
+INGESTION_RECORD = "ingestionrecord.json"
+INGESTION_HISTORY = "ingestionhistory.jsonl"
+MODEL = "trainedmodel.pkl"
+MODEL_META = "trainedmodel.json"
+REFERENCE_DATA = "referencedata.csv"
+LATESTSCORE = "latestscore.txt"
+SCORE_METRICS = "latestscore.json"
+SCORE_HISTORY = "scorehistory.jsonl"
+MANIFEST = "manifest.json"
+DEPLOYMENT_HISTORY = "deployments.jsonl"
+ARCHIVE_DIR = "archive"
+TESTDATA = "testdata.csv"
+RUN_HISTORY = "runhistory.jsonl"
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATEFMT = "%Y-%m-%dT%H:%M:%SZ"  # UTC
+
+
+class PipelineError(Exception):
+    """An expected failure: bad input, a missing file. main() turns it into one log line."""
+
+    exit_code = 1
+
+
+class ConfigError(PipelineError):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration: absolute folders plus the optional settings."""
+
+    path: Path
+    input_folder: Path
+    output_folder: Path
+    test_data: Path
+    model_folder: Path
+    prod_folder: Path
+    settings: dict
+
+    @property
+    def testdata_file(self) -> Path:
+        return self.test_data / TESTDATA
+
+    @property
+    def finaldata_file(self) -> Path:
+        return self.output_folder / FINALDATA
+
+    def __getitem__(self, key: str):
+        return self.settings[key]
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).expanduser().resolve()
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Read and check a config file; folders resolve against the file's folder."""
+    path = Path(path).resolve() if path else config_path()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (set {CONFIG_ENV} or create it)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config file: {error}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: config must be a JSON object")
+    unknown = sorted(set(raw) - set(REQUIRED_KEYS) - set(OPTIONAL_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown config key {unknown[0]!r}")
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            raise ConfigError(f"{path}: missing required config key {key!r}")
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise ConfigError(f"{path}: config key {key!r} must be a non-empty folder name")
+    settings = dict(OPTIONAL_DEFAULTS)
+    for key, default in OPTIONAL_DEFAULTS.items():
+        if key in raw:
+            value = raw[key]
+            expected = type(default)
+            ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value, ok = float(value), True
+            if not ok:
+                raise ConfigError(f"{path}: config key {key!r} must be {expected.__name__}")
+            settings[key] = value
+    if settings["drift_test"] not in DRIFT_TESTS:
+        raise ConfigError(f"{path}: config key 'drift_test' must be one of {', '.join(DRIFT_TESTS)}")
+    base = path.parent
+
+    def folder(key: str) -> Path:
+        # Leading slashes as in the course text ("/practicedata/") mean the project folder.
+        return (base / raw[key].strip().strip("/")).resolve()
+
+    return Config(
+        path=path,
+        input_folder=folder("input_folder_path"),
+        output_folder=folder("output_folder_path"),
+        test_data=folder("test_data_path"),
+        model_folder=folder("output_model_path"),
+        prod_folder=folder("prod_deployment_path"),
+        settings=settings,
+    )
+
+
+def setup_logging(name: str, log_file: Path | None = None) -> logging.Logger:
+    """The one log format, to stderr (and a file if given). Entry points only."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    formatter = logging.Formatter(LOG_FORMAT, datefmt=LOG_DATEFMT)
+    formatter.converter = time.gmtime
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    return logging.getLogger(name)
+
+
+def run_main(main, name: str) -> None:
+    """Run an entry point: expected failures become one log line and an exit code."""
+    try:
+        code = main()
+    except PipelineError as error:
+        logging.getLogger(name).error("%s", error)
+        code = error.exit_code
+    except KeyboardInterrupt:
+        logging.getLogger(name).error("interrupted")
+        code = 130
+    except Exception as error:  # a bug, not bad input: still one line for cron logs
+        if os.environ.get(DEBUG_ENV):
+            raise
+        logging.getLogger(name).error(
+            "unexpected %s: %s (run with %s=1 for a traceback)", type(error).__name__, error, DEBUG_ENV
+        )
+        code = 1
+    sys.exit(code or 0)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path in the target's folder; on success it replaces the target.
+
+    Readers see the old file or the new one, never half of one. For libraries that
+    write by file name (DataFrame.to_csv, savefig, PdfPages).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    temp_path = Path(temp)
+    try:
+        yield temp_path
+        with open(temp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(temp_path, 0o644)
+        os.replace(temp_path, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    import shutil
+
+    with atomic_path(target) as temp:
+        shutil.copyfile(source, temp)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines history; a missing file is an empty history."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        with contextlib.suppress(json.JSONDecodeError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one record by rewriting the file atomically: readers never see half a line."""
+    path = Path(path)
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = b""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    atomic_write_bytes(path, old + (json.dumps(record, default=str) + "\n").encode("utf-8"))
+
+
+def read_ingested_files(path: Path) -> list[str]:
+    """File names in ingestedfiles.txt: one per line, or the course's Python-list form."""
+    import ast
+
+    text = Path(path).read_text(encoding="utf-8").strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            names = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise PipelineError(f"{path}: not a list of file names") from None
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise PipelineError(f"{path}: not a list of file names")
+        return [str(n) for n in names]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def list_csv_files(folder: Path) -> list[Path]:
+    """Visible regular *.csv files (any case) of a folder, sorted by name."""
+    return sorted(
+        entry
+        for entry in Path(folder).iterdir()
+        if entry.name.lower().endswith(".csv") and not entry.name.startswith(".") and entry.is_file()
+    )
+
+
+def read_score(path: Path) -> float:
+    """The single F1 number of a latestscore.txt."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: score file not found") from None
+    try:
+        return float(text)
+    except ValueError:
+        raise PipelineError(f"{path}: not a number: {text[:40]!r}") from None
+
+
+class ModelIntegrityError(PipelineError):
+    """The deployed model's bytes do not match the deployment manifest."""
+
+
+def read_manifest(prod_folder: Path) -> dict:
+    path = Path(prod_folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no deployment yet; run deployment.py (or fullprocess.py)") from None
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"{path}: unreadable deployment manifest ({error})") from None
+    if not isinstance(manifest, dict) or MODEL not in manifest.get("files", {}):
+        raise PipelineError(f"{path}: deployment manifest lists no {MODEL}")
+    return manifest
+
+
+def read_deployed_model_bytes(prod_folder: Path) -> tuple[bytes, dict]:
+    """The deployed model's bytes, checked against the manifest before anyone unpickles them."""
+    manifest = read_manifest(prod_folder)
+    path = Path(prod_folder) / MODEL
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: deployed model missing; redeploy with deployment.py") from None
+    expected = manifest["files"][MODEL]["sha256"]
+    if sha256_bytes(blob) != expected:
+        raise ModelIntegrityError(
+            f"{path}: sha256 does not match {MANIFEST} (version {manifest.get('version')}); "
+            "refusing to load a tampered or half-copied model"
+        )
+    return blob, manifest
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, blocking: bool = True):
+    """An flock on path, held for the block; yields False when not blocking and taken.
+
+    The kernel drops the lock when its holder dies, so a killed run never blocks the next.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,250 @@
+"""Ingest every client CSV of the input folder into one de-duplicated data set.
+
+Reads
+    input_folder_path/*.csv (any case; hidden and non-CSV files are ignored),
+    in name order. Each file is validated; every problem of a file is reported
+    at once, and a rejected file does not stop the valid ones.
+Writes (output_folder_path, each file atomically)
+    finaldata.csv          the valid files combined, exact duplicate rows dropped
+    ingestedfiles.txt      the names of the files read into finaldata.csv, one per line
+    ingestionrecord.json   this run: per file name, size, sha256, rows read and kept,
+                           reasons if rejected; totals, duplicates, missing values, duration
+    ingestionhistory.jsonl one line per run (the same record)
+Exit status
+    0 all files ingested; 3 ingested, but some files were rejected; 1 nothing
+    ingested (missing or empty folder, no valid file): the previous
+    finaldata.csv is left as it was.
+Run
+    python ingestion.py            # RISK_CONFIG=other.json python ingestion.py
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common import (
+    COLUMNS,
+    FEATURES,
+    FINALDATA,
+    ID_COLUMN,
+    INGESTEDFILES,
+    INGESTION_HISTORY,
+    INGESTION_RECORD,
+    TARGET,
+    PipelineError,
+    append_jsonl,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    list_csv_files,
+    load_config,
+    run_main,
+    setup_logging,
+    sha256_bytes,
+    sha256_file,
+    utc_now,
+)
+
+NAME = "ingestion"
+EXIT_PARTIAL = 3
+NUMERIC_COLUMNS = (*FEATURES, TARGET)
+MAX_EXAMPLES = 3
+
+log = logging.getLogger(NAME)
+
+
+class IngestionError(PipelineError):
+    def __init__(self, message: str, record: dict | None = None):
+        super().__init__(message)
+        self.record = record
+
+
+def _lines(mask: pd.Series) -> str:
+    """The CSV line numbers (header is line 1) of the first rows where mask holds."""
+    lines = (np.flatnonzero(mask.to_numpy()) + 2)[:MAX_EXAMPLES]
+    more = ", ..." if int(mask.sum()) > MAX_EXAMPLES else ""
+    return "line " + ", ".join(str(line) for line in lines) + more
+
+
+def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
+    """Parse and validate one file's bytes: (clean frame or None, problems, notes)."""
+    if not data.strip():
+        return None, ["empty file"], []
+    if b"\x00" in data:
+        return None, ["binary file (contains NUL bytes), not CSV text"], []
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, [f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})"], []
+    try:
+        frame = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", dtype={ID_COLUMN: str})
+    except pd.errors.EmptyDataError:
+        return None, ["empty file"], []
+    except (pd.errors.ParserError, ValueError) as error:
+        return None, [f"malformed CSV: {str(error).strip().splitlines()[-1]}"], []
+
+    frame.columns = [str(column).strip() for column in frame.columns]
+    problems, notes = [], []
+    missing = [column for column in COLUMNS if column not in frame.columns]
+    if missing:
+        problems.append("missing required column" + ("s " if len(missing) > 1 else " ") + ", ".join(missing))
+    extra = [column for column in frame.columns if column not in COLUMNS]
+    if extra:
+        notes.append("dropped extra column" + ("s " if len(extra) > 1 else " ") + ", ".join(extra))
+    if len(frame) == 0:
+        problems.append("no data rows (header only)")
+    if missing or len(frame) == 0:
+        return None, problems, notes
+    frame = frame.loc[:, list(COLUMNS)]
+
+    if frame[ID_COLUMN].isna().any():
+        problems.append(f"{ID_COLUMN}: missing values ({_lines(frame[ID_COLUMN].isna())})")
+    for column in NUMERIC_COLUMNS:
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values):
+            numbers = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
+            bad = values.notna() & numbers.isna()
+            if bad.any():
+                example = str(values[bad].iloc[0])[:30]
+                problems.append(f"{column}: non-numeric value {example!r} ({_lines(bad)})")
+                continue
+            values = numbers
+        if (values < 0).any():
+            problems.append(f"{column}: negative value ({_lines(values < 0)})")
+        if (values.notna() & (values % 1 != 0)).any():
+            problems.append(f"{column}: non-integer value ({_lines(values.notna() & (values % 1 != 0))})")
+        frame[column] = values
+    target = frame[TARGET]
+    if target.isna().any():
+        problems.append(f"{TARGET}: missing value ({_lines(target.isna())})")
+    elif not target.isin([0, 1]).all():
+        problems.append(f"{TARGET}: value not 0 or 1 ({_lines(~target.isin([0, 1]))})")
+    if problems:
+        return None, problems, notes
+    frame = frame.astype({**{column: "Int64" for column in FEATURES}, TARGET: "int64"})
+    return frame, problems, notes
+
+
+def read_file(path: Path) -> tuple[pd.DataFrame | None, dict]:
+    """Read and validate one input file; returns the frame (None if rejected) and its record."""
+    record = {"name": path.name}
+    try:
+        data = path.read_bytes()
+        stat = path.stat()
+    except OSError as error:
+        record.update(status="rejected", reasons=[f"unreadable: {error.strerror}"])
+        return None, record
+    record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha256_bytes(data))
+    frame, problems, notes = parse_csv(data)
+    record["rows_read"] = 0 if frame is None else len(frame)
+    if notes:
+        record["notes"] = notes
+    if problems:
+        record.update(status="rejected", reasons=problems)
+    else:
+        record["status"] = "ingested"
+    return frame, record
+
+
+def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
+    """Combine the valid files of a folder: (de-duplicated frame, ingestion record)."""
+    started = time.perf_counter()
+    if not input_folder.is_dir():
+        raise IngestionError(f"{input_folder}: input folder does not exist")
+    paths = list_csv_files(input_folder)
+    if not paths:
+        raise IngestionError(f"{input_folder}: no *.csv files to ingest")
+    frames, records = [], []
+    for path in paths:
+        frame, record = read_file(path)
+        records.append(record)
+        for note in record.get("notes", []):
+            log.warning("%s: %s", path, note)
+        for reason in record.get("reasons", []):
+            log.error("%s: rejected: %s", path, reason)
+        if frame is not None:
+            frames.append(frame)
+    if not frames:
+        record = {
+            "timestamp": utc_now(),
+            "input_folder": str(input_folder),
+            "status": "failed",
+            "files": records,
+        }
+        raise IngestionError(f"{input_folder}: no valid CSV file ({len(paths)} rejected)", record)
+
+    combined = pd.concat(frames, ignore_index=True)
+    duplicated = combined.duplicated().to_numpy()
+    source = np.repeat(np.arange(len(frames)), [len(frame) for frame in frames])
+    kept_per_file = np.bincount(source[~duplicated], minlength=len(frames))
+    final = combined.loc[~duplicated].reset_index(drop=True)
+    ingested = [record for record in records if record["status"] == "ingested"]
+    for record, kept in zip(ingested, kept_per_file, strict=True):
+        record["rows_kept"] = int(kept)
+    summary = {
+        "timestamp": utc_now(),
+        "input_folder": str(input_folder),
+        "status": "partial" if len(ingested) < len(records) else "ok",
+        "files": records,
+        "files_ingested": len(ingested),
+        "files_rejected": len(records) - len(ingested),
+        "rows_read": int(len(combined)),
+        "rows_written": int(len(final)),
+        "duplicates_dropped": int(duplicated.sum()),
+        "missing_values": {column: int(count) for column, count in final.isna().sum().items()},
+        "duration_seconds": round(time.perf_counter() - started, 4),
+    }
+    return final, summary
+
+
+def write_outputs(final: pd.DataFrame, record: dict, output_folder: Path) -> None:
+    """finaldata.csv, ingestedfiles.txt and the record, each atomically."""
+    output_folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output_folder / FINALDATA) as temp:
+        final.to_csv(temp, index=False)
+    record["finaldata_sha256"] = sha256_file(output_folder / FINALDATA)
+    names = [entry["name"] for entry in record["files"] if entry["status"] == "ingested"]
+    atomic_write_text(output_folder / INGESTEDFILES, "".join(f"{name}\n" for name in names))
+    atomic_write_json(output_folder / INGESTION_RECORD, record)
+    append_jsonl(output_folder / INGESTION_HISTORY, record)
+
+
+def main() -> int:
+    setup_logging(NAME)
+    config = load_config()
+    try:
+        final, record = ingest(config.input_folder)
+    except IngestionError as error:
+        # Remember the failed attempt (fullprocess.py reads it), but keep finaldata.csv.
+        record = error.record or {"timestamp": utc_now(), "input_folder": str(config.input_folder)}
+        record.update(status="failed", error=str(error))
+        config.output_folder.mkdir(parents=True, exist_ok=True)
+        append_jsonl(config.output_folder / INGESTION_HISTORY, record)
+        raise
+    write_outputs(final, record, config.output_folder)
+    log.info(
+        "ingested %d of %d files from %s: %d rows read, %d duplicates dropped, %d rows in %s",
+        record["files_ingested"],
+        len(record["files"]),
+        config.input_folder,
+        record["rows_read"],
+        record["duplicates_dropped"],
+        record["rows_written"],
+        config.output_folder / FINALDATA,
+    )
+    if record["files_rejected"]:
+        log.error(
+            "%d file(s) rejected: see %s", record["files_rejected"], config.output_folder / INGESTION_RECORD
+        )
+        return EXIT_PARTIAL
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, NAME)

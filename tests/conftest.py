@@ -1,0 +1,129 @@
+"""A tiny real world in a temp dir: folders, small CSVs, a config, the real scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_DIR))
+
+import generate_data  # noqa: E402
+from common import COLUMNS  # noqa: E402
+
+SEED_DATA = PROJECT_DIR.parent / "shared" / "seed" / "data"
+
+FOLDERS = {
+    "input_folder_path": "practicedata",
+    "output_folder_path": "ingesteddata",
+    "test_data_path": "testdata",
+    "output_model_path": "practicemodels",
+    "prod_deployment_path": "production_deployment",
+}
+
+
+def client_frame(rows: int, seed: int, regime: str = "this_year") -> pd.DataFrame:
+    """rows clients drawn from the project's generator (real, learnable data)."""
+    rng = np.random.default_rng(seed)
+    codes = generate_data.corporation_codes(rng, rows)
+    return generate_data.snapshot(rng, codes, regime)
+
+
+@dataclass
+class Workspace:
+    root: Path
+    config_path: Path
+
+    def path(self, key_or_folder: str) -> Path:
+        config = json.loads(self.config_path.read_text())
+        return self.root / config.get(key_or_folder, key_or_folder)
+
+    @property
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RISK_")}
+        env["RISK_CONFIG"] = str(self.config_path)
+        return env
+
+    def set_config(self, **changes) -> None:
+        config = json.loads(self.config_path.read_text())
+        config.update(changes)
+        self.config_path.write_text(json.dumps(config, indent=2))
+
+    def run(self, script: str, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+        """Run a project script as cron would: its own process, another working directory."""
+        return subprocess.run(
+            [sys.executable, str(PROJECT_DIR / script), *args],
+            cwd=self.root,
+            env=kwargs.pop("env", self.env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
+
+    def write_csv(self, folder: str, name: str, frame: pd.DataFrame) -> Path:
+        path = self.path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
+        return path
+
+
+def make_workspace(root: Path, **config) -> Workspace:
+    root.mkdir(parents=True, exist_ok=True)
+    settings = {**FOLDERS, **config}
+    for key in FOLDERS:
+        (root / settings[key]).mkdir(parents=True, exist_ok=True)
+    config_path = root / "config.json"
+    config_path.write_text(json.dumps(settings, indent=2))
+    return Workspace(root, config_path)
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    """An empty workspace with the five folders and a config."""
+    return make_workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def data_workspace(workspace) -> Workspace:
+    """Two small practice files (with an exact duplicate across them) and a test file."""
+    first = client_frame(300, seed=1)
+    second = pd.concat([client_frame(300, seed=2), first.head(5)], ignore_index=True)
+    workspace.write_csv("input_folder_path", "dataset1.csv", first)
+    workspace.write_csv("input_folder_path", "dataset2.csv", second)
+    workspace.write_csv("test_data_path", "testdata.csv", client_frame(200, seed=3))
+    return workspace
+
+
+def run_ok(workspace: Workspace, *scripts: str) -> None:
+    for script in scripts:
+        result = workspace.run(script)
+        assert result.returncode == 0, f"{script}: {result.stderr}"
+
+
+@pytest.fixture
+def deployed_workspace(data_workspace) -> Workspace:
+    """data_workspace after ingestion, training, scoring and deployment."""
+    run_ok(data_workspace, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+    return data_workspace
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A failure a person can act on: non-zero exit, no traceback, the named problem."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert errors, result.stderr
+    for fragment in fragments:
+        assert any(fragment in line for line in errors), (fragment, result.stderr)
+
+
+__all__ = ["COLUMNS", "SEED_DATA", "Workspace", "client_frame", "make_workspace", "run_ok"]

@@ -1,0 +1,108 @@
+"""The shared module: config loading and its errors, atomic writes, the ingested-files reader."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import PROJECT_DIR, assert_one_line_error
+
+from common import (
+    OPTIONAL_DEFAULTS,
+    ConfigError,
+    append_jsonl,
+    atomic_write_text,
+    load_config,
+    read_ingested_files,
+    read_jsonl,
+)
+
+
+def test_repository_config_keeps_the_seed_keys_and_values():
+    config = json.loads((PROJECT_DIR / "config.json").read_text())
+    assert config == {
+        "input_folder_path": "practicedata",
+        "output_folder_path": "ingesteddata",
+        "test_data_path": "testdata",
+        "output_model_path": "practicemodels",
+        "prod_deployment_path": "production_deployment",
+    }
+
+
+def test_folders_resolve_against_the_config_file_not_the_working_directory(workspace, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    workspace.set_config(input_folder_path="/sourcedata/")  # the course's spelling
+    config = load_config(workspace.config_path)
+    assert config.input_folder == workspace.root / "sourcedata"
+    assert config.model_folder == workspace.root / "practicemodels"
+    assert config["drift_test"] == OPTIONAL_DEFAULTS["drift_test"]
+
+
+def test_risk_config_environment_variable_names_the_file(workspace, monkeypatch):
+    monkeypatch.setenv("RISK_CONFIG", str(workspace.config_path))
+    assert load_config().prod_folder == workspace.root / "production_deployment"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"surprise": 1}, "unknown config key 'surprise'"),
+        ({"drift_test": "magic"}, "'drift_test' must be one of"),
+        ({"api_port": "8000"}, "'api_port' must be int"),
+        ({"promotion_gate": 1}, "'promotion_gate' must be bool"),
+    ],
+)
+def test_bad_config_values_are_named(workspace, change, message):
+    workspace.set_config(**change)
+    with pytest.raises(ConfigError, match=message):
+        load_config(workspace.config_path)
+
+
+def test_missing_key_and_bad_json_are_named(workspace):
+    config = json.loads(workspace.config_path.read_text())
+    del config["test_data_path"]
+    workspace.config_path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="missing required config key 'test_data_path'"):
+        load_config(workspace.config_path)
+    workspace.config_path.write_text("{not json")
+    with pytest.raises(ConfigError, match="invalid JSON at line 1"):
+        load_config(workspace.config_path)
+
+
+def test_a_script_with_a_bad_config_fails_in_one_line(workspace):
+    workspace.set_config(colour="blue")
+    result = workspace.run("ingestion.py")
+    assert result.returncode == 1
+    assert_one_line_error(result, "unknown config key 'colour'", str(workspace.config_path))
+
+
+def test_importing_the_scripts_has_no_side_effects(tmp_path):
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); "
+        "import common, ingestion, training, scoring, deployment, generate_data; "
+        "print(sorted(os.listdir('.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(PROJECT_DIR)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]" and result.stderr == ""
+
+
+def test_ingested_files_reader_accepts_lines_and_the_legacy_list(tmp_path):
+    path = tmp_path / "ingestedfiles.txt"
+    path.write_text("a.csv\nb.csv\n")
+    assert read_ingested_files(path) == ["a.csv", "b.csv"]
+    path.write_text("['a.csv', 'b.csv']")
+    assert read_ingested_files(path) == ["a.csv", "b.csv"]
+
+
+def test_atomic_writes_leave_no_temporary_files(tmp_path):
+    target = tmp_path / "out" / "file.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    append_jsonl(tmp_path / "out" / "h.jsonl", {"n": 1})
+    append_jsonl(tmp_path / "out" / "h.jsonl", {"n": 2})
+    assert target.read_text() == "two"
+    assert read_jsonl(tmp_path / "out" / "h.jsonl") == [{"n": 1}, {"n": 2}]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.txt", "h.jsonl"]

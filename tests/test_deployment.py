@@ -1,0 +1,85 @@
+"""deployment.py: copies, manifest, immutable archive, rollback, refusal."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import PROJECT_DIR, assert_one_line_error, run_ok
+
+from common import read_deployed_model_bytes
+
+DEPLOYED = ("trainedmodel.pkl", "latestscore.txt", "ingestedfiles.txt")
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_deploys_the_three_files_with_a_manifest(deployed_workspace):
+    prod = deployed_workspace.path("prod_deployment_path")
+    manifest = json.loads((prod / "manifest.json").read_text())
+    assert manifest["version"] == 1
+    sources = {
+        "trainedmodel.pkl": deployed_workspace.path("output_model_path"),
+        "latestscore.txt": deployed_workspace.path("output_model_path"),
+        "ingestedfiles.txt": deployed_workspace.path("output_folder_path"),
+    }
+    for name, folder in sources.items():
+        assert (prod / name).read_bytes() == (folder / name).read_bytes()
+        assert manifest["files"][name]["sha256"] == hashlib.sha256((prod / name).read_bytes()).hexdigest()
+        assert (prod / "archive" / "v0001" / name).read_bytes() == (prod / name).read_bytes()
+    assert manifest["f1"] == float((prod / "latestscore.txt").read_text())
+    blob, _ = read_deployed_model_bytes(prod)
+    assert blob == (prod / "trainedmodel.pkl").read_bytes()
+
+
+@pytest.mark.parametrize("missing", ["trainedmodel.pkl", "latestscore.txt", "ingestedfiles.txt"])
+def test_refuses_and_changes_nothing_when_a_file_is_missing(deployed_workspace, missing):
+    prod = deployed_workspace.path("prod_deployment_path")
+    before = snapshot(prod)
+    folder = "output_folder_path" if missing == "ingestedfiles.txt" else "output_model_path"
+    (deployed_workspace.path(folder) / missing).unlink()
+    result = deployed_workspace.run("deployment.py")
+    assert result.returncode == 1
+    assert_one_line_error(result, missing)
+    assert snapshot(prod) == before
+
+
+def test_refuses_a_score_computed_for_another_model(deployed_workspace):
+    prod = deployed_workspace.path("prod_deployment_path")
+    before = snapshot(prod)
+    model = deployed_workspace.path("output_model_path") / "trainedmodel.pkl"
+    model.write_bytes(model.read_bytes() + b"\n")  # a different model than the one scored
+    assert_one_line_error(deployed_workspace.run("deployment.py"), "computed for another model")
+    assert snapshot(prod) == before
+
+
+def test_versions_are_archived_and_rollback_restores_the_previous_one(deployed_workspace):
+    prod = deployed_workspace.path("prod_deployment_path")
+    first = {name: (prod / name).read_bytes() for name in DEPLOYED}
+    (deployed_workspace.path("input_folder_path") / "dataset2.csv").unlink()
+    run_ok(deployed_workspace, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+    second = {name: (prod / name).read_bytes() for name in DEPLOYED}
+    assert second != first
+    assert json.loads((prod / "manifest.json").read_text())["version"] == 2
+    archived_first = snapshot(prod / "archive" / "v0001")
+
+    result = deployed_workspace.run("deployment.py", "--rollback")
+    assert result.returncode == 0, result.stderr
+    assert {name: (prod / name).read_bytes() for name in DEPLOYED} == first
+    manifest = json.loads((prod / "manifest.json").read_text())
+    assert (manifest["version"], manifest["action"], manifest["rolled_back_from"]) == (1, "rollback", 2)
+    assert snapshot(prod / "archive" / "v0001") == archived_first
+    assert_one_line_error(deployed_workspace.run("deployment.py", "--rollback"), "oldest deployment")
+    history = [json.loads(line) for line in (prod / "deployments.jsonl").read_text().splitlines()]
+    assert [(h["action"], h["version"]) for h in history] == [("deploy", 1), ("deploy", 2), ("rollback", 1)]
+
+
+def test_deployment_imports_no_data_library():
+    code = (
+        "import sys, deployment; print(sorted(m for m in ('pandas', 'sklearn', 'numpy') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr

@@ -1,0 +1,157 @@
+"""ingestion.py as a subprocess: combining, de-duplicating, validating, recording."""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import COLUMNS, assert_one_line_error, client_frame
+
+
+def read_record(workspace):
+    return json.loads((workspace.path("output_folder_path") / "ingestionrecord.json").read_text())
+
+
+def test_combines_and_deduplicates_like_pandas(data_workspace):
+    result = data_workspace.run("ingestion.py")
+    assert result.returncode == 0, result.stderr
+    folder = data_workspace.path("input_folder_path")
+    oracle = (
+        pd.concat([pd.read_csv(folder / "dataset1.csv"), pd.read_csv(folder / "dataset2.csv")])
+        .drop_duplicates()
+        .reset_index(drop=True)
+    )
+    output = data_workspace.path("output_folder_path")
+    final = pd.read_csv(output / "finaldata.csv")
+    assert list(final.columns) == list(COLUMNS)
+    pd.testing.assert_frame_equal(final, oracle, check_dtype=False)
+    assert (output / "ingestedfiles.txt").read_text() == "dataset1.csv\ndataset2.csv\n"
+
+    record = read_record(data_workspace)
+    assert record["rows_read"] == 605 and record["rows_written"] == 600
+    assert record["duplicates_dropped"] == 5
+    assert [f["rows_kept"] for f in record["files"]] == [300, 300]
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in record["files"])
+    assert record["finaldata_sha256"]
+    history = (output / "ingestionhistory.jsonl").read_text().splitlines()
+    assert len(history) == 1
+    assert sorted(p.name for p in output.iterdir()) == [
+        "finaldata.csv", "ingestedfiles.txt", "ingestionhistory.jsonl", "ingestionrecord.json"
+    ]  # fmt: skip
+
+
+def test_only_visible_csv_files_are_read_whatever_the_case(workspace):
+    frame = client_frame(20, seed=4)
+    workspace.write_csv("input_folder_path", "upper.CSV", frame.head(10))
+    workspace.write_csv("input_folder_path", "lower.csv", frame.tail(10))
+    folder = workspace.path("input_folder_path")
+    (folder / ".hidden.csv").write_text("junk")
+    (folder / "Icon\r").write_bytes(b"\x00\x01")
+    (folder / "notes.txt").write_text("not data")
+    (folder / "sub.csv").mkdir()
+    result = workspace.run("ingestion.py")
+    assert result.returncode == 0, result.stderr
+    names = (workspace.path("output_folder_path") / "ingestedfiles.txt").read_text().split()
+    assert names == ["lower.csv", "upper.CSV"]
+
+
+def test_bom_column_order_and_extra_columns(workspace):
+    frame = client_frame(10, seed=5)
+    shuffled = frame[
+        ["exited", "number_of_employees", "corporation", "lastyear_activity", "lastmonth_activity"]
+    ]
+    path = workspace.path("input_folder_path") / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + shuffled.assign(region="north").to_csv(index=False).encode())
+    result = workspace.run("ingestion.py")
+    assert result.returncode == 0, result.stderr
+    assert "dropped extra column region" in result.stderr
+    final = pd.read_csv(workspace.path("output_folder_path") / "finaldata.csv")
+    pd.testing.assert_frame_equal(final, frame, check_dtype=False)
+
+
+BAD_FILES = {
+    "missing_column.csv": (b"corporation,lastmonth_activity,exited\nabcd,1,0\n", "missing required columns"),
+    "text_number.csv": (
+        b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nabcd,lots,1,1,0\n",
+        "lastmonth_activity: non-numeric value 'lots' (line 2)",
+    ),
+    "negative.csv": (
+        b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nabcd,1,1,-4,0\n",
+        "number_of_employees: negative value (line 2)",
+    ),
+    "target.csv": (
+        b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nabcd,1,1,1,2\n",
+        "exited: value not 0 or 1 (line 2)",
+    ),
+    "empty.csv": (b"", "empty file"),
+    "header_only.csv": (
+        b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n",
+        "no data rows",
+    ),  # fmt: skip
+    "binary.csv": (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary file"),
+    "latin1.csv": (
+        b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nd\xe9f,1,1,1,0\n",
+        "not UTF-8 text",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_a_bad_file_is_rejected_by_name_and_the_good_one_still_ingested(workspace, name):
+    good = client_frame(30, seed=6)
+    workspace.write_csv("input_folder_path", "good.csv", good)
+    content, reason = BAD_FILES[name]
+    (workspace.path("input_folder_path") / name).write_bytes(content)
+    result = workspace.run("ingestion.py")
+    assert result.returncode == 3
+    assert_one_line_error(result, name, reason)
+    output = workspace.path("output_folder_path")
+    assert (output / "ingestedfiles.txt").read_text() == "good.csv\n"
+    assert len(pd.read_csv(output / "finaldata.csv")) == 30
+    rejected = [f for f in read_record(workspace)["files"] if f["status"] == "rejected"]
+    assert [f["name"] for f in rejected] == [name]
+    assert any(reason in text for text in rejected[0]["reasons"])
+
+
+def test_every_problem_of_a_file_is_reported_at_once(workspace):
+    workspace.write_csv("input_folder_path", "good.csv", client_frame(10, seed=7))
+    (workspace.path("input_folder_path") / "many.csv").write_text(
+        "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+        "abcd,1,x,-1,0\nefgh,2,3,4,7\n"
+    )
+    result = workspace.run("ingestion.py")
+    assert result.returncode == 3
+    reasons = [f for f in read_record(workspace)["files"] if f["name"] == "many.csv"][0]["reasons"]
+    assert len(reasons) == 3, reasons
+    assert len([line for line in result.stderr.splitlines() if "many.csv: rejected" in line]) == 3
+
+
+def test_missing_feature_values_are_kept_as_missing(workspace):
+    path = workspace.path("input_folder_path") / "gaps.csv"
+    path.write_text(
+        "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nabcd,,10,3,1\nefgh,4,5,6,0\n"
+    )
+    assert workspace.run("ingestion.py").returncode == 0
+    final = (workspace.path("output_folder_path") / "finaldata.csv").read_text().splitlines()
+    assert final[1:] == ["abcd,,10,3,1", "efgh,4,5,6,0"]
+    assert read_record(workspace)["missing_values"]["lastmonth_activity"] == 1
+
+
+@pytest.mark.parametrize("situation", ["missing folder", "empty folder", "all rejected"])
+def test_nothing_to_ingest_leaves_the_previous_output_untouched(data_workspace, situation):
+    assert data_workspace.run("ingestion.py").returncode == 0
+    output = data_workspace.path("output_folder_path")
+    before = {p.name: p.read_bytes() for p in output.iterdir() if p.name != "ingestionhistory.jsonl"}
+    folder = data_workspace.path("input_folder_path")
+    for path in folder.iterdir():
+        path.unlink()
+    if situation == "missing folder":
+        folder.rmdir()
+    if situation == "all rejected":
+        (folder / "bad.csv").write_text("nothing,useful\n1,2\n")
+    result = data_workspace.run("ingestion.py")
+    assert result.returncode == 1
+    assert_one_line_error(result, str(folder))
+    after = {p.name: p.read_bytes() for p in output.iterdir() if p.name != "ingestionhistory.jsonl"}
+    assert after == before
+    last = json.loads((output / "ingestionhistory.jsonl").read_text().splitlines()[-1])
+    assert last["status"] == "failed"

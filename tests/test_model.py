@@ -1,0 +1,123 @@
+"""training.py and scoring.py as subprocesses, checked against scikit-learn oracles."""
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import assert_one_line_error, run_ok
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+
+from common import FEATURES
+
+BARE = dict(C=1.0, solver="liblinear", random_state=0, max_iter=100, tol=1e-4)
+
+
+def load_pickle(path):
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+def test_trained_model_equals_the_course_logistic_regression(data_workspace):
+    run_ok(data_workspace, "ingestion.py", "training.py")
+    models = data_workspace.path("output_model_path")
+    model = load_pickle(models / "trainedmodel.pkl")
+    final = pd.read_csv(data_workspace.path("output_folder_path") / "finaldata.csv")
+    assert [name for name, _ in model.steps] == ["impute", "model"]
+    meta = json.loads((models / "trainedmodel.json").read_text())
+    assert meta["features"] == list(FEATURES) and meta["training_rows"] == len(final)
+    assert meta["parameters"]["solver"] == "liblinear" and meta["parameters"]["C"] == 1.0
+    assert {"scikit-learn", "pandas", "python"} <= set(meta["versions"])
+    assert len(meta["model_sha256"]) == 64 and len(meta["training_data_sha256"]) == 64
+    assert len(pd.read_csv(models / "referencedata.csv")) == len(final)
+
+
+def test_missing_values_are_imputed_inside_the_saved_model(data_workspace):
+    path = data_workspace.path("input_folder_path") / "dataset1.csv"
+    frame = pd.read_csv(path)
+    frame.loc[[0, 5], "lastyear_activity"] = np.nan
+    frame.to_csv(path, index=False)
+    run_ok(data_workspace, "ingestion.py", "training.py")
+    model = load_pickle(data_workspace.path("output_model_path") / "trainedmodel.pkl")
+    rows = pd.DataFrame({"lastmonth_activity": [np.nan, 5.0], "lastyear_activity": [100.0, np.nan],
+                         "number_of_employees": [3.0, np.nan]})  # fmt: skip
+    assert model.predict(rows).tolist() in ([0, 0], [0, 1], [1, 0], [1, 1])
+
+
+def test_complete_data_gives_the_bare_models_predictions(data_workspace):
+    run_ok(data_workspace, "ingestion.py", "training.py")
+    final = pd.read_csv(data_workspace.path("output_folder_path") / "finaldata.csv")
+    assert not final.isna().any().any()
+    model = load_pickle(data_workspace.path("output_model_path") / "trainedmodel.pkl")
+    bare = LogisticRegression(**BARE).fit(final[list(FEATURES)], final["exited"])
+    np.testing.assert_allclose(model.named_steps["model"].coef_, bare.coef_)
+    np.testing.assert_array_equal(model.predict(final[list(FEATURES)]), bare.predict(final[list(FEATURES)]))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not found; run ingestion.py first"),
+        ("", "empty file"),
+        ("corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nab,1,2,3,1\ncd,4,5,6,1\n",
+         "single class"),
+    ],
+)  # fmt: skip
+def test_training_refuses_unusable_data(workspace, content, message):
+    if content is not None:
+        (workspace.path("output_folder_path") / "finaldata.csv").write_text(content)
+    result = workspace.run("training.py")
+    assert_one_line_error(result, message)
+    assert not (workspace.path("output_model_path") / "trainedmodel.pkl").exists()
+
+
+def test_score_is_sklearns_f1_and_is_recorded(data_workspace):
+    run_ok(data_workspace, "ingestion.py", "training.py")
+    result = data_workspace.run("scoring.py")
+    assert result.returncode == 0, result.stderr
+    models = data_workspace.path("output_model_path")
+    model = load_pickle(models / "trainedmodel.pkl")
+    test = pd.read_csv(data_workspace.path("test_data_path") / "testdata.csv")
+    oracle = f1_score(test["exited"], model.predict(test[list(FEATURES)]))
+    assert float((models / "latestscore.txt").read_text()) == pytest.approx(oracle, abs=1e-12)
+    assert float(result.stdout) == pytest.approx(oracle, abs=1e-12)
+    metrics = json.loads((models / "latestscore.json").read_text())
+    confusion = metrics["confusion"]
+    assert sum(confusion.values()) == metrics["rows"] == len(test)
+    assert 0.5 < metrics["roc_auc"] <= 1
+    run_ok(data_workspace, "scoring.py")
+    history = [json.loads(line) for line in (models / "scorehistory.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and history[0]["model_sha256"] == history[1]["model_sha256"]
+    assert history[0]["data"].endswith("testdata.csv")
+
+
+def test_scoring_any_csv_prints_and_writes_nothing(deployed_workspace):
+    models = deployed_workspace.path("output_model_path")
+    before = {p.name: p.read_bytes() for p in models.iterdir()}
+    finaldata = deployed_workspace.path("output_folder_path") / "finaldata.csv"
+    result = deployed_workspace.run("scoring.py", "--deployed", "--data", str(finaldata))
+    assert result.returncode == 0, result.stderr
+    model = load_pickle(deployed_workspace.path("prod_deployment_path") / "trainedmodel.pkl")
+    final = pd.read_csv(finaldata)
+    assert float(result.stdout) == pytest.approx(
+        f1_score(final["exited"], model.predict(final[list(FEATURES)]))
+    )
+    result = deployed_workspace.run("scoring.py", "--data", str(finaldata), "--json")
+    assert json.loads(result.stdout)["rows"] == len(final)
+    assert {p.name: p.read_bytes() for p in models.iterdir()} == before
+
+
+def test_scoring_errors_are_one_line(deployed_workspace, tmp_path):
+    assert_one_line_error(
+        deployed_workspace.run("scoring.py", "--data", str(tmp_path / "nope.csv")), "not found"
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("corporation,lastmonth_activity,exited\nab,1,0\n")
+    assert_one_line_error(deployed_workspace.run("scoring.py", "--data", str(bad)), "missing feature column")
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"not a pickle")
+    assert_one_line_error(
+        deployed_workspace.run("scoring.py", "--model", str(junk)), "not a valid model pickle"
+    )

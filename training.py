@@ -1,0 +1,145 @@
+"""Train the attrition-risk model on the ingested data.
+
+Reads
+    output_folder_path/finaldata.csv
+Writes (output_model_path, each file atomically)
+    trainedmodel.pkl    a scikit-learn Pipeline: median imputer, then the course's
+                        logistic regression (C=1.0, liblinear, L2, random_state=0,
+                        max_iter=100, tol=1e-4, no class weights) on
+                        lastmonth_activity, lastyear_activity, number_of_employees
+    trainedmodel.json   metadata: features, rows, class counts, sha256 of the data and
+                        of the pickle, library versions, timestamp
+    referencedata.csv   the training features (a seeded sample of at most 20,000
+                        rows), the reference for diagnostics' feature-drift check
+Run
+    python training.py
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import sklearn
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from common import (
+    FEATURES,
+    MODEL,
+    MODEL_META,
+    REFERENCE_DATA,
+    TARGET,
+    PipelineError,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_config,
+    run_main,
+    setup_logging,
+    sha256_bytes,
+    sha256_file,
+    utc_now,
+)
+
+NAME = "training"
+REFERENCE_ROWS = 20_000
+
+log = logging.getLogger(NAME)
+
+
+def build_model() -> Pipeline:
+    """The course's logistic regression; the imputer lets it score rows with missing values."""
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            (
+                "model",
+                LogisticRegression(C=1.0, solver="liblinear", random_state=0, max_iter=100, tol=1e-4),
+            ),
+        ]
+    )
+
+
+def read_training_data(path: Path) -> pd.DataFrame:
+    """finaldata.csv, checked for what training needs."""
+    try:
+        frame = pd.read_csv(path, usecols=lambda column: column in (*FEATURES, TARGET))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run ingestion.py first") from None
+    except pd.errors.EmptyDataError:
+        raise PipelineError(f"{path}: empty file; run ingestion.py on valid data") from None
+    missing = [column for column in (*FEATURES, TARGET) if column not in frame.columns]
+    if missing:
+        raise PipelineError(f"{path}: missing column {missing[0]}")
+    frame = frame.dropna(subset=[TARGET])
+    if frame.empty:
+        raise PipelineError(f"{path}: no rows to train on")
+    classes = sorted(frame[TARGET].unique().tolist())
+    if len(classes) < 2:
+        raise PipelineError(f"{path}: {TARGET} has a single class ({classes[0]}); cannot train a classifier")
+    for column in FEATURES:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            raise PipelineError(f"{path}: column {column} is not numeric; run ingestion.py")
+    if frame[list(FEATURES)].isna().all().any():
+        empty = [column for column in FEATURES if frame[column].isna().all()][0]
+        raise PipelineError(f"{path}: column {empty} has no values")
+    return frame
+
+
+def train_model(frame: pd.DataFrame) -> Pipeline:
+    return build_model().fit(frame[list(FEATURES)], frame[TARGET].astype(int))
+
+
+def main() -> int:
+    setup_logging(NAME)
+    config = load_config()
+    data_path = config.finaldata_file
+    started = time.perf_counter()
+    frame = read_training_data(data_path)
+    model = train_model(frame)
+    fit_seconds = time.perf_counter() - started
+    blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    config.model_folder.mkdir(parents=True, exist_ok=True)
+    reference = frame[list(FEATURES)]
+    if len(reference) > REFERENCE_ROWS:
+        reference = reference.sample(n=REFERENCE_ROWS, random_state=0)
+    with atomic_path(config.model_folder / REFERENCE_DATA) as temp:
+        reference.to_csv(temp, index=False)
+    atomic_write_bytes(config.model_folder / MODEL, blob)
+    counts = frame[TARGET].astype(int).value_counts().sort_index()
+    atomic_write_json(
+        config.model_folder / MODEL_META,
+        {
+            "timestamp": utc_now(),
+            "model": "Pipeline(SimpleImputer(median), LogisticRegression)",
+            "parameters": model.named_steps["model"].get_params(),
+            "features": list(FEATURES),
+            "target": TARGET,
+            "training_rows": int(len(frame)),
+            "class_counts": {str(label): int(count) for label, count in counts.items()},
+            "coefficients": dict(zip(FEATURES, model.named_steps["model"].coef_[0].tolist(), strict=True)),
+            "intercept": float(model.named_steps["model"].intercept_[0]),
+            "training_data": str(data_path),
+            "training_data_sha256": sha256_file(data_path),
+            "model_sha256": sha256_bytes(blob),
+            "fit_seconds": round(fit_seconds, 4),
+            "versions": {
+                "python": platform.python_version(),
+                "scikit-learn": sklearn.__version__,
+                "pandas": pd.__version__,
+                "numpy": __import__("numpy").__version__,
+            },
+        },
+    )
+    log.info("trained on %d rows of %s; wrote %s", len(frame), data_path, config.model_folder / MODEL)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, NAME)
