@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -92,8 +93,7 @@ def workspace(tmp_path) -> Workspace:
     return make_workspace(tmp_path / "ws")
 
 
-@pytest.fixture
-def data_workspace(workspace) -> Workspace:
+def add_small_data(workspace: Workspace) -> Workspace:
     """Two small practice files (with an exact duplicate across them) and a test file."""
     first = client_frame(300, seed=1)
     second = pd.concat([client_frame(300, seed=2), first.head(5)], ignore_index=True)
@@ -103,17 +103,31 @@ def data_workspace(workspace) -> Workspace:
     return workspace
 
 
+@pytest.fixture
+def data_workspace(workspace) -> Workspace:
+    return add_small_data(workspace)
+
+
 def run_ok(workspace: Workspace, *scripts: str) -> None:
     for script in scripts:
         result = workspace.run(script)
         assert result.returncode == 0, f"{script}: {result.stderr}"
 
 
+@pytest.fixture(scope="session")
+def deployed_template(tmp_path_factory) -> Path:
+    """Built once: the small data after ingestion, training, scoring and deployment."""
+    template = add_small_data(make_workspace(tmp_path_factory.mktemp("template") / "ws"))
+    run_ok(template, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+    return template.root
+
+
 @pytest.fixture
-def deployed_workspace(data_workspace) -> Workspace:
-    """data_workspace after ingestion, training, scoring and deployment."""
-    run_ok(data_workspace, "ingestion.py", "training.py", "scoring.py", "deployment.py")
-    return data_workspace
+def deployed_workspace(deployed_template, tmp_path) -> Workspace:
+    """A private copy of the deployed template (the scripts' own runs, copied)."""
+    root = tmp_path / "ws"
+    shutil.copytree(deployed_template, root, symlinks=True)
+    return Workspace(root, root / "config.json")
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -1,0 +1,186 @@
+"""diagnostics.py against oracles: pandas, scipy, a hand-computed PSI, the real scripts."""
+
+import hashlib
+import json
+import math
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import assert_one_line_error, client_frame, run_ok
+from scipy.stats import ks_2samp
+
+import diagnostics
+from common import FEATURES, PipelineError, load_config
+
+
+@pytest.fixture
+def config(deployed_workspace):
+    return load_config(deployed_workspace.config_path)
+
+
+def tree_hashes(root):
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and ".cache" not in path.parts
+    }
+
+
+def test_predictions_match_the_deployed_model_in_any_column_order(config, deployed_workspace):
+    test = pd.read_csv(config.testdata_file)
+    model = diagnostics.deployed_model(config).model
+    expected = model.predict(test[list(FEATURES)]).tolist()
+    assert diagnostics.model_predictions(test, config) == expected
+    reordered = test[["number_of_employees", "lastmonth_activity", "lastyear_activity"]]
+    predictions = diagnostics.model_predictions(reordered, config)
+    assert predictions == expected and all(type(value) is int for value in predictions)
+    risks = diagnostics.risk_scores(test, config)
+    np.testing.assert_allclose(risks, model.predict_proba(test[list(FEATURES)])[:, 1])
+    with pytest.raises(PipelineError, match="missing feature column lastyear_activity"):
+        diagnostics.model_predictions(test.drop(columns="lastyear_activity"), config)
+
+
+def test_model_is_cached_and_reloaded_only_when_the_deployment_changes(config, deployed_workspace):
+    first = diagnostics.deployed_model(config)
+    assert diagnostics.deployed_model(config) is first
+    run_ok(deployed_workspace, "deployment.py")
+    second = diagnostics.deployed_model(config)
+    assert second is not first and second.version == first.version + 1
+
+
+def test_a_tampered_model_is_refused(config, deployed_workspace):
+    diagnostics._model_cache.clear()
+    model_path = config.prod_folder / "trainedmodel.pkl"
+    model_path.write_bytes(model_path.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(PipelineError, match="sha256 does not match manifest.json"):
+        diagnostics.deployed_model(config)
+    assert_one_line_error(deployed_workspace.run("diagnostics.py"), "refusing to load a tampered")
+
+
+def test_a_verified_model_keeps_serving_when_the_new_one_does_not_verify(config):
+    loaded = diagnostics.deployed_model(config)
+    model_path = config.prod_folder / "trainedmodel.pkl"
+    model_path.write_bytes(model_path.read_bytes() + b"junk")
+    assert diagnostics.deployed_model(config, allow_stale=True) is loaded
+    with pytest.raises(PipelineError):
+        diagnostics.deployed_model(config)
+
+
+def test_summary_statistics_match_pandas(config):
+    frame = pd.read_csv(config.finaldata_file)
+    summary = diagnostics.dataframe_summary(config)
+    assert list(summary) == ["lastmonth_activity", "lastyear_activity", "number_of_employees", "exited"]
+    for column, stats in summary.items():
+        assert stats["mean"] == pytest.approx(frame[column].mean())
+        assert stats["median"] == pytest.approx(frame[column].median())
+        assert stats["mode"] == pytest.approx(frame[column].mode().min())
+        assert stats["std"] == pytest.approx(frame[column].std())
+    flat = diagnostics.dataframe_summary(config, as_list=True)
+    assert len(flat) == 16 and flat[:4] == list(summary["lastmonth_activity"].values())
+
+
+def test_missing_data_percent_per_column(deployed_workspace):
+    final = deployed_workspace.path("output_folder_path") / "finaldata.csv"
+    frame = pd.read_csv(final)
+    frame.loc[:9, "lastyear_activity"] = np.nan
+    frame.loc[:2, "number_of_employees"] = np.nan
+    frame.to_csv(final, index=False)
+    config = load_config(deployed_workspace.config_path)
+    expected = [0.0, 0.0, 1000 / len(frame), 300 / len(frame), 0.0]
+    assert diagnostics.missing_data(config) == pytest.approx(expected)
+    assert diagnostics.missing_data(config, as_dict=True)["lastyear_activity"] == pytest.approx(expected[2])
+
+
+def test_execution_time_runs_the_real_scripts_and_changes_nothing(config, deployed_workspace):
+    before = tree_hashes(deployed_workspace.root)
+    seconds = diagnostics.execution_time(config)
+    assert len(seconds) == 2 and all(0 < value < 120 for value in seconds)
+    assert tree_hashes(deployed_workspace.root) == before
+
+
+def test_concurrent_timing_requests_share_one_run(config):
+    import threading
+
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(diagnostics.execution_time(config))) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results[0] == results[1]  # the second caller waited and took the first run's figures
+
+
+def test_dependency_check_without_network_is_bounded_and_unknown(config, monkeypatch):
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # the discard port: refused
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    started = time.monotonic()
+    table = diagnostics.outdated_packages_list(config, refresh=True)
+    assert time.monotonic() - started < config["dependency_timeout_seconds"] + 5
+    pins = diagnostics.requirement_pins()
+    assert [row["module"] for row in table] == list(pins)
+    assert {row["latest"] for row in table} == {"unknown"}
+    assert all(row["installed"] == pins[row["module"]] for row in table)
+    assert diagnostics.outdated_packages_list(config) == table  # cached
+
+
+def test_dependency_check_reads_the_latest_versions_pip_finds(config, monkeypatch, tmp_path):
+    """A local package index (wheel names only): requests has a newer release, flask does not."""
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "requests-99.0.0-py3-none-any.whl").write_bytes(b"")
+    (links / "flask-3.1.3-py3-none-any.whl").write_bytes(b"")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    table = {row["module"]: row for row in diagnostics.outdated_packages_list(config, refresh=True)}
+    assert table["requests"]["latest"] == "99.0.0" and table["requests"]["outdated"]
+    assert table["flask"]["latest"] == "3.1.3" and not table["flask"]["outdated"]
+    assert table["pandas"]["latest"] == "unknown"
+
+
+def test_psi_against_a_hand_computed_case():
+    reference = np.arange(100)  # deciles: ten bins of 10% each
+    current = np.concatenate([np.zeros(50), np.arange(50, 100)])  # half in the first bin
+    # bins 0..4 get 0.5, 0, 0, 0, 0 (clipped to 1e-4); bins 5..9 get 0.1 each as expected
+    expected = (0.5 - 0.1) * math.log(0.5 / 0.1) + 4 * (1e-4 - 0.1) * math.log(1e-4 / 0.1)
+    assert diagnostics.psi(reference, current) == pytest.approx(expected)
+    assert diagnostics.psi(reference, reference) == pytest.approx(0.0)
+    assert [diagnostics.psi_band(v) for v in (0.05, 0.1, 0.3)] == ["none", "moderate", "significant"]
+
+
+def test_feature_drift_uses_scipys_ks_and_flags_the_data_set():
+    reference = client_frame(500, seed=10, regime="last_year")
+    same = client_frame(500, seed=11, regime="last_year")
+    shifted = same.assign(number_of_employees=same["number_of_employees"] * 3,
+                          lastmonth_activity=same["lastmonth_activity"] + 200)  # fmt: skip
+    result = diagnostics.compare_features(reference, shifted)
+    for row in result["features"]:
+        oracle = ks_2samp(reference[row["feature"]], shifted[row["feature"]])
+        assert row["ks_statistic"] == pytest.approx(oracle.statistic)
+        assert row["ks_p_value"] == pytest.approx(oracle.pvalue)
+        assert row["drift"] == (oracle.pvalue <= 0.05)
+    assert [row["drift"] for row in result["features"]] == [True, False, True]
+    assert result["dataset_drift"] is True
+    assert diagnostics.compare_features(reference, same)["dataset_drift"] is False
+
+
+def test_main_writes_diagnostics_and_keeps_history(deployed_workspace, monkeypatch):
+    env = {**deployed_workspace.env, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1"}
+    for _ in range(2):
+        result = deployed_workspace.run("diagnostics.py", env=env)
+        assert result.returncode == 0, result.stderr
+    models = deployed_workspace.path("output_model_path")
+    report = json.loads((models / "diagnostics.json").read_text())
+    assert report["deployed_version"] == 1
+    assert len(report["predictions"]["values"]) == 200
+    assert set(report["execution_time_seconds"]) == {"ingestion", "training"}
+    assert report["feature_drift"]["dataset_drift"] is False  # same data as training
+    assert len(list((models / "diagnostics_history").iterdir())) == 2
+    assert (deployed_workspace.root / ".cache" / "dependencies.json").is_file()  # not in the data folders
