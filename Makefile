@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test lint format ingest train score deploy rollback data clean
+.PHONY: help install install-dev run test lint format ingest train score deploy rollback diagnose report serve apicalls data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,18 @@ deploy: $(RUNTIME) ## deployment.py: copy model, score, record to production
 
 rollback: $(RUNTIME) ## deployment.py --rollback: restore the previous deployment
 	$(PY) deployment.py --rollback
+
+diagnose: $(RUNTIME) ## diagnostics.py: diagnostics.json for the deployed model
+	$(PY) diagnostics.py
+
+report: $(RUNTIME) ## reporting.py: confusionmatrix.png, riskranking.csv, report.pdf
+	$(PY) reporting.py
+
+serve: $(RUNTIME) ## the API under gunicorn (bind and workers from config.json), access log to stdout
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+apicalls: $(RUNTIME) ## apicalls.py: call the running API, write apireturns.txt
+	$(PY) apicalls.py
 
 data: $(RUNTIME) ## regenerate the bundled fabricated data (deterministic)
 	$(PY) generate_data.py --bundled

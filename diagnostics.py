@@ -82,19 +82,84 @@ def _stamp(*paths: Path) -> tuple:
     return tuple(stamp)
 
 
+class LinearScorer:
+    """A fitted Pipeline(SimpleImputer, LogisticRegression) in closed form, for serving.
+
+    The same arithmetic as scikit-learn's predict/predict_proba without its per-call input
+    validation, which costs more than the prediction itself on a few rows. Built only for
+    that exact pipeline and checked against the model's own answers when loaded.
+    """
+
+    def __init__(self, fill: np.ndarray, coef: np.ndarray, intercept: float, classes: np.ndarray):
+        self.fill, self.coef, self.intercept, self.classes = fill, coef, intercept, classes
+
+    def decision(self, matrix: np.ndarray) -> np.ndarray:
+        filled = np.where(np.isnan(matrix), self.fill, matrix)
+        return filled @ self.coef + self.intercept
+
+    def predict_proba(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.special import expit
+
+        decision = self.decision(matrix)
+        return self.classes[(decision > 0).astype(int)], expit(decision)
+
+
+def compile_scorer(model) -> LinearScorer | None:
+    """A LinearScorer equal to model on probe rows, or None (then scikit-learn serves)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    steps = getattr(model, "steps", None)
+    if not (
+        isinstance(model, Pipeline)
+        and len(steps) == 2
+        and type(steps[0][1]) is SimpleImputer
+        and type(steps[1][1]) is LogisticRegression
+        and not steps[0][1].add_indicator
+        and len(steps[1][1].classes_) == 2
+        and steps[1][1].coef_.shape == (1, len(FEATURES))
+        and list(getattr(model, "feature_names_in_", FEATURES)) == list(FEATURES)
+    ):
+        return None
+    imputer, regression = steps[0][1], steps[1][1]
+    scorer = LinearScorer(imputer.statistics_.astype(float), regression.coef_[0].astype(float),
+                          float(regression.intercept_[0]), regression.classes_)  # fmt: skip
+    rng = np.random.default_rng(0)
+    probe = rng.gamma(1.0, 500.0, size=(256, len(FEATURES)))
+    probe[rng.random(probe.shape) < 0.1] = np.nan
+    frame = pd.DataFrame(probe, columns=list(FEATURES))
+    predicted, probability = scorer.predict_proba(probe)
+    if not (
+        np.array_equal(predicted, model.predict(frame))
+        and np.allclose(probability, model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
+    ):
+        return None
+    return scorer
+
+
 @dataclass
 class LoadedModel:
     model: object
     manifest: dict
     stamp: tuple
+    scorer: LinearScorer | None = None
 
     @property
     def version(self) -> int:
         return self.manifest.get("version")
 
+    def predict(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(0/1 predictions, exit probabilities) for a float matrix with the FEATURES columns."""
+        if self.scorer is not None:
+            return self.scorer.predict_proba(matrix)
+        frame = pd.DataFrame(matrix, columns=list(FEATURES))
+        return self.model.predict(frame), self.model.predict_proba(frame)[:, 1]
+
 
 _model_cache: dict[Path, LoadedModel] = {}
 _csv_cache: dict[Path, tuple[tuple, pd.DataFrame]] = {}
+_matrix_cache: dict[Path, tuple[tuple, np.ndarray]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -121,7 +186,8 @@ def deployed_model(config: Config | None = None, allow_stale: bool = False) -> L
                 log.warning("%s; still serving version %s", error, cached.version)
                 return cached
             raise
-        loaded = LoadedModel(unpickle_model(blob, prod / MODEL), manifest, stamp)
+        model = unpickle_model(blob, prod / MODEL)
+        loaded = LoadedModel(model, manifest, stamp, compile_scorer(model))
         _model_cache[prod] = loaded
         if cached is not None and cached.version != loaded.version:
             log.info("loaded deployed model version %s (was %s)", loaded.version, cached.version)
@@ -148,6 +214,22 @@ def read_csv_cached(path: Path) -> pd.DataFrame:
     return frame
 
 
+def feature_matrix_cached(path: Path) -> np.ndarray:
+    """The FEATURES columns of a CSV as a float matrix, cached like read_csv_cached."""
+    from scoring import feature_frame
+
+    stamp = _stamp(path)
+    with _cache_lock:
+        cached = _matrix_cache.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+    matrix = feature_frame(read_csv_cached(path), str(path)).to_numpy()
+    matrix.flags.writeable = False
+    with _cache_lock:
+        _matrix_cache[path] = (stamp, matrix)
+    return matrix
+
+
 def model_predictions(
     frame: pd.DataFrame,
     config: Config | None = None,
@@ -162,14 +244,17 @@ def model_predictions(
     """
     from scoring import feature_frame
 
-    model = deployed_model(config, allow_stale).model
-    features = feature_frame(frame, source)
-    if features.empty:
+    loaded = deployed_model(config, allow_stale)
+    return predict_matrix(loaded, feature_frame(frame, source).to_numpy(), proba)
+
+
+def predict_matrix(loaded: LoadedModel, matrix: np.ndarray, proba: bool = False):
+    """Predictions (and probabilities) of a loaded model for a FEATURES-column float matrix."""
+    if len(matrix) == 0:
         return ([], []) if proba else []
-    if not proba:
-        return model.predict(features).astype(int).tolist()
-    probability = model.predict_proba(features)[:, 1]
-    return (probability >= 0.5).astype(int).tolist(), probability.tolist()
+    predicted, probability = loaded.predict(matrix)
+    predicted = predicted.astype(int).tolist()
+    return (predicted, probability.tolist()) if proba else predicted
 
 
 def risk_scores(frame: pd.DataFrame, config: Config | None = None) -> list[float]:

@@ -97,13 +97,18 @@ def read_labelled_data(path: Path) -> pd.DataFrame:
         raise PipelineError(f"{path}: empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise PipelineError(f"{path}: not a readable CSV ({str(error).strip().splitlines()[-1]})") from None
+    return check_labelled(frame, str(path))
+
+
+def check_labelled(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The rows with a 0/1 label (a new frame: the argument is not changed)."""
     if TARGET not in frame.columns:
-        raise PipelineError(f"{path}: missing column {TARGET}")
+        raise PipelineError(f"{source}: missing column {TARGET}")
     frame = frame.dropna(subset=[TARGET])
     if frame.empty:
-        raise PipelineError(f"{path}: no labelled rows")
+        raise PipelineError(f"{source}: no labelled rows")
     if not frame[TARGET].isin([0, 1]).all():
-        raise PipelineError(f"{path}: column {TARGET} must be 0 or 1")
+        raise PipelineError(f"{source}: column {TARGET} must be 0 or 1")
     return frame
 
 

@@ -125,7 +125,7 @@ def deployed_template(tmp_path_factory) -> Path:
 @pytest.fixture
 def deployed_workspace(deployed_template, tmp_path) -> Workspace:
     """A private copy of the deployed template (the scripts' own runs, copied)."""
-    root = tmp_path / "ws"
+    root = tmp_path / "deployed"
     shutil.copytree(deployed_template, root, symlinks=True)
     return Workspace(root, root / "config.json")
 

@@ -184,3 +184,18 @@ def test_main_writes_diagnostics_and_keeps_history(deployed_workspace, monkeypat
     assert report["feature_drift"]["dataset_drift"] is False  # same data as training
     assert len(list((models / "diagnostics_history").iterdir())) == 2
     assert (deployed_workspace.root / ".cache" / "dependencies.json").is_file()  # not in the data folders
+
+
+def test_the_serving_scorer_equals_scikit_learn_and_falls_back_for_other_models(config):
+    from sklearn.tree import DecisionTreeClassifier
+
+    loaded = diagnostics.deployed_model(config)
+    assert loaded.scorer is not None
+    test = pd.read_csv(config.testdata_file)
+    frame = test[list(FEATURES)].astype(float)
+    frame.iloc[::7, 1] = np.nan  # missing values go through the imputer's medians
+    predicted, probability = loaded.scorer.predict_proba(frame.to_numpy())
+    assert predicted.tolist() == loaded.model.predict(frame).tolist()
+    np.testing.assert_allclose(probability, loaded.model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
+    tree = DecisionTreeClassifier(random_state=0).fit(frame.fillna(0), test["exited"])
+    assert diagnostics.compile_scorer(tree) is None

@@ -1,0 +1,96 @@
+"""API benchmark: gunicorn as `make serve` runs it, loaded by wrk over loopback.
+
+Prints requests/s and p50/p99 latency for /prediction with a 1-row JSON body, with a
+100-row CSV file path and with the whole test file path, beside the floor: the "/" route
+(hello-world JSON) of the same server.
+Run
+    python benchmarks/bench_api.py [--seconds 10] [--connections 4] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+ONE_ROW = json.dumps(
+    {"records": [{"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}]}
+)
+
+
+def prepare(root: Path, testdata: Path | None = None) -> Path:
+    """A workspace with the bundled practice data deployed, and a 100-row test file."""
+    config = harness.make_workspace(root)
+    for path in (harness.PROJECT_DIR / "practicedata").glob("*.csv"):
+        shutil.copy(path, root / "input" / path.name)
+    shutil.copy(
+        testdata or harness.PROJECT_DIR / "testdata" / "testdata.csv", root / "testdata" / "testdata.csv"
+    )
+    lines = (root / "testdata" / "testdata.csv").read_text().splitlines(keepends=True)
+    (root / "testdata" / "rows100.csv").write_text("".join(lines[:101]))
+    for script in ("ingestion.py", "training.py", "scoring.py", "deployment.py"):
+        harness.run_script(config, script)
+    return config
+
+
+def cases(base: str, test_rows: int) -> list[tuple[str, str, dict]]:
+    return [
+        ("GET / (floor: hello-world route)", f"{base}/", {}),
+        ("POST /prediction, 1-row JSON", f"{base}/prediction",
+         {"method": "POST", "body": ONE_ROW, "content_type": "application/json"}),
+        ("GET /prediction, 100-row CSV path", f"{base}/prediction?filepath=testdata/rows100.csv", {}),
+        (f"GET /prediction, testdata path ({test_rows} rows)", f"{base}/prediction?filepath=testdata/testdata.csv", {}),
+    ]  # fmt: skip
+
+
+def run(config: Path, seconds: int, connections: int, workdir: Path) -> list[dict]:
+    port = harness.free_port()
+    server = harness.start_gunicorn(config, port, workdir / "gunicorn.log")
+    test_rows = len((config.parent / "testdata" / "testdata.csv").read_text().splitlines()) - 1
+    results = []
+    try:
+        for name, url, options in cases(f"http://127.0.0.1:{port}", test_rows):
+            harness.wrk(url, 1, connections, **options)  # warm-up
+            figures = harness.wrk(url, seconds, connections, **options)
+            results.append({"figure": name, **figures})
+    finally:
+        harness.stop(server)
+    floor = results[0]["rps"]
+    for result in results:
+        result["share_of_floor"] = result["rps"] / floor
+    return results
+
+
+def print_table(results: list[dict], seconds: int, connections: int) -> None:
+    print(f"\nAPI under gunicorn, wrk {connections} connections x {seconds} s, on {harness.machine()}")
+    print(f"{'figure':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of floor':>9}")
+    for result in results:
+        print(f"{result['figure']:<44} {result['rps']:>9.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f} "
+              f"{result['share_of_floor']:>8.0%}")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    harness.ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="risk-bench-api-") as temp:
+        config = prepare(Path(temp) / "ws")
+        results = run(config, args.seconds, args.connections, Path(temp))
+    print_table(results, args.seconds, args.connections)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

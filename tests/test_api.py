@@ -1,0 +1,254 @@
+"""The API through app.test_client(): every endpoint, input form and error case."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_ok
+
+import diagnostics
+from app import create_app
+from common import FEATURES, load_config
+
+ROW = {"corporation": "abcd", "lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
+
+
+@pytest.fixture
+def app(deployed_workspace):
+    return create_app({"RISK_CONFIG": str(deployed_workspace.config_path), "TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def expected(deployed_workspace):
+    """The oracle: the deployed pickle's own predictions on the test file."""
+    config = load_config(deployed_workspace.config_path)
+    model = diagnostics.deployed_model(config).model
+    test = pd.read_csv(config.testdata_file)
+    return model.predict(test[list(FEATURES)]).tolist(), model.predict_proba(test[list(FEATURES)])[:, 1]
+
+
+def assert_error(response, status, error=None, fragment=None):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error", "message"}
+    if error:
+        assert body["error"] == error
+    if fragment:
+        assert fragment in body["message"], body
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "request_kwargs",
+    [
+        {"method": "POST", "json": {"filepath": "testdata/testdata.csv"}},
+        {"method": "POST", "json": {"filename": "testdata/testdata.csv"}},
+        {"method": "POST", "json": {"dataset_path": "testdata/testdata.csv"}},
+        {"method": "GET", "query_string": {"filepath": "testdata/testdata.csv"}},
+        {"method": "GET", "query_string": {"filename": "testdata/testdata.csv"}},
+        {"method": "POST", "query_string": {"filepath": "testdata/testdata.csv"}},
+        {"method": "POST", "data": {"filepath": "testdata/testdata.csv"}},
+    ],
+)
+def test_prediction_from_a_file_location(client, expected, request_kwargs):
+    response = client.open("/prediction", **request_kwargs)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["predictions"] == expected[0]
+    assert response.get_json()["model_version"] == 1
+
+
+def test_prediction_from_an_absolute_path_inside_the_data_folders(client, deployed_workspace, expected):
+    path = deployed_workspace.path("test_data_path") / "testdata.csv"
+    assert (
+        client.get("/prediction", query_string={"filepath": str(path)}).get_json()["predictions"]
+        == expected[0]
+    )
+
+
+def test_prediction_from_rows_in_every_form(client, deployed_workspace, expected):
+    test = pd.read_csv(deployed_workspace.path("test_data_path") / "testdata.csv")
+    records = json.loads(test.to_json(orient="records"))
+    split = json.loads(test.to_json(orient="split", index=False))
+    for body in ({"records": records}, {"dataframe_records": records}, {"dataframe_split": split}):
+        response = client.post("/prediction", json=body)
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["predictions"] == expected[0]
+    csv = test.to_csv(index=False)
+    response = client.post("/prediction", data=csv, content_type="text/csv")
+    assert response.get_json()["predictions"] == expected[0]
+
+
+def test_probabilities_on_request(client, expected):
+    response = client.post("/prediction?proba=1", json={"filepath": "testdata/testdata.csv"})
+    body = response.get_json()
+    np.testing.assert_allclose(body["probabilities"], expected[1])
+    assert body["predictions"] == expected[0]
+    body = client.post("/prediction", json={"records": [ROW], "proba": True}).get_json()
+    assert len(body["probabilities"]) == 1 and body["predictions"] in ([0], [1])
+
+
+def test_rows_with_missing_values_are_predicted(client):
+    row = dict(ROW, lastyear_activity=None)
+    assert client.post("/prediction", json={"records": [row]}).status_code == 200
+
+
+TRAVERSALS = [
+    "/etc/passwd",
+    "../../../../etc/passwd",
+    "testdata/../../../etc/passwd",
+    "testdata/../config.json",
+    "production_deployment/trainedmodel.pkl",
+    "practicemodels/trainedmodel.pkl",
+    "production_deployment/archive/v0001/referencedata.csv",
+    "testdata/%2e%2e/%2e%2e/etc/passwd",
+    "testdata/link_out.csv",
+    "testdata/link_dir/passwd.csv",
+    "/proc/self/environ",
+    "~/.bashrc",
+    "testdata\x00.csv",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_paths_outside_the_data_folders_are_refused(client, deployed_workspace, tmp_path, path):
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "passwd.csv").write_text(
+        "corporation,lastmonth_activity,lastyear_activity,number_of_employees\n"
+    )
+    test_folder = deployed_workspace.path("test_data_path")
+    (test_folder / "link_out.csv").symlink_to(outside / "passwd.csv")
+    (test_folder / "link_dir").symlink_to(outside, target_is_directory=True)
+    response = client.get("/prediction", query_string={"filepath": path})
+    assert response.status_code in (400, 403), (path, response.get_json())
+    assert_error(response, response.status_code)
+    response = client.post("/prediction", json={"filepath": path})
+    assert response.status_code in (400, 403)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        ({"query_string": {"filepath": "testdata/nothere.csv"}}, 404, "no such data file"),
+        ({"json": {}}, 400, "give a data file"),
+        ({"data": "{not json", "content_type": "application/json"}, 400, "malformed JSON"),
+        ({"json": [1, 2]}, 400, "malformed JSON"),
+        ({"json": {"filepath": 7}}, 400, "filepath must be"),
+        ({"json": {"records": "nope"}}, 400, "records must be a list"),
+        ({"json": {"records": [{"lastmonth_activity": 1}]}}, 400, "missing feature column lastyear_activity"),
+        ({"json": {"records": [dict(ROW, number_of_employees="many")]}}, 400, "non-numeric value 'many'"),
+        ({"json": {"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}}, 400, "one value per column"),
+        ({"data": "a,b\n1,2\n", "content_type": "text/csv"}, 400, "missing feature column"),
+        ({"data": "", "content_type": "text/csv"}, 400, "give a data file"),
+        ({"data": b"\x89PNG", "content_type": "image/png"}, 415, "application/json or text/csv"),
+    ],
+)
+def test_bad_prediction_requests_get_a_json_4xx(client, kwargs, status, fragment):
+    assert_error(client.post("/prediction", **kwargs), status, fragment=fragment)
+
+
+def test_a_malformed_csv_file_is_400(client, deployed_workspace):
+    (deployed_workspace.path("test_data_path") / "broken.csv").write_bytes(b"a,b\n1,2,3,4\n\x00\xff")
+    assert_error(client.get("/prediction?filepath=testdata/broken.csv"), 400)
+
+
+def test_a_body_over_the_limit_is_413(deployed_workspace):
+    app = create_app({"RISK_CONFIG": str(deployed_workspace.config_path), "MAX_CONTENT_LENGTH": 1000})
+    body = {"records": [ROW] * 100}
+    assert_error(app.test_client().post("/prediction", json=body), 413)
+
+
+def test_scoring_matches_the_deployed_score_and_writes_nothing(client, deployed_workspace):
+    folders = [deployed_workspace.path(k) for k in ("output_model_path", "prod_deployment_path")]
+    before = {p: p.read_bytes() for folder in folders for p in folder.rglob("*") if p.is_file()}
+    body = client.get("/scoring").get_json()
+    deployed = float((deployed_workspace.path("prod_deployment_path") / "latestscore.txt").read_text())
+    assert body["f1"] == pytest.approx(deployed)
+    assert {"precision", "recall", "accuracy", "roc_auc", "confusion", "model_version"} <= set(body)
+    after = {p: p.read_bytes() for folder in folders for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_summarystats_and_diagnostics(client, deployed_workspace, monkeypatch):
+    config = load_config(deployed_workspace.config_path)
+    body = client.get("/summarystats").get_json()
+    assert body["statistics"] == diagnostics.dataframe_summary(config)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    body = client.get("/diagnostics").get_json()
+    assert set(body) == {"execution_time_seconds", "missing_data_percent", "dependencies"}
+    assert set(body["execution_time_seconds"]) == {"ingestion", "training"}
+    assert body["missing_data_percent"] == diagnostics.missing_data(config, as_dict=True)
+    assert {row["module"] for row in body["dependencies"]} >= {"pandas", "scikit-learn", "flask"}
+    assert set(client.get("/diagnostics?timing=0").get_json()) == {"missing_data_percent", "dependencies"}
+
+
+def test_health_reports_the_version_or_503(client, deployed_workspace, data_workspace):
+    assert client.get("/health").get_json() == {
+        "status": "ok",
+        "model_version": 1,
+        "deployed_at": json.loads(
+            (deployed_workspace.path("prod_deployment_path") / "manifest.json").read_text()
+        )["timestamp"],
+    }
+    empty = create_app({"RISK_CONFIG": str(data_workspace.config_path)}).test_client()
+    assert_error(empty.get("/health"), 503, "model_unavailable")
+    assert_error(empty.get("/prediction?filepath=testdata/testdata.csv"), 503, "model_unavailable")
+
+
+def test_a_redeployed_model_is_picked_up_without_restart(client, deployed_workspace):
+    assert client.get("/health").get_json()["model_version"] == 1
+    (deployed_workspace.path("input_folder_path") / "dataset2.csv").unlink()
+    run_ok(deployed_workspace, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+    assert client.get("/health").get_json()["model_version"] == 2
+    assert client.post("/prediction", json={"records": [ROW]}).get_json()["model_version"] == 2
+
+
+def test_bearer_token_protects_everything_but_health(deployed_workspace):
+    app = create_app({"RISK_CONFIG": str(deployed_workspace.config_path), "API_TOKEN": "s3cret"})
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    for path in (
+        "/",
+        "/prediction?filepath=testdata/testdata.csv",
+        "/scoring",
+        "/summarystats",
+        "/diagnostics",
+    ):
+        response = client.get(path)
+        assert_error(response, 401, "unauthorized")
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert_error(client.get("/scoring", headers={"Authorization": "Bearer wrong"}), 401)
+    assert client.get("/scoring", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    assert_error(client.get("/nothing"), 404, "not_found")
+    assert_error(client.delete("/prediction"), 405, "method_not_allowed")
+
+
+def test_runs_lists_the_run_history(client, deployed_workspace):
+    history = deployed_workspace.path("prod_deployment_path") / "runhistory.jsonl"
+    history.write_text("".join(json.dumps({"run": n}) + "\n" for n in range(15)))
+    assert [run["run"] for run in client.get("/runs?limit=3").get_json()["runs"]] == [12, 13, 14]
+    assert_error(client.get("/runs?limit=x"), 400)
+
+
+def test_importing_app_does_no_heavy_work():
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_DIR
+
+    code = (
+        "import sys, app; print(sorted(m for m in ('pandas', 'sklearn', 'diagnostics') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr

@@ -1,0 +1,113 @@
+"""A real gunicorn on a free loopback port: apicalls.py, and a redeploy under load."""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from conftest import PROJECT_DIR, assert_one_line_error, run_ok
+
+ROW = {"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(workspace, port: int, workers: int = 2) -> subprocess.Popen:
+    """gunicorn as make serve runs it, its log in the workspace (a pipe nobody reads would fill)."""
+    command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"),
+               "--chdir", str(PROJECT_DIR), "-b", f"127.0.0.1:{port}", "-w", str(workers), "wsgi:app"]  # fmt: skip
+    with open(workspace.root / "gunicorn.log", "ab") as log:
+        process = subprocess.Popen(command, env=workspace.env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((workspace.root / "gunicorn.log").read_text())
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                return process
+        except (requests.ConnectionError, requests.Timeout):
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("gunicorn did not become healthy")
+
+
+@pytest.fixture
+def server(deployed_workspace):
+    port = free_port()
+    process = start_gunicorn(deployed_workspace, port)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def test_apicalls_against_a_real_server(server, deployed_workspace):
+    env = {**deployed_workspace.env, "PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INDEX": "1"}
+    result = deployed_workspace.run("apicalls.py", "--url", server, env=env)
+    assert result.returncode == 0, result.stderr
+    answers = json.loads((deployed_workspace.path("output_model_path") / "apireturns.txt").read_text())
+    assert {"prediction", "scoring", "summarystats", "diagnostics"} <= set(answers)
+    assert len(answers["prediction"]["predictions"]) == 200
+    deployed = float((deployed_workspace.path("prod_deployment_path") / "latestscore.txt").read_text())
+    assert answers["scoring"]["f1"] == pytest.approx(deployed)
+    assert set(answers["diagnostics"]) == {"execution_time_seconds", "missing_data_percent", "dependencies"}
+    result = deployed_workspace.run("apicalls.py", "--url", server, "--output", "apireturns2.txt", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (deployed_workspace.path("output_model_path") / "apireturns2.txt").is_file()
+
+
+def test_apicalls_against_a_closed_port_fails_cleanly(deployed_workspace):
+    url = f"http://127.0.0.1:{free_port()}"
+    result = deployed_workspace.run("apicalls.py", "--url", url)
+    assert result.returncode == 1
+    assert_one_line_error(result, url, "make serve")
+    assert not (deployed_workspace.path("output_model_path") / "apireturns.txt").exists()
+
+
+def test_gunicorn_serves_json_errors(server):
+    response = requests.get(f"{server}/prediction", params={"filepath": "/etc/passwd"}, timeout=5)
+    assert response.status_code == 403 and response.json()["error"] == "forbidden"
+    response = requests.post(f"{server}/prediction", data="{x", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "Traceback" not in response.text
+
+
+def test_a_redeploy_under_load_fails_no_request(server, deployed_workspace):
+    stop = threading.Event()
+    results = []
+
+    def hammer():
+        with requests.Session() as session:
+            while not stop.is_set():
+                response = session.post(f"{server}/prediction", json={"records": [ROW]}, timeout=10)
+                results.append((response.status_code, response.json().get("model_version")))
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            run_ok(deployed_workspace, "deployment.py")
+        (deployed_workspace.path("input_folder_path") / "dataset2.csv").unlink()
+        run_ok(deployed_workspace, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    statuses = {status for status, _ in results}
+    assert statuses == {200}, [r for r in results if r[0] != 200][:5]
+    versions = [version for _, version in results]
+    assert versions[0] == 1 and versions[-1] == 5
+    assert len(results) > 50
