@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test lint format ingest train score deploy rollback diagnose report serve apicalls data clean
+.PHONY: help install install-dev run test lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,12 +26,9 @@ install: $(RUNTIME) ## create .venv and install requirements.txt
 
 install-dev: $(DEV) ## also install requirements-dev.txt (pytest, ruff)
 
-run: $(RUNTIME) ## run the pipeline on the bundled data (ingest, train, score, deploy)
-	$(PY) ingestion.py
-	$(PY) training.py
-	$(PY) scoring.py
-	$(PY) deployment.py
-	@$(PY) -c 'from common import load_config as l; c = l(); print(f"\nOutputs:\n  ingested data   {c.output_folder}\n  model, scores   {c.model_folder}\n  production      {c.prod_folder}")'
+run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the deployment)
+	$(PY) fullprocess.py
+	@$(PY) -c 'from common import load_config as l; c = l(); print(f"\nOutputs:\n  ingested data   {c.output_folder}\n  model, reports  {c.model_folder}  (report.pdf, riskranking.csv, confusionmatrix.png)\n  production      {c.prod_folder}  (runhistory.jsonl, fullprocess.log)\nNext: make serve (the API), or switch config.json to sourcedata/models and make run again (README: walkthrough)")'
 
 test: $(DEV) ## run the whole test suite
 	$(PY) -m pytest
@@ -70,6 +67,31 @@ serve: $(RUNTIME) ## the API under gunicorn (bind and workers from config.json),
 
 apicalls: $(RUNTIME) ## apicalls.py: call the running API, write apireturns.txt
 	$(PY) apicalls.py
+
+# crontab.txt rendered for this checkout; override CONFIG, CRON_PYTHON, CRON_LOG to render another.
+CONFIG ?= $(CURDIR)/config.json
+CRON_PYTHON ?= $(CURDIR)/$(PY)
+CRON_LOG ?= $(CURDIR)/cron.log
+CRONTAB ?= crontab
+CRON_LINE = sed -n -e '/^[^\#]/p' crontab.txt | sed -e 's|@PROJECT_DIR@|$(CURDIR)|g' -e 's|@PYTHON@|$(CRON_PYTHON)|g' -e 's|@CONFIG@|$(CONFIG)|g' -e 's|@LOG@|$(CRON_LOG)|g'
+
+cron-line: ## print the cron line for this checkout
+	@$(CRON_LINE)
+
+cron-install: $(RUNTIME) ## install the cron line into your crontab (twice leaves one line)
+	@command -v $(CRONTAB) >/dev/null || { echo "crontab not found: apt-get install cron (then: service cron start)"; exit 1; }
+	@others=$$($(CRONTAB) -l 2>/dev/null | grep -v -F '# risk-assessment:$(CURDIR)'); \
+	{ [ -z "$$others" ] || printf '%s\n' "$$others"; $(CRON_LINE); } | $(CRONTAB) -
+	@echo "installed:"; $(CRONTAB) -l | grep -F '# risk-assessment:$(CURDIR)'
+
+cron-remove: ## remove this checkout's cron line (other lines stay)
+	@command -v $(CRONTAB) >/dev/null || { echo "crontab not found"; exit 1; }
+	@others=$$($(CRONTAB) -l 2>/dev/null | grep -v -F '# risk-assessment:$(CURDIR)'); \
+	{ [ -z "$$others" ] || printf '%s\n' "$$others"; } | $(CRONTAB) -
+	@echo "removed the risk-assessment line for $(CURDIR)"
+
+fullprocess: $(RUNTIME) ## fullprocess.py once (what cron runs)
+	$(PY) fullprocess.py
 
 data: $(RUNTIME) ## regenerate the bundled fabricated data (deterministic)
 	$(PY) generate_data.py --bundled

@@ -3,7 +3,13 @@
 Command-line flags override these (e.g. `-b 127.0.0.1:9000`).
 """
 
-from common import load_config
+import sys
+from pathlib import Path
+
+# gunicorn imports this file before --chdir applies: find common.py from here, not the cwd.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import load_config  # noqa: E402
 
 _config = load_config()
 

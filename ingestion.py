@@ -227,6 +227,7 @@ def main() -> int:
         config.output_folder.mkdir(parents=True, exist_ok=True)
         append_jsonl(config.output_folder / INGESTION_HISTORY, record)
         raise
+    record["input_folder_relative"] = config.relative(config.input_folder)
     write_outputs(final, record, config.output_folder)
     log.info(
         "ingested %d of %d files from %s: %d rows read, %d duplicates dropped, %d rows in %s",

@@ -1,0 +1,445 @@
+"""The unattended loop: new data -> ingest -> drift check -> retrain -> gate -> redeploy -> report.
+
+cron runs it every 10 minutes (crontab.txt). It chains the other scripts as subprocesses
+(each bounded by step_timeout_seconds) and explains every decision in its log.
+
+1. New data: every *.csv of input_folder_path whose name is not in the deployed
+   ingestedfiles.txt and was not already decided on, or whose content changed (size and
+   mtime, then sha256, against the ingestion record). None: one log line, exit 0. This
+   path imports no data library.
+2. ingestion.py.
+3. Drift: the deployed model's F1 on the new finaldata.csv (scoring.py --deployed) against
+   the deployed latestscore.txt, by the configured drift_test:
+     raw            drift when new < deployed - tolerance (the course's test)
+     parametric     drift when new < mean - 2 std of the deployed versions' F1 - tolerance
+                    (needs 2 deployed scores; fewer: the raw test decides)
+     nonparametric  drift when new < Q1 - 1.5 IQR of those scores - tolerance
+                    (needs 4; fewer: the raw test decides)
+   No drift: recorded, exit 0.
+4. training.py, scoring.py: the candidate and its F1 on testdata.
+5. Gate (promotion_gate, default on): redeploy only when the candidate's F1 is not below
+   the deployed model's; otherwise keep it and record why.
+6. deployment.py.
+7. diagnostics.py, reporting.py and apicalls.py for the new deployment: after a redeploy
+   they write confusionmatrix2.png and apireturns2.txt, after the first deployment
+   confusionmatrix.png and apireturns.txt. When no API answers at api_host:api_port, a
+   temporary gunicorn serves the calls and is stopped afterwards.
+An empty production folder is bootstrapped: ingest, train, score, deploy, report.
+
+Reads/writes
+    the other scripts' files; in prod_deployment_path: runhistory.jsonl (one JSON line
+    per run), fullprocess.log (the log), processedfiles.json (the input files already
+    decided on), .fullprocess.lock.
+Run
+    python fullprocess.py              # what cron runs
+    python fullprocess.py --dry-run    # say what would happen, change nothing
+    python fullprocess.py --force      # retrain and redeploy whatever drift and gate say
+Exit status
+    0 success (also: nothing new, no drift, the gate kept the deployed model)
+    1 a step failed (production is left as it was) or bad configuration
+    75 another run holds the lock
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from common import (
+    DEPLOYMENT_HISTORY,
+    FULLPROCESS_LOG,
+    INGESTEDFILES,
+    INGESTION_RECORD,
+    LATESTSCORE,
+    MANIFEST,
+    PROCESSED_FILES,
+    PROJECT_DIR,
+    RUN_HISTORY,
+    Config,
+    PipelineError,
+    append_jsonl,
+    atomic_write_json,
+    file_lock,
+    list_csv_files,
+    load_config,
+    read_ingested_files,
+    read_jsonl,
+    read_score,
+    run_main,
+    setup_logging,
+    sha256_file,
+    utc_now,
+)
+
+NAME = "fullprocess"
+EXIT_LOCKED = 75  # EX_TEMPFAIL: try again later
+LOCK = ".fullprocess.lock"
+MIN_HISTORY = {"raw": 0, "parametric": 2, "nonparametric": 4}
+
+log = logging.getLogger(NAME)
+
+
+class StepFailed(PipelineError):
+    pass
+
+
+def known_files(config: Config) -> tuple[set[str], dict[str, dict]]:
+    """(names the deployment was trained on, {name: size/mtime/sha256} of files decided on)."""
+    prod = config.prod_folder
+    deployed = set(read_ingested_files(prod / INGESTEDFILES)) if (prod / INGESTEDFILES).is_file() else set()
+    known: dict[str, dict] = {}
+    for path in (prod / INGESTION_RECORD, prod / PROCESSED_FILES):  # later sources win
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            continue
+        if record.get("input_folder_relative") == config.relative(config.input_folder):
+            known.update({entry["name"]: entry for entry in record.get("files", []) if "name" in entry})
+    return deployed, known
+
+
+def find_new_files(config: Config) -> tuple[list[str], list[dict]]:
+    """(names of new or changed input files, the current files' size/mtime/sha256 entries)."""
+    if not config.input_folder.is_dir():
+        raise PipelineError(f"{config.input_folder}: input folder does not exist")
+    deployed, known = known_files(config)
+    new, current = [], []
+    for path in list_csv_files(config.input_folder):
+        stat = path.stat()
+        entry = {"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        seen = known.get(path.name)
+        if seen is None and path.name not in deployed:
+            new.append(path.name)
+        elif seen is not None and (seen.get("size"), seen.get("mtime_ns")) != (
+            stat.st_size,
+            stat.st_mtime_ns,
+        ):
+            entry["sha256"] = sha256_file(path)
+            if entry["sha256"] != seen.get("sha256"):
+                new.append(path.name)
+        current.append(entry)
+    return new, current
+
+
+def drift_decision(test: str, new_score: float, deployed_score: float, history: list[float],
+                   tolerance: float = 0.0) -> dict:  # fmt: skip
+    """Whether new_score shows drift, by the course's raw, parametric or non-parametric test.
+
+    history: the F1 of each deployed version. Too short a history for the chosen test
+    (parametric needs 2, non-parametric 4) falls back to the raw test, and says so.
+    """
+    import statistics
+
+    used, note = test, None
+    if len(history) < MIN_HISTORY[test]:
+        used = "raw"
+        note = f"{test} test needs {MIN_HISTORY[test]} deployed scores, history has {len(history)}: raw test used"
+    if used == "raw":
+        threshold = deployed_score
+        rule = "new F1 < deployed F1"
+    elif used == "parametric":
+        mean, std = statistics.fmean(history), statistics.pstdev(history)
+        threshold = mean - 2 * std
+        rule = f"new F1 < mean - 2 std of {len(history)} deployed scores ({mean:.4f} - 2 x {std:.4f})"
+    else:
+        q1, _, q3 = statistics.quantiles(history, n=4, method="inclusive")
+        threshold = q1 - 1.5 * (q3 - q1)
+        rule = f"new F1 < Q1 - 1.5 IQR of {len(history)} deployed scores ({q1:.4f} - 1.5 x {q3 - q1:.4f})"
+    if tolerance:
+        rule += f" - tolerance {tolerance}"
+    return {
+        "test": test,
+        "test_used": used,
+        "note": note,
+        "new_score": new_score,
+        "deployed_score": deployed_score,
+        "threshold": threshold - tolerance,
+        "rule": rule,
+        "drift": new_score < threshold - tolerance,
+    }
+
+
+def deployed_score_history(config: Config) -> list[float]:
+    """The F1 of each deployed version, in deployment order (rollbacks do not count)."""
+    scores, seen = [], set()
+    for entry in read_jsonl(config.prod_folder / DEPLOYMENT_HISTORY):
+        if (
+            entry.get("action") == "deploy"
+            and entry.get("version") not in seen
+            and entry.get("f1") is not None
+        ):
+            seen.add(entry.get("version"))
+            scores.append(float(entry["f1"]))
+    return scores
+
+
+class Run:
+    """One run: its steps, their durations, and the record appended to the run history."""
+
+    def __init__(self, config: Config, args):
+        self.config = config
+        self.record = {"start": utc_now(), "end": None, "force": args.force, "dry_run": args.dry_run,
+                       "new_files": [], "steps": [], "reasons": []}  # fmt: skip
+        self.log_file = None if args.dry_run else config.prod_folder / FULLPROCESS_LOG
+
+    def reason(self, message: str) -> None:
+        log.info("%s", message)
+        self.record["reasons"].append(message)
+
+    def emit_child(self, text: str) -> None:
+        """A child's own log lines (same format), to our stderr and log file."""
+        if not text:
+            return
+        sys.stderr.write(text if text.endswith("\n") else text + "\n")
+        if self.log_file is not None:
+            with open(self.log_file, "a", encoding="utf-8") as handle:
+                handle.write(text if text.endswith("\n") else text + "\n")
+
+    def step(self, script: str, *args: str, ok_codes: tuple[int, ...] = (0,)):
+        import subprocess
+
+        started = time.perf_counter()
+        name = " ".join([script, *args])
+        try:
+            result = subprocess.run(
+                [sys.executable, str(PROJECT_DIR / script), *args],
+                cwd=PROJECT_DIR,
+                capture_output=True,
+                text=True,
+                timeout=self.config["step_timeout_seconds"],
+            )
+        except subprocess.TimeoutExpired as error:
+            seconds = round(time.perf_counter() - started, 3)
+            self.record["steps"].append({"step": name, "exit": None, "seconds": seconds})
+            self.emit_child(error.stderr.decode() if isinstance(error.stderr, bytes) else error.stderr or "")
+            raise StepFailed(f"step {name} timed out after {self.config['step_timeout_seconds']} s") from None
+        seconds = round(time.perf_counter() - started, 3)
+        self.record["steps"].append({"step": name, "exit": result.returncode, "seconds": seconds})
+        self.emit_child(result.stderr)
+        if result.returncode not in ok_codes:
+            errors = [
+                line for line in result.stderr.splitlines() if " ERROR " in line
+            ] or result.stderr.splitlines()
+            last = errors[-1].split(": ", 1)[-1] if errors else "no output"
+            raise StepFailed(f"step {name} failed (exit {result.returncode}): {last}")
+        log.info("step %s done in %.2f s", name, seconds)
+        return result
+
+
+def api_version(url: str) -> int | None:
+    """The model version the API at url serves, or None when nothing answers there."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=3) as response:
+            return json.loads(response.read()).get("model_version")
+    except urllib.error.HTTPError as error:
+        return -1 if error.code == 503 else None
+    except (OSError, ValueError):
+        return None
+
+
+def start_temporary_api(config: Config, log_path: Path):
+    import subprocess
+
+    host, port = config["api_host"], config["api_port"]
+    with open(log_path, "ab") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"), "--chdir",
+             str(PROJECT_DIR), "-b", f"{host}:{port}", "-w", "1", "wsgi:app"],
+            cwd=PROJECT_DIR, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise StepFailed(f"temporary API on {host}:{port} did not start: see {log_path}")
+        if api_version(f"http://{host}:{port}") is not None:
+            return server
+        time.sleep(0.2)
+    stop_server(server)
+    raise StepFailed(f"temporary API on {host}:{port} did not answer within 60 s")
+
+
+def stop_server(server) -> None:
+    import subprocess
+
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def report(run: Run, second: bool) -> None:
+    """Diagnostics, reporting and the API calls for the newly deployed model."""
+    config = run.config
+    suffix = "2" if second else ""
+    run.step("diagnostics.py")
+    run.step("reporting.py", "--output", f"confusionmatrix{suffix}.png")
+    url = f"http://{config['api_host']}:{config['api_port']}"
+    server = None
+    if api_version(url) is None:
+        log.info("no API answers at %s: starting a temporary gunicorn for apicalls.py", url)
+        server = start_temporary_api(config, config.prod_folder / "temporary-api.log")
+    try:
+        version = api_version(url)
+        deployed = json.loads((config.prod_folder / MANIFEST).read_text()).get("version")
+        if version != deployed:
+            log.warning("the API at %s serves model version %s, not the deployed %s", url, version, deployed)
+        run.step("apicalls.py", "--url", url, "--output", f"apireturns{suffix}.txt")
+    finally:
+        if server is not None:
+            stop_server(server)
+
+
+def mark_processed(config: Config) -> None:
+    """Remember the files of the latest ingestion as decided on (written only once decided)."""
+    record = json.loads((config.output_folder / INGESTION_RECORD).read_text(encoding="utf-8"))
+    atomic_write_json(
+        config.prod_folder / PROCESSED_FILES,
+        {"timestamp": utc_now(), "input_folder": record["input_folder"],
+         "input_folder_relative": record["input_folder_relative"],
+         "files": [{key: entry.get(key) for key in ("name", "size", "mtime_ns", "sha256", "status")}
+                   for entry in record["files"]]},
+    )  # fmt: skip
+
+
+def execute(run: Run, args) -> str:
+    """The flow; returns the decision. Raises StepFailed when a step fails."""
+    config = run.config
+    bootstrap = not (config.prod_folder / MANIFEST).is_file()
+    if bootstrap:
+        new = (
+            [path.name for path in list_csv_files(config.input_folder)]
+            if config.input_folder.is_dir()
+            else []
+        )
+        run.record["new_files"] = new
+        if args.dry_run:
+            run.reason(f"production is empty: would ingest {len(new)} files, train, score, deploy and report")
+            return "dry run"
+        run.reason(f"production is empty: bootstrap from {config.input_folder} ({len(new)} files)")
+        run.step("ingestion.py", ok_codes=(0, 3))
+        run.step("training.py")
+        run.step("scoring.py")
+        run.step("deployment.py")
+        mark_processed(config)
+        report(run, second=False)
+        return "bootstrapped"
+
+    new, _ = find_new_files(config)
+    run.record["new_files"] = new
+    if not new and not args.force:
+        run.reason(f"no new data in {config.input_folder}")
+        return "nothing new"
+    if new:
+        run.reason(f"new data in {config.input_folder}: {', '.join(new)}")
+    if args.dry_run:
+        run.reason(
+            f"would ingest, then check drift ({config['drift_test']} test)"
+            + (", then retrain and redeploy (--force)" if args.force else "")
+        )
+        return "dry run"
+
+    run.step("ingestion.py", ok_codes=(0, 3))
+    deployed_score = read_score(config.prod_folder / LATESTSCORE)
+    result = run.step("scoring.py", "--deployed", "--data", str(config.finaldata_file), "--json")
+    new_score = json.loads(result.stdout)["f1"]
+    decision = drift_decision(config["drift_test"], new_score, deployed_score, deployed_score_history(config),
+                              config["drift_tolerance"])  # fmt: skip
+    run.record["drift"] = decision
+    if decision["note"]:
+        run.reason(decision["note"])
+    run.reason(
+        f"drift check ({decision['test_used']}): deployed model F1 {new_score:.4f} on the new data, "
+        f"threshold {decision['threshold']:.4f} ({decision['rule']}): {'DRIFT' if decision['drift'] else 'no drift'}"
+    )
+    if not decision["drift"]:
+        if not args.force:
+            mark_processed(config)
+            return "no drift: kept the deployed model"
+        run.reason("--force: retraining anyway")
+
+    run.step("training.py")
+    run.step("scoring.py")
+    candidate = read_score(config.model_folder / LATESTSCORE)
+    run.record["gate"] = {"candidate_f1": candidate, "deployed_f1": deployed_score,
+                          "enabled": config["promotion_gate"], "passed": candidate >= deployed_score}  # fmt: skip
+    verdict = "passes" if candidate >= deployed_score else "fails"
+    run.reason(
+        f"promotion gate: candidate F1 {candidate:.4f} vs deployed {deployed_score:.4f} on testdata: {verdict}"
+    )
+    if candidate < deployed_score:
+        if args.force:
+            run.reason("--force: deploying anyway")
+        elif config["promotion_gate"]:
+            mark_processed(config)
+            return "gate refused: kept the deployed model"
+        else:
+            run.reason("promotion_gate is off: deploying anyway")
+    run.step("deployment.py")
+    mark_processed(config)
+    report(run, second=True)
+    return "redeployed"
+
+
+def parse_args(argv: list[str] | None):
+    """The options; cron's bare invocation skips argparse, whose import costs a start-up's worth."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(force=False, dry_run=False)
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Check for new data and drift; retrain and redeploy when needed."
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="retrain and redeploy whatever drift and gate say"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(NAME)
+    config = load_config()
+    run = Run(config, args)
+    if run.log_file is not None:
+        setup_logging(NAME, run.log_file)
+    if args.dry_run:  # changes nothing: no lock file, no history, no log file
+        return finish(run, args)
+    config.prod_folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(config.prod_folder / LOCK, blocking=False) as locked:
+        if not locked:
+            log.warning("another fullprocess.py run holds %s: exiting", config.prod_folder / LOCK)
+            return EXIT_LOCKED
+        return finish(run, args)
+
+
+def finish(run: Run, args) -> int:
+    """Execute the flow, record the run, log the decision; returns the exit status."""
+    status = 0
+    try:
+        decision = execute(run, args)
+    except PipelineError as error:  # StepFailed included
+        suffix = "; production left as it was" if isinstance(error, StepFailed) else ""
+        log.error("%s%s", error, suffix)
+        decision, status = f"failed: {error}", 1
+    run.record.update(end=utc_now(), decision=decision, exit_status=status)
+    if not args.dry_run:
+        append_jsonl(run.config.prod_folder / RUN_HISTORY, run.record)
+    took = sum(step["seconds"] for step in run.record["steps"])
+    log.info("decision: %s (%d steps, %.1f s)", decision, len(run.record["steps"]), took)
+    return status
+
+
+if __name__ == "__main__":
+    run_main(main, NAME)

@@ -1,0 +1,284 @@
+"""fullprocess.py end to end: real subprocesses in temporary workspaces."""
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PROJECT_DIR, SEED_DATA, assert_one_line_error, client_frame, make_workspace
+from test_serving import free_port
+
+from common import read_deployed_model_bytes
+from fullprocess import EXIT_LOCKED, drift_decision
+
+
+def runs(workspace):
+    path = workspace.path("prod_deployment_path") / "runhistory.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def manifest(workspace):
+    return json.loads((workspace.path("prod_deployment_path") / "manifest.json").read_text())
+
+
+def production(workspace):
+    """The deployed files a reader uses (histories and logs excluded)."""
+    prod = workspace.path("prod_deployment_path")
+    skip = {
+        "runhistory.jsonl",
+        "fullprocess.log",
+        "deployments.jsonl",
+        "processedfiles.json",
+        ".fullprocess.lock",
+    }
+    return {p.name: p.read_bytes() for p in prod.iterdir() if p.is_file() and p.name not in skip}
+
+
+@pytest.fixture
+def deployed(deployed_workspace):
+    """The deployed small workspace, with its own API port (fullprocess starts a temporary API there)."""
+    deployed_workspace.set_config(api_port=free_port())
+    return deployed_workspace
+
+
+def add_file(workspace, name, frame):
+    workspace.write_csv("input_folder_path", name, frame)
+
+
+def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
+    workspace = make_workspace(tmp_path / "walk", api_port=free_port())
+    for folder in ("practicedata", "sourcedata", "testdata"):
+        shutil.copytree(PROJECT_DIR / folder, workspace.root / folder, dirs_exist_ok=True)
+
+    result = workspace.run("fullprocess.py", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "bootstrap" in result.stderr
+    practice = workspace.root / "practicemodels"
+    assert {"confusionmatrix.png", "apireturns.txt", "report.pdf", "riskranking.csv"} <= {
+        p.name for p in practice.iterdir()
+    }
+    assert manifest(workspace)["version"] == 1
+
+    workspace.set_config(input_folder_path="sourcedata", output_model_path="models")
+    result = workspace.run("fullprocess.py", timeout=300)
+    assert result.returncode == 0, result.stderr
+    last = runs(workspace)[-1]
+    assert last["decision"] == "redeployed"
+    assert sorted(last["new_files"]) == ["dataset3.csv", "dataset4.csv"]
+    assert last["drift"]["drift"] and last["drift"]["new_score"] < last["drift"]["deployed_score"]
+    assert last["gate"]["passed"] and last["gate"]["candidate_f1"] > last["gate"]["deployed_f1"]
+    models = workspace.root / "models"
+    assert (models / "confusionmatrix2.png").read_bytes().startswith(b"\x89PNG")
+    answers = json.loads((models / "apireturns2.txt").read_text())
+    assert answers["scoring"]["model_version"] == 2 == manifest(workspace)["version"]
+    assert (
+        workspace.root / "production_deployment" / "ingestedfiles.txt"
+    ).read_text() == "dataset3.csv\ndataset4.csv\n"
+
+    started = time.monotonic()
+    result = workspace.run("fullprocess.py")
+    assert result.returncode == 0 and "no new data" in result.stderr
+    assert time.monotonic() - started < 5  # well under a second on a quiet machine; bench measures it
+    assert runs(workspace)[-1]["decision"] == "nothing new"
+
+
+def test_nothing_new_imports_no_data_library(deployed):
+    script = str(PROJECT_DIR / "fullprocess.py")
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = [sys.argv[1]]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as exit:\n    code = exit.code\n"
+        "print(code, sorted(m for m in ('pandas', 'sklearn', 'matplotlib', 'numpy') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, script], env=deployed.env, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "0 []", result.stderr
+    assert "no new data" in result.stderr
+
+
+def test_changed_content_is_new_data_but_a_touch_is_not(deployed):
+    path = deployed.path("input_folder_path") / "dataset1.csv"
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # same bytes, new mtime
+    assert "no new data" in deployed.run("fullprocess.py", "--dry-run").stderr
+    frame = pd.read_csv(path)
+    frame.loc[0, "lastyear_activity"] += 1
+    frame.to_csv(path, index=False)
+    result = deployed.run("fullprocess.py", "--dry-run")
+    assert "new data in" in result.stderr and "dataset1.csv" in result.stderr
+
+
+def test_dry_run_changes_nothing(deployed):
+    add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
+    before = {p: p.read_bytes() for p in deployed.root.rglob("*") if p.is_file()}
+    result = deployed.run("fullprocess.py", "--dry-run")
+    assert result.returncode == 0
+    assert "would ingest" in result.stderr and "dataset9.csv" in result.stderr
+    after = {p: p.read_bytes() for p in deployed.root.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_no_drift_keeps_the_model_and_is_not_reconsidered(deployed):
+    deployed.set_config(drift_tolerance=1.0)  # a drop of a whole F1 point would be needed
+    before = production(deployed)
+    add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
+    result = deployed.run("fullprocess.py")
+    assert result.returncode == 0, result.stderr
+    assert runs(deployed)[-1]["decision"] == "no drift: kept the deployed model"
+    assert production(deployed) == before
+    result = deployed.run("fullprocess.py")
+    assert runs(deployed)[-1]["decision"] == "nothing new"
+
+
+def test_the_gate_refuses_a_worse_candidate(deployed):
+    deployed.set_config(drift_tolerance=-1.0)  # always drift
+    before = production(deployed)
+    noise = client_frame(2000, seed=20).assign(exited=lambda f: 1 - f["exited"])  # labels flipped
+    add_file(deployed, "dataset9.csv", noise)
+    result = deployed.run("fullprocess.py")
+    assert result.returncode == 0, result.stderr
+    last = runs(deployed)[-1]
+    assert last["decision"] == "gate refused: kept the deployed model"
+    assert last["gate"]["candidate_f1"] < last["gate"]["deployed_f1"] and not last["gate"]["passed"]
+    assert production(deployed) == before
+
+
+def test_a_failing_step_leaves_production_unchanged(deployed):
+    deployed.set_config(drift_tolerance=-1.0)
+    before = production(deployed)
+    folder = deployed.path("input_folder_path")
+    for path in folder.iterdir():
+        path.unlink()
+    add_file(deployed, "stayers.csv", client_frame(50, seed=30).assign(exited=0))  # one class: training fails
+    result = deployed.run("fullprocess.py")
+    assert result.returncode == 1
+    assert_one_line_error(
+        result, "step training.py failed (exit 1)", "single class", "production left as it was"
+    )
+    assert production(deployed) == before
+    assert runs(deployed)[-1]["exit_status"] == 1
+
+
+def test_a_second_run_exits_with_the_lock_code(deployed):
+    add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
+    deployed.set_config(drift_tolerance=-1.0)
+    log = deployed.path("prod_deployment_path") / "fullprocess.log"
+    first = subprocess.Popen([sys.executable, str(PROJECT_DIR / "fullprocess.py")], env=deployed.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.is_file() and "new data in" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = deployed.run("fullprocess.py")
+        assert second.returncode == EXIT_LOCKED
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "holds" in lines[0] and "Traceback" not in second.stderr
+    finally:
+        assert first.wait(timeout=300) == 0
+
+
+def test_a_lock_left_by_a_killed_holder_does_not_block(deployed):
+    lock = deployed.path("prod_deployment_path") / ".fullprocess.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    assert deployed.run("fullprocess.py").returncode == EXIT_LOCKED
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert lock.exists()
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+    assert deployed.run("fullprocess.py").returncode == 0
+
+
+def test_a_run_killed_mid_way_leaves_production_consistent(deployed):
+    deployed.set_config(drift_tolerance=-1.0)
+    add_file(deployed, "dataset9.csv", client_frame(3000, seed=9))
+    log = deployed.path("prod_deployment_path") / "fullprocess.log"
+    run = subprocess.Popen([sys.executable, str(PROJECT_DIR / "fullprocess.py")], env=deployed.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and "drift check" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)  # the run and its step, mid-training
+    run.wait()
+    prod = deployed.path("prod_deployment_path")
+    read_deployed_model_bytes(prod)  # still verifies
+    assert manifest(deployed)["version"] == 1
+    result = deployed.run("fullprocess.py", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "dataset9.csv" in result.stderr  # not forgotten: decided on again
+    assert runs(deployed)[-1]["decision"] == "redeployed"
+    assert manifest(deployed)["version"] == 2
+
+
+def test_parametric_test_with_a_short_history_falls_back_to_raw(deployed):
+    deployed.set_config(drift_test="parametric", drift_tolerance=1.0)
+    add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
+    result = deployed.run("fullprocess.py")
+    assert result.returncode == 0, result.stderr
+    assert "parametric test needs 2 deployed scores, history has 1: raw test used" in result.stderr
+    assert runs(deployed)[-1]["drift"]["test_used"] == "raw"
+
+
+HISTORY = [0.70, 0.72, 0.75, 0.68, 0.74, 0.71]
+
+
+@pytest.mark.parametrize("new_score", [0.50, 0.655, 0.66, 0.69, 0.80])
+def test_drift_tests_match_the_course_formulas(new_score):
+    deployed = HISTORY[-1]
+    raw = drift_decision("raw", new_score, deployed, HISTORY)
+    assert raw["drift"] == (new_score < deployed)
+    parametric = drift_decision("parametric", new_score, deployed, HISTORY)
+    assert parametric["threshold"] == pytest.approx(np.mean(HISTORY) - 2 * np.std(HISTORY))
+    assert parametric["drift"] == (new_score < np.mean(HISTORY) - 2 * np.std(HISTORY))
+    nonparametric = drift_decision("nonparametric", new_score, deployed, HISTORY)
+    q1, q3 = np.quantile(HISTORY, 0.25), np.quantile(HISTORY, 0.75)
+    assert nonparametric["threshold"] == pytest.approx(q1 - 1.5 * (q3 - q1))
+    assert nonparametric["drift"] == (new_score < q1 - 1.5 * (q3 - q1))
+
+
+def test_drift_hand_computed_cases():
+    # mean 0.7, population std 0.1: threshold 0.5
+    assert drift_decision("parametric", 0.49, 0.8, [0.6, 0.8])["drift"] is True
+    assert drift_decision("parametric", 0.51, 0.8, [0.6, 0.8])["drift"] is False
+    # sorted 0.6 0.7 0.7 0.8, linear interpolation: Q1 = 0.675, Q3 = 0.725, IQR 0.05: threshold 0.6
+    history = [0.8, 0.7, 0.6, 0.7]
+    assert statistics.quantiles(history, n=4, method="inclusive") == pytest.approx([0.675, 0.7, 0.725])
+    assert drift_decision("nonparametric", 0.59, 0.8, history)["threshold"] == pytest.approx(0.6)
+    assert drift_decision("nonparametric", 0.59, 0.8, history)["drift"] is True
+    assert drift_decision("nonparametric", 0.61, 0.8, history)["drift"] is False
+    assert drift_decision("raw", 0.79, 0.8, [], tolerance=0.02)["drift"] is False
+    fallback = drift_decision("nonparametric", 0.5, 0.8, [0.6, 0.7, 0.8])
+    assert fallback["test_used"] == "raw" and fallback["drift"] is True and "needs 4" in fallback["note"]
+
+
+@pytest.mark.skipif(not SEED_DATA.is_dir(), reason="the original course data (../shared/seed/data) is absent")
+def test_course_data_finds_no_raw_drift_and_force_redeploys(tmp_path):
+    workspace = make_workspace(tmp_path / "course", api_port=free_port())
+    for folder in ("practicedata", "sourcedata", "testdata"):
+        shutil.copytree(SEED_DATA / folder, workspace.root / folder, dirs_exist_ok=True)
+    assert workspace.run("fullprocess.py", timeout=300).returncode == 0
+    workspace.set_config(input_folder_path="sourcedata", output_model_path="models")
+    result = workspace.run("fullprocess.py", timeout=300)
+    assert result.returncode == 0, result.stderr
+    drift = runs(workspace)[-1]["drift"]
+    assert drift["new_score"] == pytest.approx(9 / 13) and drift["deployed_score"] == pytest.approx(4 / 7)
+    assert runs(workspace)[-1]["decision"] == "no drift: kept the deployed model"
+    result = workspace.run("fullprocess.py", "--force", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert runs(workspace)[-1]["decision"] == "redeployed"
+    assert (workspace.root / "models" / "confusionmatrix2.png").is_file()
+    assert (workspace.root / "models" / "apireturns2.txt").is_file()
