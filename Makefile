@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove data clean
+.PHONY: help install install-dev run test lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove bench bench-growth data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -92,6 +92,12 @@ cron-remove: ## remove this checkout's cron line (other lines stay)
 
 fullprocess: $(RUNTIME) ## fullprocess.py once (what cron runs)
 	$(PY) fullprocess.py
+
+bench: $(RUNTIME) ## benchmarks: every step and the API beside measured floors (needs wrk: installed if missing)
+	$(PY) benchmarks/bench.py
+
+bench-growth: $(RUNTIME) ## benchmarks: cost per row at 10k, 100k, 1M, 3M rows
+	$(PY) benchmarks/bench.py --growth
 
 data: $(RUNTIME) ## regenerate the bundled fabricated data (deterministic)
 	$(PY) generate_data.py --bundled

@@ -425,3 +425,59 @@ def file_lock(path: Path, blocking: bool = True):
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def api_health(url: str, timeout: float = 3.0) -> dict | None:
+    """The API's /health answer at url ({"status": ...} also for a 503), or None when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            return json.loads(error.read()) if error.code == 503 else None
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def start_api_server(host: str, port: int, log_path: Path, workers: int | None = None, env: dict | None = None,
+                     access_log: bool = True, timeout: float = 60.0):  # fmt: skip
+    """gunicorn as `make serve` runs it (gunicorn.conf.py), once it answers /health.
+
+    Its output goes to log_path: a pipe nobody reads would fill and stall the workers.
+    """
+    import subprocess
+
+    command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"),
+               "--chdir", str(PROJECT_DIR), "-b", f"{host}:{port}", "wsgi:app"]  # fmt: skip
+    if workers:
+        command[-1:-1] = ["-w", str(workers)]
+    if not access_log:
+        command[-1:-1] = ["--access-logfile", "/dev/null"]
+    with open(log_path, "ab") as output:
+        server = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise PipelineError(f"the API on {host}:{port} did not start: see {log_path}")
+        if api_health(f"http://{host}:{port}") is not None:
+            return server
+        time.sleep(0.1)
+    stop_process(server)
+    raise PipelineError(f"the API on {host}:{port} did not answer within {timeout:g} s: see {log_path}")
+
+
+def stop_process(process, timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after timeout seconds."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -194,40 +194,36 @@ def deployed_model(config: Config | None = None, allow_stale: bool = False) -> L
         return loaded
 
 
-def read_csv_cached(path: Path) -> pd.DataFrame:
-    """A CSV read once per process and again only when the file changes. Do not modify it."""
+def _cached(cache: dict, path: Path, load):
+    """load(path), kept per process and loaded again only when the file changes."""
     stamp = _stamp(path)
     with _cache_lock:
-        cached = _csv_cache.get(path)
+        cached = cache.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-    try:
-        frame = pd.read_csv(path, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found") from None
-    except pd.errors.EmptyDataError:
-        raise PipelineError(f"{path}: empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
-        raise PipelineError(f"{path}: not a readable CSV ({str(error).strip().splitlines()[-1]})") from None
+    value = load(path)
     with _cache_lock:
-        _csv_cache[path] = (stamp, frame)
-    return frame
+        cache[path] = (stamp, value)
+    return value
+
+
+def read_csv_cached(path: Path) -> pd.DataFrame:
+    """A CSV read once per process and again only when the file changes. Do not modify it."""
+    from scoring import read_data_file
+
+    return _cached(_csv_cache, path, read_data_file)
 
 
 def feature_matrix_cached(path: Path) -> np.ndarray:
-    """The FEATURES columns of a CSV as a float matrix, cached like read_csv_cached."""
+    """The FEATURES columns of a CSV as a read-only float matrix, cached like read_csv_cached."""
     from scoring import feature_frame
 
-    stamp = _stamp(path)
-    with _cache_lock:
-        cached = _matrix_cache.get(path)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-    matrix = feature_frame(read_csv_cached(path), str(path)).to_numpy()
-    matrix.flags.writeable = False
-    with _cache_lock:
-        _matrix_cache[path] = (stamp, matrix)
-    return matrix
+    def load(path: Path) -> np.ndarray:
+        matrix = feature_frame(read_csv_cached(path), str(path)).to_numpy()
+        matrix.flags.writeable = False
+        return matrix
+
+    return _cached(_matrix_cache, path, load)
 
 
 def model_predictions(

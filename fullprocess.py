@@ -46,7 +46,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 from common import (
     DEPLOYMENT_HISTORY,
@@ -60,6 +59,7 @@ from common import (
     RUN_HISTORY,
     Config,
     PipelineError,
+    api_health,
     append_jsonl,
     atomic_write_json,
     file_lock,
@@ -71,6 +71,8 @@ from common import (
     run_main,
     setup_logging,
     sha256_file,
+    start_api_server,
+    stop_process,
     utc_now,
 )
 
@@ -229,52 +231,6 @@ class Run:
         return result
 
 
-def api_version(url: str) -> int | None:
-    """The model version the API at url serves, or None when nothing answers there."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=3) as response:
-            return json.loads(response.read()).get("model_version")
-    except urllib.error.HTTPError as error:
-        return -1 if error.code == 503 else None
-    except (OSError, ValueError):
-        return None
-
-
-def start_temporary_api(config: Config, log_path: Path):
-    import subprocess
-
-    host, port = config["api_host"], config["api_port"]
-    with open(log_path, "ab") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"), "--chdir",
-             str(PROJECT_DIR), "-b", f"{host}:{port}", "-w", "1", "wsgi:app"],
-            cwd=PROJECT_DIR, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise StepFailed(f"temporary API on {host}:{port} did not start: see {log_path}")
-        if api_version(f"http://{host}:{port}") is not None:
-            return server
-        time.sleep(0.2)
-    stop_server(server)
-    raise StepFailed(f"temporary API on {host}:{port} did not answer within 60 s")
-
-
-def stop_server(server) -> None:
-    import subprocess
-
-    server.terminate()
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-
-
 def report(run: Run, second: bool) -> None:
     """Diagnostics, reporting and the API calls for the newly deployed model."""
     config = run.config
@@ -283,18 +239,22 @@ def report(run: Run, second: bool) -> None:
     run.step("reporting.py", "--output", f"confusionmatrix{suffix}.png")
     url = f"http://{config['api_host']}:{config['api_port']}"
     server = None
-    if api_version(url) is None:
+    if api_health(url) is None:
         log.info("no API answers at %s: starting a temporary gunicorn for apicalls.py", url)
-        server = start_temporary_api(config, config.prod_folder / "temporary-api.log")
+        try:
+            server = start_api_server(config["api_host"], config["api_port"],
+                                      config.prod_folder / "temporary-api.log", workers=1)  # fmt: skip
+        except PipelineError as error:
+            raise StepFailed(str(error)) from None
     try:
-        version = api_version(url)
+        version = (api_health(url) or {}).get("model_version")
         deployed = json.loads((config.prod_folder / MANIFEST).read_text()).get("version")
         if version != deployed:
             log.warning("the API at %s serves model version %s, not the deployed %s", url, version, deployed)
         run.step("apicalls.py", "--url", url, "--output", f"apireturns{suffix}.txt")
     finally:
         if server is not None:
-            stop_server(server)
+            stop_process(server)
 
 
 def mark_processed(config: Config) -> None:

@@ -88,16 +88,20 @@ def feature_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return features.astype("float64")
 
 
-def read_labelled_data(path: Path) -> pd.DataFrame:
+def read_data_file(path: Path) -> pd.DataFrame:
+    """A CSV data file; anything unreadable is a PipelineError naming the file."""
     try:
-        frame = pd.read_csv(path, encoding="utf-8-sig")
+        return pd.read_csv(path, encoding="utf-8-sig")
     except FileNotFoundError:
         raise PipelineError(f"{path}: data file not found") from None
     except pd.errors.EmptyDataError:
         raise PipelineError(f"{path}: empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise PipelineError(f"{path}: not a readable CSV ({str(error).strip().splitlines()[-1]})") from None
-    return check_labelled(frame, str(path))
+
+
+def read_labelled_data(path: Path) -> pd.DataFrame:
+    return check_labelled(read_data_file(path), str(path))
 
 
 def check_labelled(frame: pd.DataFrame, source: str) -> pd.DataFrame:

@@ -16,9 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 import harness  # noqa: E402
+
+from common import start_api_server, stop_process  # noqa: E402
 
 ONE_ROW = json.dumps(
     {"records": [{"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}]}
@@ -52,7 +54,8 @@ def cases(base: str, test_rows: int) -> list[tuple[str, str, dict]]:
 
 def run(config: Path, seconds: int, connections: int, workdir: Path) -> list[dict]:
     port = harness.free_port()
-    server = harness.start_gunicorn(config, port, workdir / "gunicorn.log")
+    server = start_api_server("127.0.0.1", port, workdir / "gunicorn.log", env=harness.env_for(config),
+                              access_log=False)  # fmt: skip
     test_rows = len((config.parent / "testdata" / "testdata.csv").read_text().splitlines()) - 1
     results = []
     try:
@@ -61,7 +64,7 @@ def run(config: Path, seconds: int, connections: int, workdir: Path) -> list[dic
             figures = harness.wrk(url, seconds, connections, **options)
             results.append({"figure": name, **figures})
     finally:
-        harness.stop(server)
+        stop_process(server)
     floor = results[0]["rps"]
     for result in results:
         result["share_of_floor"] = result["rps"] / floor

@@ -93,39 +93,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(config: Path, port: int, log_path: Path, workers: int | None = None) -> subprocess.Popen:
-    """gunicorn as `make serve` runs it (gunicorn.conf.py), on a loopback port."""
-    command = [PYTHON, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"), "--chdir",
-               str(PROJECT_DIR), "-b", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", "wsgi:app"]  # fmt: skip
-    if workers:
-        command[3:3] = ["-w", str(workers)]
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, env=env_for(config), stdout=log, stderr=subprocess.STDOUT)
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(log_path.read_text()[-2000:])
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    stop(process)
-    raise RuntimeError("gunicorn did not become healthy")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def ensure_wrk() -> str:
     """wrk (Debian's package) generates the load from a second process; installed if missing."""
     found = shutil.which("wrk")

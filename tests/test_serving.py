@@ -2,14 +2,14 @@
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import requests
-from conftest import PROJECT_DIR, assert_one_line_error, run_ok
+from conftest import assert_one_line_error, run_ok
+
+from common import start_api_server, stop_process
 
 ROW = {"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
 
@@ -20,36 +20,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(workspace, port: int, workers: int = 2) -> subprocess.Popen:
-    """gunicorn as make serve runs it, its log in the workspace (a pipe nobody reads would fill)."""
-    command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"),
-               "--chdir", str(PROJECT_DIR), "-b", f"127.0.0.1:{port}", "-w", str(workers), "wsgi:app"]  # fmt: skip
-    with open(workspace.root / "gunicorn.log", "ab") as log:
-        process = subprocess.Popen(command, env=workspace.env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError((workspace.root / "gunicorn.log").read_text())
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                return process
-        except (requests.ConnectionError, requests.Timeout):
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("gunicorn did not become healthy")
-
-
 @pytest.fixture
 def server(deployed_workspace):
+    """A real gunicorn on a free loopback port, always stopped."""
     port = free_port()
-    process = start_gunicorn(deployed_workspace, port)
+    process = start_api_server("127.0.0.1", port, deployed_workspace.root / "gunicorn.log", workers=2,
+                               env=deployed_workspace.env)  # fmt: skip
     yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_process(process)
 
 
 def test_apicalls_against_a_real_server(server, deployed_workspace):
