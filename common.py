@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-# Imported where used, not here: hashlib, tempfile, shutil, ast, fcntl. fullprocess.py's
+# Imported where used, not here: hashlib, shutil, ast, fcntl. fullprocess.py's
 # "nothing new" path runs every 10 minutes and must start in a few interpreter start-ups.
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -217,6 +217,25 @@ def run_main(main, name: str) -> None:
     sys.exit(code or 0)
 
 
+def parse_flags(argv: list[str] | None, description: str, flags: dict[str, str]):
+    """On/off options: {"--dry-run": "help"} gives args.dry_run.
+
+    The bare invocations cron and fullprocess.py make skip argparse, whose import alone costs
+    as much as starting the interpreter; --help and mistakes still get argparse's answers.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if set(argv) <= set(flags):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(**{flag[2:].replace("-", "_"): flag in argv for flag in flags})
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    for flag, text in flags.items():
+        parser.add_argument(flag, action="store_true", help=text)
+    return parser.parse_args(argv)
+
+
 def utc_now() -> str:
     """The current UTC time, ISO 8601 with microseconds (without importing datetime)."""
     now = time.time()
@@ -255,13 +274,11 @@ def atomic_path(path: Path):
     Readers see the old file or the new one, never half of one. For libraries that
     write by file name (DataFrame.to_csv, savefig, PdfPages).
     """
-    import tempfile
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    temp_path = Path(temp)
+    # A unique name made here, not by tempfile: its import (random, hashlib) costs a cron tick.
+    temp_path = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    os.close(os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield temp_path
         with open(temp_path, "rb+") as handle:

@@ -23,11 +23,9 @@ Exit status
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from common import (
@@ -48,6 +46,7 @@ from common import (
     atomic_write_json,
     file_lock,
     load_config,
+    parse_flags,
     read_ingested_files,
     read_manifest,
     read_score,
@@ -116,6 +115,8 @@ def version_folder(prod_folder: Path, version: int) -> Path:
 
 def archive_version(files: dict[str, Path], prod_folder: Path, manifest: dict) -> Path:
     """Copy files into a new immutable archive folder; the folder appears whole or not at all."""
+    import shutil
+
     target = version_folder(prod_folder, manifest["version"])
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -194,9 +195,8 @@ def rollback(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Deploy the trained model to production.")
-    parser.add_argument("--rollback", action="store_true", help="restore the previous deployed version")
-    args = parser.parse_args(argv)
+    args = parse_flags(argv, "Deploy the trained model to production.",
+                       {"--rollback": "restore the previous deployed version"})  # fmt: skip
     setup_logging(NAME)
     config = load_config()
     if args.rollback:

@@ -65,6 +65,7 @@ from common import (
     file_lock,
     list_csv_files,
     load_config,
+    parse_flags,
     read_ingested_files,
     read_jsonl,
     read_score,
@@ -348,27 +349,15 @@ def execute(run: Run, args) -> str:
     return "redeployed"
 
 
-def parse_args(argv: list[str] | None):
-    """The options; cron's bare invocation skips argparse, whose import costs a start-up's worth."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        from types import SimpleNamespace
-
-        return SimpleNamespace(force=False, dry_run=False)
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="Check for new data and drift; retrain and redeploy when needed."
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="retrain and redeploy whatever drift and gate say"
-    )
-    parser.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_flags(
+        argv,
+        "Check for new data and drift; retrain and redeploy when needed.",
+        {
+            "--force": "retrain and redeploy whatever drift and gate say",
+            "--dry-run": "say what would happen, change nothing",
+        },
+    )
     setup_logging(NAME)
     config = load_config()
     run = Run(config, args)

@@ -106,3 +106,14 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
     assert target.read_text() == "two"
     assert read_jsonl(tmp_path / "out" / "h.jsonl") == [{"n": 1}, {"n": 2}]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.txt", "h.jsonl"]
+
+
+def test_parse_flags_without_and_with_argparse(capsys):
+    from common import parse_flags
+
+    flags = {"--force": "f", "--dry-run": "d"}
+    assert vars(parse_flags([], "x", flags)) == {"force": False, "dry_run": False}
+    assert vars(parse_flags(["--dry-run"], "x", flags)) == {"force": False, "dry_run": True}
+    with pytest.raises(SystemExit) as exit_info:
+        parse_flags(["--bogus"], "x", flags)
+    assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
