@@ -258,7 +258,7 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -268,11 +268,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path):
+def atomic_path(path: Path, sync_folder: bool = True):
     """Yield a temporary path in the target's folder; on success it replaces the target.
 
     Readers see the old file or the new one, never half of one. For libraries that
-    write by file name (DataFrame.to_csv, savefig, PdfPages).
+    write by file name (DataFrame.to_csv, savefig, PdfPages). sync_folder=False leaves the
+    folder's fsync to a caller that replaces several files and syncs the folder once.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,7 +286,8 @@ def atomic_path(path: Path):
             os.fsync(handle.fileno())
         os.chmod(temp_path, 0o644)
         os.replace(temp_path, path)
-        _fsync_dir(path.parent)
+        if sync_folder:
+            fsync_folder(path.parent)
     except BaseException:
         temp_path.unlink(missing_ok=True)
         raise
@@ -304,11 +306,9 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def atomic_copy(source: Path, target: Path) -> None:
-    import shutil
-
-    with atomic_path(target) as temp:
-        shutil.copyfile(source, temp)
+def atomic_copy(source: Path, target: Path, sync_folder: bool = True) -> None:
+    with atomic_path(target, sync_folder) as temp:
+        temp.write_bytes(Path(source).read_bytes())  # deployed files are small; shutil costs an import
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -351,12 +351,12 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 def read_ingested_files(path: Path) -> list[str]:
     """File names in ingestedfiles.txt: one per line, or the course's Python-list form."""
-    import ast
-
     text = Path(path).read_text(encoding="utf-8").strip()
     if not text:
         return []
     if text.startswith("["):
+        import ast
+
         try:
             names = ast.literal_eval(text)
         except (ValueError, SyntaxError):

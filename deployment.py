@@ -45,6 +45,7 @@ from common import (
     atomic_copy,
     atomic_write_json,
     file_lock,
+    fsync_folder,
     load_config,
     parse_flags,
     read_ingested_files,
@@ -115,15 +116,12 @@ def version_folder(prod_folder: Path, version: int) -> Path:
 
 def archive_version(files: dict[str, Path], prod_folder: Path, manifest: dict) -> Path:
     """Copy files into a new immutable archive folder; the folder appears whole or not at all."""
-    import shutil
-
     target = version_folder(prod_folder, manifest["version"])
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         for name, source in files.items():
-            shutil.copyfile(source, staging / name)
+            (staging / name).write_bytes(source.read_bytes())
             manifest["files"][name] = {
                 "sha256": sha256_file(staging / name),
                 "size": (staging / name).stat().st_size,
@@ -132,7 +130,10 @@ def archive_version(files: dict[str, Path], prod_folder: Path, manifest: dict) -
         for entry in staging.iterdir():
             entry.chmod(0o444)
         os.replace(staging, target)
+        fsync_folder(target.parent)
     except BaseException:
+        import shutil
+
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
@@ -141,10 +142,11 @@ def archive_version(files: dict[str, Path], prod_folder: Path, manifest: dict) -
 def promote(version_dir: Path, prod_folder: Path, manifest: dict) -> None:
     """Make an archived version the live one: each file atomically, the manifest last."""
     for name in manifest["files"]:
-        atomic_copy(version_dir / name, prod_folder / name)
+        atomic_copy(version_dir / name, prod_folder / name, sync_folder=False)
     for name in OPTIONAL_FILES:
         if name not in manifest["files"]:
             (prod_folder / name).unlink(missing_ok=True)
+    fsync_folder(prod_folder)  # once for all the files, before the manifest names them
     atomic_write_json(prod_folder / MANIFEST, manifest)
     append_jsonl(
         prod_folder / DEPLOYMENT_HISTORY,

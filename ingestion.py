@@ -152,6 +152,34 @@ def read_file(path: Path) -> tuple[pd.DataFrame | None, dict]:
     return frame, record
 
 
+def duplicated_rows(frame: pd.DataFrame) -> np.ndarray:
+    """DataFrame.duplicated() (keep the first), in less memory and time on large frames.
+
+    Rows are grouped by a 64-bit hash of their values; only rows whose hash occurs more
+    than once (every exact duplicate, and any hash collision) are compared exactly.
+    """
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    members = np.flatnonzero(pd.Series(hashes).duplicated(keep=False).to_numpy())
+    duplicated = np.zeros(len(frame), dtype=bool)
+    duplicated[members] = frame.iloc[members].duplicated().to_numpy()
+    return duplicated
+
+
+def share_strings(values: pd.Series, table: dict) -> pd.Series:
+    """The same values, each distinct code one string object shared across files.
+
+    Monthly extracts repeat the same clients: 1,000,000 rows of 10,000 codes then hold
+    10,000 strings instead of 1,000,000 (about 50 bytes each).
+    """
+    codes, uniques = pd.factorize(values)
+    if len(uniques) == 0:
+        return values
+    shared = np.array([table.setdefault(value, value) for value in uniques], dtype=object)
+    objects = shared[np.where(codes < 0, 0, codes)]
+    objects[codes < 0] = None
+    return pd.Series(pd.array(objects, dtype=values.dtype), index=values.index, name=values.name)
+
+
 def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
     """Combine the valid files of a folder: (de-duplicated frame, ingestion record)."""
     started = time.perf_counter()
@@ -160,7 +188,7 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
     paths = list_csv_files(input_folder)
     if not paths:
         raise IngestionError(f"{input_folder}: no *.csv files to ingest")
-    frames, records = [], []
+    frames, records, strings = [], [], {}
     for path in paths:
         frame, record = read_file(path)
         records.append(record)
@@ -169,6 +197,7 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
         for reason in record.get("reasons", []):
             log.error("%s: rejected: %s", path, reason)
         if frame is not None:
+            frame[ID_COLUMN] = share_strings(frame[ID_COLUMN], strings)
             frames.append(frame)
     if not frames:
         record = {
@@ -179,11 +208,15 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
         }
         raise IngestionError(f"{input_folder}: no valid CSV file ({len(paths)} rejected)", record)
 
+    sizes = [len(frame) for frame in frames]
     combined = pd.concat(frames, ignore_index=True)
-    duplicated = combined.duplicated().to_numpy()
-    source = np.repeat(np.arange(len(frames)), [len(frame) for frame in frames])
-    kept_per_file = np.bincount(source[~duplicated], minlength=len(frames))
+    frames.clear()  # peak memory: the per-file frames go before de-duplication allocates
+    duplicated = duplicated_rows(combined)
+    source = np.repeat(np.arange(len(sizes)), sizes)
+    kept_per_file = np.bincount(source[~duplicated], minlength=len(sizes))
+    rows_read = len(combined)
     final = combined.loc[~duplicated].reset_index(drop=True)
+    del combined
     ingested = [record for record in records if record["status"] == "ingested"]
     for record, kept in zip(ingested, kept_per_file, strict=True):
         record["rows_kept"] = int(kept)
@@ -194,7 +227,7 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
         "files": records,
         "files_ingested": len(ingested),
         "files_rejected": len(records) - len(ingested),
-        "rows_read": int(len(combined)),
+        "rows_read": int(rows_read),
         "rows_written": int(len(final)),
         "duplicates_dropped": int(duplicated.sum()),
         "missing_values": {column: int(count) for column, count in final.isna().sum().items()},

@@ -155,3 +155,20 @@ def test_nothing_to_ingest_leaves_the_previous_output_untouched(data_workspace, 
     assert after == before
     last = json.loads((output / "ingestionhistory.jsonl").read_text().splitlines()[-1])
     assert last["status"] == "failed"
+
+
+def test_duplicated_rows_equals_pandas_and_shared_strings_keep_values():
+    import numpy as np
+
+    from ingestion import duplicated_rows, share_strings
+
+    frame = pd.concat([client_frame(500, seed=40), client_frame(500, seed=40).head(50)], ignore_index=True)
+    frame = frame.astype({"lastmonth_activity": "Int64"})
+    frame.loc[[3, 503], "lastmonth_activity"] = pd.NA  # a duplicate pair with a missing value
+    frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    np.testing.assert_array_equal(duplicated_rows(frame), frame.duplicated().to_numpy())
+    table = {}
+    values = pd.Series(["abcd", None, "efgh", "abcd"], dtype="str")
+    shared = share_strings(values, table)
+    pd.testing.assert_series_equal(shared, values)
+    assert shared[0] is shared[3] and set(table) == {"abcd", "efgh"}
