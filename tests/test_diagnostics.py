@@ -199,3 +199,21 @@ def test_the_serving_scorer_equals_scikit_learn_and_falls_back_for_other_models(
     np.testing.assert_allclose(probability, loaded.model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
     tree = DecisionTreeClassifier(random_state=0).fit(frame.fillna(0), test["exited"])
     assert diagnostics.compile_scorer(tree) is None
+
+
+def test_a_recent_timing_of_the_same_inputs_is_reused_only_when_asked(config, deployed_workspace):
+    timing_file = deployed_workspace.root / ".cache" / "timing.json"
+
+    def finished():
+        return json.loads(timing_file.read_text())["finished"]
+
+    first = diagnostics.execution_time(config)
+    measured = finished()
+    assert diagnostics.execution_time(config, max_age=600) == first and finished() == measured  # reused
+    diagnostics.execution_time(config)  # max_age 0: measured again
+    assert finished() > measured
+    measured = finished()
+    os.utime(deployed_workspace.path("input_folder_path") / "dataset2.csv", ns=(1, 1))
+    diagnostics.execution_time(config, max_age=600)  # other inputs: measured again
+    assert finished() > measured
+    assert json.loads(timing_file.read_text())["inputs"][1][2] == 1
