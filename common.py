@@ -293,8 +293,8 @@ def atomic_path(path: Path, sync_folder: bool = True):
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as temp:
+def atomic_write_bytes(path: Path, data: bytes, sync_folder: bool = True) -> None:
+    with atomic_path(path, sync_folder) as temp:
         temp.write_bytes(data)
 
 
@@ -307,8 +307,7 @@ def atomic_write_json(path: Path, data) -> None:
 
 
 def atomic_copy(source: Path, target: Path, sync_folder: bool = True) -> None:
-    with atomic_path(target, sync_folder) as temp:
-        temp.write_bytes(Path(source).read_bytes())  # deployed files are small; shutil costs an import
+    atomic_write_bytes(target, Path(source).read_bytes(), sync_folder)  # small files; shutil costs an import
 
 
 def read_jsonl(path: Path) -> list[dict]:

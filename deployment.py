@@ -42,7 +42,7 @@ from common import (
     Config,
     PipelineError,
     append_jsonl,
-    atomic_copy,
+    atomic_write_bytes,
     atomic_write_json,
     file_lock,
     fsync_folder,
@@ -53,7 +53,7 @@ from common import (
     read_score,
     run_main,
     setup_logging,
-    sha256_file,
+    sha256_bytes,
     utc_now,
 )
 
@@ -64,8 +64,8 @@ OPTIONAL_FILES = (MODEL_META, SCORE_METRICS, REFERENCE_DATA, INGESTION_RECORD)
 log = logging.getLogger(NAME)
 
 
-def source_files(config: Config) -> dict[str, Path]:
-    """The files to deploy, by name; refuses when a required one is missing or inconsistent."""
+def read_sources(config: Config) -> dict[str, bytes]:
+    """The files to deploy, by name, read once; refuses when a required one is missing or inconsistent."""
     required = {
         MODEL: config.model_folder / MODEL,
         LATESTSCORE: config.model_folder / LATESTSCORE,
@@ -88,15 +88,16 @@ def source_files(config: Config) -> dict[str, Path]:
         ]
         if (folder / name).is_file()
     }
+    contents = {name: path.read_bytes() for name, path in {**required, **optional}.items()}
     # The score must be the score of this model, not of an earlier one.
-    if SCORE_METRICS in optional:
-        scored = json.loads(optional[SCORE_METRICS].read_text(encoding="utf-8")).get("model_sha256")
-        if scored and scored != sha256_file(required[MODEL]):
+    if SCORE_METRICS in contents:
+        scored = json.loads(contents[SCORE_METRICS]).get("model_sha256")
+        if scored and scored != sha256_bytes(contents[MODEL]):
             raise PipelineError(
                 f"{required[LATESTSCORE]}: was computed for another model than {required[MODEL]}; "
                 "run scoring.py first"
             )
-    return {**required, **optional}
+    return contents
 
 
 def archived_versions(prod_folder: Path) -> list[int]:
@@ -114,18 +115,15 @@ def version_folder(prod_folder: Path, version: int) -> Path:
     return prod_folder / ARCHIVE_DIR / f"v{version:04d}"
 
 
-def archive_version(files: dict[str, Path], prod_folder: Path, manifest: dict) -> Path:
-    """Copy files into a new immutable archive folder; the folder appears whole or not at all."""
+def archive_version(contents: dict[str, bytes], prod_folder: Path, manifest: dict) -> Path:
+    """Write the files into a new immutable archive folder; the folder appears whole or not at all."""
     target = version_folder(prod_folder, manifest["version"])
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     staging.mkdir(parents=True)
     try:
-        for name, source in files.items():
-            (staging / name).write_bytes(source.read_bytes())
-            manifest["files"][name] = {
-                "sha256": sha256_file(staging / name),
-                "size": (staging / name).stat().st_size,
-            }
+        for name, data in contents.items():
+            (staging / name).write_bytes(data)
+            manifest["files"][name] = {"sha256": sha256_bytes(data), "size": len(data)}
         atomic_write_json(staging / MANIFEST, manifest)
         for entry in staging.iterdir():
             entry.chmod(0o444)
@@ -139,12 +137,12 @@ def archive_version(files: dict[str, Path], prod_folder: Path, manifest: dict) -
     return target
 
 
-def promote(version_dir: Path, prod_folder: Path, manifest: dict) -> None:
-    """Make an archived version the live one: each file atomically, the manifest last."""
-    for name in manifest["files"]:
-        atomic_copy(version_dir / name, prod_folder / name, sync_folder=False)
+def promote(contents: dict[str, bytes], prod_folder: Path, manifest: dict) -> None:
+    """Make a version the live one: each file atomically, the manifest last."""
+    for name, data in contents.items():
+        atomic_write_bytes(prod_folder / name, data, sync_folder=False)
     for name in OPTIONAL_FILES:
-        if name not in manifest["files"]:
+        if name not in contents:
             (prod_folder / name).unlink(missing_ok=True)
     fsync_folder(prod_folder)  # once for all the files, before the manifest names them
     atomic_write_json(prod_folder / MANIFEST, manifest)
@@ -157,7 +155,7 @@ def promote(version_dir: Path, prod_folder: Path, manifest: dict) -> None:
 
 def deploy(config: Config) -> dict:
     """Archive and promote the current model, score and ingestion record; returns the manifest."""
-    files = source_files(config)
+    contents = read_sources(config)
     prod = config.prod_folder
     prod.mkdir(parents=True, exist_ok=True)
     with file_lock(prod / LOCK):
@@ -166,13 +164,13 @@ def deploy(config: Config) -> dict:
             "version": (versions[-1] if versions else 0) + 1,
             "timestamp": utc_now(),
             "action": "deploy",
-            "f1": read_score(files[LATESTSCORE]),
-            "ingested_files": read_ingested_files(files[INGESTEDFILES]),
+            "f1": float(contents[LATESTSCORE].decode().strip()),
+            "ingested_files": read_ingested_files(config.output_folder / INGESTEDFILES),
             "source": {"model_folder": str(config.model_folder), "output_folder": str(config.output_folder)},
             "files": {},
         }
-        version_dir = archive_version(files, prod, manifest)
-        promote(version_dir, prod, manifest)
+        archive_version(contents, prod, manifest)
+        promote(contents, prod, manifest)
     return manifest
 
 
@@ -188,11 +186,12 @@ def rollback(config: Config) -> dict:
             )
         version_dir = version_folder(prod, earlier[-1])
         manifest = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
+        contents = {name: (version_dir / name).read_bytes() for name in manifest["files"]}
         for name, entry in manifest["files"].items():
-            if sha256_file(version_dir / name) != entry["sha256"]:
+            if sha256_bytes(contents[name]) != entry["sha256"]:
                 raise PipelineError(f"{version_dir / name}: archived file is damaged; not rolled back")
         manifest.update(timestamp=utc_now(), action="rollback", rolled_back_from=current)
-        promote(version_dir, prod, manifest)
+        promote(contents, prod, manifest)
     return manifest
 
 
