@@ -229,7 +229,7 @@ def bench_growth(runs: int, temp: Path) -> list[dict]:
 def print_scale(result: dict) -> None:
     print(f"\n## {result['scale']}: {result['rows']:,} input rows, finaldata {result['finaldata_rows']:,} rows "
           f"({result['finaldata_in_memory_mib']:.0f} MiB in memory); {result['machine']}")  # fmt: skip
-    print(f"python -c pass: {result['python_pass']['median'] * 1000:.1f} ms\n")
+    print(f"\npython -c pass: {result['python_pass']['median'] * 1000:.1f} ms\n")
     print(
         "| figure | median s | min-max s | peak RSS MiB | floor | floor s | floor RSS MiB | time ratio | RSS ratio |"
     )
