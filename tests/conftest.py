@@ -49,8 +49,10 @@ class Workspace:
 
     @property
     def env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RISK_")}
-        env["RISK_CONFIG"] = str(self.config_path)
+        """The scripts' environment: this workspace's config, and pip kept off the network
+        (the dependency check then answers "unknown" at once, as on a machine without one)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RISK_", "PIP_"))}
+        env.update(RISK_CONFIG=str(self.config_path), PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1")
         return env
 
     def set_config(self, **changes) -> None:

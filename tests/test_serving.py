@@ -31,8 +31,7 @@ def server(deployed_workspace):
 
 
 def test_apicalls_against_a_real_server(server, deployed_workspace):
-    env = {**deployed_workspace.env, "PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INDEX": "1"}
-    result = deployed_workspace.run("apicalls.py", "--url", server, env=env)
+    result = deployed_workspace.run("apicalls.py", "--url", server)
     assert result.returncode == 0, result.stderr
     answers = json.loads((deployed_workspace.path("output_model_path") / "apireturns.txt").read_text())
     assert {"prediction", "scoring", "summarystats", "diagnostics"} <= set(answers)
@@ -40,7 +39,7 @@ def test_apicalls_against_a_real_server(server, deployed_workspace):
     deployed = float((deployed_workspace.path("prod_deployment_path") / "latestscore.txt").read_text())
     assert answers["scoring"]["f1"] == pytest.approx(deployed)
     assert set(answers["diagnostics"]) == {"execution_time_seconds", "missing_data_percent", "dependencies"}
-    result = deployed_workspace.run("apicalls.py", "--url", server, "--output", "apireturns2.txt", env=env)
+    result = deployed_workspace.run("apicalls.py", "--url", server, "--output", "apireturns2.txt")
     assert result.returncode == 0, result.stderr
     assert (deployed_workspace.path("output_model_path") / "apireturns2.txt").is_file()
 
