@@ -15,10 +15,10 @@ cron runs it every 10 minutes (crontab.txt). It chains the other scripts as subp
                     (needs 2 deployed scores; fewer: the raw test decides)
      nonparametric  drift when new < Q1 - 1.5 IQR of those scores - tolerance
                     (needs 4; fewer: the raw test decides)
-   No drift: recorded, exit 0.
+   No drift: recorded, the risk ranking refreshed on the new data, exit 0.
 4. training.py, scoring.py: the candidate and its F1 on testdata.
 5. Gate (promotion_gate, default on): redeploy only when the candidate's F1 is not below
-   the deployed model's; otherwise keep it and record why.
+   the deployed model's; otherwise keep it, record why, and refresh the risk ranking.
 6. deployment.py.
 7. diagnostics.py, reporting.py and apicalls.py for the new deployment: after a redeploy
    they write confusionmatrix2.png and apireturns2.txt, after the first deployment
@@ -258,6 +258,12 @@ def report(run: Run, second: bool) -> None:
             stop_process(server)
 
 
+def refresh_ranking(run: Run) -> None:
+    """The deployed model stays, but the clients to call are those of the new data: rank them."""
+    run.step("reporting.py", "--ranking-only")
+    run.reason(f"risk ranking refreshed on the new data: {run.config.model_folder / 'riskranking.csv'}")
+
+
 def mark_processed(config: Config) -> None:
     """Remember the files of the latest ingestion as decided on (written only once decided)."""
     record = json.loads((config.output_folder / INGESTION_RECORD).read_text(encoding="utf-8"))
@@ -322,6 +328,7 @@ def execute(run: Run, args) -> str:
     )
     if not decision["drift"]:
         if not args.force:
+            refresh_ranking(run)
             mark_processed(config)
             return "no drift: kept the deployed model"
         run.reason("--force: retraining anyway")
@@ -339,6 +346,7 @@ def execute(run: Run, args) -> str:
         if args.force:
             run.reason("--force: deploying anyway")
         elif config["promotion_gate"]:
+            refresh_ranking(run)
             mark_processed(config)
             return "gate refused: kept the deployed model"
         else:

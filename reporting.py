@@ -15,6 +15,7 @@ Writes (output_model_path, each file atomically)
 Run
     python reporting.py
     python reporting.py --output confusionmatrix2.png
+    python reporting.py --ranking-only   # the ranking of the latest ingested data, nothing else
 """
 
 from __future__ import annotations
@@ -293,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", default=CONFUSION_MATRIX, help="confusion matrix file name (default: %(default)s)"
     )
+    parser.add_argument(
+        "--ranking-only",
+        action="store_true",
+        help="only riskranking.csv (fullprocess.py: new data, same model)",
+    )
     args = parser.parse_args(argv)
     setup_logging(NAME)
     if Path(args.output).name != args.output or not args.output.lower().endswith(".png"):
@@ -301,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     config = load_config()
     config.model_folder.mkdir(parents=True, exist_ok=True)
+    if args.ranking_only:
+        ranking_path, ranking = write_risk_ranking(config)
+        log.info("wrote %s (%d corporations)", ranking_path, len(ranking))
+        return 0
     matrix = write_confusion_matrix(config, args.output)
     ranking_path, ranking = write_risk_ranking(config)
     report = write_report(config, ranking)

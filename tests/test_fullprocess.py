@@ -135,6 +135,8 @@ def test_no_drift_keeps_the_model_and_is_not_reconsidered(deployed):
     assert result.returncode == 0, result.stderr
     assert runs(deployed)[-1]["decision"] == "no drift: kept the deployed model"
     assert production(deployed) == before
+    ranking = pd.read_csv(deployed.path("output_model_path") / "riskranking.csv")  # the new clients ranked
+    assert set(client_frame(100, seed=9)["corporation"]) <= set(ranking["corporation"])
     result = deployed.run("fullprocess.py")
     assert runs(deployed)[-1]["decision"] == "nothing new"
 
