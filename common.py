@@ -164,6 +164,13 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             if not ok:
                 raise ConfigError(f"{path}: config key {key!r} must be {expected.__name__}")
             settings[key] = value
+    for key in ("step_timeout_seconds", "api_workers", "api_max_body_bytes", "dependency_timeout_seconds"):
+        if settings[key] <= 0:
+            raise ConfigError(f"{path}: config key {key!r} must be positive")
+    if not 0 < settings["api_port"] < 65536:
+        raise ConfigError(f"{path}: config key 'api_port' must be a port number (1-65535)")
+    if settings["dependency_cache_hours"] < 0:
+        raise ConfigError(f"{path}: config key 'dependency_cache_hours' must not be negative")
     if settings["drift_test"] not in DRIFT_TESTS:
         raise ConfigError(f"{path}: config key 'drift_test' must be one of {', '.join(DRIFT_TESTS)}")
     base = path.parent

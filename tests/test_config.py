@@ -50,6 +50,8 @@ def test_risk_config_environment_variable_names_the_file(workspace, monkeypatch)
         ({"drift_test": "magic"}, "'drift_test' must be one of"),
         ({"api_port": "8000"}, "'api_port' must be int"),
         ({"promotion_gate": 1}, "'promotion_gate' must be bool"),
+        ({"step_timeout_seconds": 0}, "'step_timeout_seconds' must be positive"),
+        ({"api_port": 70000}, "'api_port' must be a port number"),
     ],
 )
 def test_bad_config_values_are_named(workspace, change, message):

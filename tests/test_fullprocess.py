@@ -284,3 +284,18 @@ def test_course_data_finds_no_raw_drift_and_force_redeploys(tmp_path):
     assert runs(workspace)[-1]["decision"] == "redeployed"
     assert (workspace.root / "models" / "confusionmatrix2.png").is_file()
     assert (workspace.root / "models" / "apireturns2.txt").is_file()
+
+
+def test_a_hanging_step_is_stopped_by_the_step_timeout(deployed):
+    deployed.set_config(drift_tolerance=-1.0, step_timeout_seconds=8)
+    add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
+    before = production(deployed)
+    lock = deployed.path("prod_deployment_path") / ".deploy.lock"
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # deployment.py waits for this lock: a step that hangs
+        result = deployed.run("fullprocess.py", timeout=120)
+    assert result.returncode == 1
+    assert_one_line_error(result, "step deployment.py timed out after 8 s", "production left as it was")
+    assert production(deployed) == before
+    last = runs(deployed)[-1]
+    assert last["steps"][-1]["step"] == "deployment.py" and last["steps"][-1]["exit"] is None
