@@ -40,7 +40,7 @@ from common import (
     FEATURES,
     RUN_HISTORY,
     Config,
-    ModelIntegrityError,
+    DeploymentUnavailable,
     PipelineError,
     load_config,
     read_jsonl,
@@ -242,16 +242,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     def api_error(error: ApiError):
         return error_response(error.status, error.error, error.message)
 
-    @app.errorhandler(ModelIntegrityError)
-    def integrity_error(error):
+    @app.errorhandler(DeploymentUnavailable)
+    def deployment_unavailable(error: DeploymentUnavailable):
         return error_response(503, "model_unavailable", str(error))
 
     @app.errorhandler(PipelineError)
     def pipeline_error(error: PipelineError):
-        message = str(error)
-        if "manifest" in message or "no deployment" in message:
-            return error_response(503, "model_unavailable", message)
-        return error_response(400, "bad_request", message)
+        return error_response(400, "bad_request", str(error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -394,7 +394,11 @@ def read_score(path: Path) -> float:
         raise PipelineError(f"{path}: not a number: {text[:40]!r}") from None
 
 
-class ModelIntegrityError(PipelineError):
+class DeploymentUnavailable(PipelineError):
+    """No deployed model can be served: none yet, an unreadable manifest, a missing model file."""
+
+
+class ModelIntegrityError(DeploymentUnavailable):
     """The deployed model's bytes do not match the deployment manifest."""
 
 
@@ -403,11 +407,13 @@ def read_manifest(prod_folder: Path) -> dict:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PipelineError(f"{path}: no deployment yet; run deployment.py (or fullprocess.py)") from None
+        raise DeploymentUnavailable(
+            f"{path}: no deployment yet; run deployment.py (or fullprocess.py)"
+        ) from None
     except (OSError, ValueError) as error:
-        raise PipelineError(f"{path}: unreadable deployment manifest ({error})") from None
+        raise DeploymentUnavailable(f"{path}: unreadable deployment manifest ({error})") from None
     if not isinstance(manifest, dict) or MODEL not in manifest.get("files", {}):
-        raise PipelineError(f"{path}: deployment manifest lists no {MODEL}")
+        raise DeploymentUnavailable(f"{path}: deployment manifest lists no {MODEL}")
     return manifest
 
 
@@ -418,7 +424,7 @@ def read_deployed_model_bytes(prod_folder: Path) -> tuple[bytes, dict]:
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
-        raise PipelineError(f"{path}: deployed model missing; redeploy with deployment.py") from None
+        raise DeploymentUnavailable(f"{path}: deployed model missing; redeploy with deployment.py") from None
     expected = manifest["files"][MODEL]["sha256"]
     if sha256_bytes(blob) != expected:
         raise ModelIntegrityError(

@@ -64,8 +64,11 @@ OPTIONAL_FILES = (MODEL_META, SCORE_METRICS, REFERENCE_DATA, INGESTION_RECORD)
 log = logging.getLogger(NAME)
 
 
-def read_sources(config: Config) -> dict[str, bytes]:
-    """The files to deploy, by name, read once; refuses when a required one is missing or inconsistent."""
+def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
+    """(the files to deploy by name, the F1, the ingested file names), each file read once.
+
+    Refuses when a required file is missing or inconsistent.
+    """
     required = {
         MODEL: config.model_folder / MODEL,
         LATESTSCORE: config.model_folder / LATESTSCORE,
@@ -76,8 +79,6 @@ def read_sources(config: Config) -> dict[str, bytes]:
         raise PipelineError(f"{missing[0]}: not found; run ingestion, training and scoring first")
     if required[MODEL].stat().st_size == 0:
         raise PipelineError(f"{required[MODEL]}: empty model file")
-    read_score(required[LATESTSCORE])
-    read_ingested_files(required[INGESTEDFILES])
     optional = {
         name: folder / name
         for name, folder in [
@@ -88,6 +89,8 @@ def read_sources(config: Config) -> dict[str, bytes]:
         ]
         if (folder / name).is_file()
     }
+    f1 = read_score(required[LATESTSCORE])  # both must parse before anything is published
+    ingested = read_ingested_files(required[INGESTEDFILES])
     contents = {name: path.read_bytes() for name, path in {**required, **optional}.items()}
     # The score must be the score of this model, not of an earlier one.
     if SCORE_METRICS in contents:
@@ -97,7 +100,7 @@ def read_sources(config: Config) -> dict[str, bytes]:
                 f"{required[LATESTSCORE]}: was computed for another model than {required[MODEL]}; "
                 "run scoring.py first"
             )
-    return contents
+    return contents, f1, ingested
 
 
 def archived_versions(prod_folder: Path) -> list[int]:
@@ -155,7 +158,7 @@ def promote(contents: dict[str, bytes], prod_folder: Path, manifest: dict) -> No
 
 def deploy(config: Config) -> dict:
     """Archive and promote the current model, score and ingestion record; returns the manifest."""
-    contents = read_sources(config)
+    contents, f1, ingested = read_sources(config)
     prod = config.prod_folder
     prod.mkdir(parents=True, exist_ok=True)
     with file_lock(prod / LOCK):
@@ -164,8 +167,8 @@ def deploy(config: Config) -> dict:
             "version": (versions[-1] if versions else 0) + 1,
             "timestamp": utc_now(),
             "action": "deploy",
-            "f1": float(contents[LATESTSCORE].decode().strip()),
-            "ingested_files": read_ingested_files(config.output_folder / INGESTEDFILES),
+            "f1": f1,
+            "ingested_files": ingested,
             "source": {"model_folder": str(config.model_folder), "output_folder": str(config.output_folder)},
             "files": {},
         }

@@ -98,9 +98,9 @@ def confusion_title(manifest: dict, truth, predicted, data: Path) -> str:
     return f"Deployed model v{manifest.get('version')}: F1 {f1:.3f}\non {data.name} ({len(truth)} rows)"
 
 
-def write_confusion_matrix(config: Config, name: str = CONFUSION_MATRIX) -> Path:
+def write_confusion_matrix(config: Config, name: str = CONFUSION_MATRIX, predictions=None) -> Path:
     plt = pyplot()
-    truth, predicted, _, manifest = deployed_test_predictions(config)
+    truth, predicted, _, manifest = predictions or deployed_test_predictions(config)
     figure, axis = plt.subplots(figsize=(5.5, 5))
     try:
         draw_confusion_matrix(
@@ -157,7 +157,7 @@ def _fmt(value, digits: int = 4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else value
 
 
-def write_report(config: Config, ranking: pd.DataFrame) -> Path:
+def write_report(config: Config, ranking: pd.DataFrame, predictions=None) -> Path:
     """One PDF a person reads instead of the raw files."""
     from matplotlib.backends.backend_pdf import PdfPages
     from sklearn.metrics import RocCurveDisplay, f1_score, precision_score, recall_score, roc_auc_score
@@ -165,7 +165,7 @@ def write_report(config: Config, ranking: pd.DataFrame) -> Path:
     import diagnostics
 
     plt = pyplot()
-    truth, predicted, probability, manifest = deployed_test_predictions(config)
+    truth, predicted, probability, manifest = predictions or deployed_test_predictions(config)
     metrics = {
         "F1": f1_score(truth, predicted, zero_division=0),
         "precision": precision_score(truth, predicted, zero_division=0),
@@ -311,9 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         ranking_path, ranking = write_risk_ranking(config)
         log.info("wrote %s (%d corporations)", ranking_path, len(ranking))
         return 0
-    matrix = write_confusion_matrix(config, args.output)
+    predictions = deployed_test_predictions(config)
+    matrix = write_confusion_matrix(config, args.output, predictions)
     ranking_path, ranking = write_risk_ranking(config)
-    report = write_report(config, ranking)
+    report = write_report(config, ranking, predictions)
     log.info("wrote %s, %s (%d corporations), %s", matrix, ranking_path, len(ranking), report)
     return 0
 
