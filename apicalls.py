@@ -10,39 +10,51 @@ Run
     make serve &                 # or: python app.py
     python apicalls.py
     python apicalls.py --output apireturns2.txt --url http://127.0.0.1:8000
+Environment
+    RISK_API_TOKEN    sent as "Authorization: Bearer <token>" when set
 Exit status
-    0 saved; 1 the API did not answer or answered with an error (one line says which).
+    0 saved; 69 the API did not answer; 1 it answered with an error (one line says which);
+    78 bad config.json; 2 a usage error.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from pathlib import Path
 
-from common import PipelineError, atomic_write_text, load_config, run_main, setup_logging, utc_now
+import requests
+
+from common import (
+    APIRETURNS,
+    TOKEN_ENV,
+    PipelineError,
+    Unavailable,
+    atomic_write_text,
+    command_line,
+    load_config,
+    run_main,
+    setup_logging,
+    utc_now,
+)
 
 NAME = "apicalls"
-APIRETURNS = "apireturns.txt"
-TOKEN_ENV = "RISK_API_TOKEN"
 
 log = logging.getLogger(NAME)
 
 
-def call(session, method: str, url: str, timeout: float, **kwargs) -> dict:
-    import requests
-
+def call(session: requests.Session, method: str, url: str, timeout: float, **kwargs) -> dict:
+    """One endpoint's JSON answer; no answer, or an error status, is a PipelineError saying which."""
     try:
         response = session.request(method, url, timeout=timeout, **kwargs)
     except requests.ConnectionError:
         base = url.split("/", 3)[:3]
-        raise PipelineError(
+        raise Unavailable(
             f"{'/'.join(base)}: the API does not answer; start it with `make serve` (or `python app.py`)"
         ) from None
     except requests.Timeout:
-        raise PipelineError(f"{url}: no answer within {timeout:g} s") from None
+        raise Unavailable(f"{url}: no answer within {timeout:g} s") from None
     try:
         body = response.json()
     except ValueError:
@@ -55,8 +67,6 @@ def call(session, method: str, url: str, timeout: float, **kwargs) -> dict:
 
 def call_all(base_url: str, data_file: str, token: str | None = None, timeout: float = 300.0) -> dict:
     """The four endpoints' answers, combined."""
-    import requests
-
     base_url = base_url.rstrip("/")
     with requests.Session() as session:
         if token:
@@ -74,30 +84,29 @@ def call_all(base_url: str, data_file: str, token: str | None = None, timeout: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = load_config()
-    parser = argparse.ArgumentParser(description="Call the API's endpoints and save the answers.")
-    parser.add_argument(
-        "--url", default=f"http://{config['api_host']}:{config['api_port']}", help="%(default)s"
-    )
+    parser = command_line(__doc__)
+    parser.add_argument("--url", help="the API's address (default: http://api_host:api_port of config.json)")
     parser.add_argument("--output", default=APIRETURNS, help="file name in output_model_path (%(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per call (%(default)s)")
     args = parser.parse_args(argv)
-    setup_logging(NAME)
     if Path(args.output).name != args.output:
-        raise PipelineError(f"--output {args.output!r}: give a file name (it goes to {config.model_folder})")
+        parser.error(f"--output {args.output!r}: give a file name (it goes to output_model_path)")
+    setup_logging(NAME)
+    config = load_config()
+    url = args.url or f"http://{config['api_host']}:{config['api_port']}"
     testdata = config.testdata_file
     try:
         data_file = str(testdata.relative_to(config.path.parent))
     except ValueError:
         data_file = str(testdata)
-    answers = call_all(args.url, data_file, os.environ.get(TOKEN_ENV), args.timeout)
+    answers = call_all(url, data_file, os.environ.get(TOKEN_ENV), args.timeout)
     target = config.model_folder / args.output
     atomic_write_text(target, json.dumps(answers, indent=2) + "\n")
     log.info(
         "%d predictions, F1 %.4f from %s; wrote %s",
         len(answers["prediction"]["predictions"]),
         answers["scoring"]["f1"],
-        args.url,
+        url,
         target,
     )
     return 0

@@ -1,8 +1,15 @@
-"""Shared settings, paths, column names, logging and atomic file helpers.
+"""Shared settings, paths, file names, errors, logging and atomic file helpers.
 
-Every script of the pipeline imports this module. It is pure: importing it reads
-no file, configures no logging and imports no data library, so that the light
-scripts (deployment.py, the "nothing new" path of fullprocess.py) stay fast.
+Every script of the pipeline imports this module. It is pure: importing it reads no file,
+configures no logging and imports no data library.
+
+Start-up budget: fullprocess.py's "nothing new" path (every 10 minutes under cron) and
+deployment.py import only this module and the standard library, and are benchmarked against
+`python -c pass` (README: Benchmarks). So the few standard modules that cost a noticeable share
+of that budget and that those paths rarely need (hashlib, fcntl, ast) are imported inside the
+functions that use them, the configuration is a plain class rather than a dataclass (whose
+import costs a third of the budget), and atomic_path names its temporary file itself instead of
+importing tempfile. Everywhere else imports sit at the top of the file.
 
 Configuration
     config.json beside this file, or the file named by the environment variable
@@ -10,10 +17,25 @@ Configuration
     tests and diagnostics.execution_time() run the real scripts on a temporary
     workspace). Every folder in it resolves against the config file's own
     folder, never the working directory: cron starts in $HOME.
+
+Errors
+    PipelineError and its subclasses are the expected failures. Each class carries the exit
+    status a script ends with (run_main) and the HTTP status the API answers with (app.py):
+
+    class                  meaning                                   exit  HTTP
+    PipelineError          a step of the pipeline failed                1   500
+    InputError             input data or a request is not usable       65   400
+    ConfigError            config.json is wrong                         78   500
+    Unavailable            something the service needs is missing      69   503
+      DeploymentUnavailable  no deployed model can be used             69   503
+        ModelIntegrityError  its bytes do not match the manifest       69   503
+      DataUnavailable        the server's own data files are unusable  69   503
+    (anything else)        a bug: one log line, no traceback           70   500
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -22,13 +44,11 @@ import sys
 import time
 from pathlib import Path
 
-# Imported where used, not here: hashlib, shutil, ast, fcntl. fullprocess.py's
-# "nothing new" path runs every 10 minutes and must start in a few interpreter start-ups.
-
 PROJECT_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PROJECT_DIR / "config.json"
 CONFIG_ENV = "RISK_CONFIG"
 DEBUG_ENV = "RISK_DEBUG"
+TOKEN_ENV = "RISK_API_TOKEN"
 
 # The five keys of the course's config.json: all required.
 REQUIRED_KEYS = (
@@ -59,43 +79,89 @@ TARGET = "exited"
 COLUMNS = (ID_COLUMN, *FEATURES, TARGET)
 
 # File names shared between the scripts.
-FINALDATA = "finaldata.csv"
+FINALDATA = "finaldata.csv"  # output_folder_path
 INGESTEDFILES = "ingestedfiles.txt"
 INGESTION_RECORD = "ingestionrecord.json"
 INGESTION_HISTORY = "ingestionhistory.jsonl"
-MODEL = "trainedmodel.pkl"
+MODEL = "trainedmodel.pkl"  # output_model_path
 MODEL_META = "trainedmodel.json"
 REFERENCE_DATA = "referencedata.csv"
 LATESTSCORE = "latestscore.txt"
 SCORE_METRICS = "latestscore.json"
 SCORE_HISTORY = "scorehistory.jsonl"
-MANIFEST = "manifest.json"
+DIAGNOSTICS = "diagnostics.json"
+DIAGNOSTICS_HISTORY = "diagnostics_history"
+CONFUSION_MATRIX = "confusionmatrix.png"
+CONFUSION_MATRIX_AFTER_REDEPLOY = "confusionmatrix2.png"
+RISK_RANKING = "riskranking.csv"
+REPORT = "report.pdf"
+APIRETURNS = "apireturns.txt"
+APIRETURNS_AFTER_REDEPLOY = "apireturns2.txt"
+TESTDATA = "testdata.csv"  # test_data_path
+MANIFEST = "manifest.json"  # prod_deployment_path
 DEPLOYMENT_HISTORY = "deployments.jsonl"
 ARCHIVE_DIR = "archive"
-TESTDATA = "testdata.csv"
 RUN_HISTORY = "runhistory.jsonl"
 PROCESSED_FILES = "processedfiles.json"
 FULLPROCESS_LOG = "fullprocess.log"
+CACHE_DIR = ".cache"  # beside the config file: caches and locks, never in the data folders
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_DATEFMT = "%Y-%m-%dT%H:%M:%SZ"  # UTC
+EXIT_BUG = 70  # EX_SOFTWARE: an unexpected exception
+EXIT_PARTIAL = 3  # ingestion.py: ingested, but some file was rejected
 
 
 class PipelineError(Exception):
-    """An expected failure: bad input, a missing file. main() turns it into one log line."""
+    """An expected failure: a step of the pipeline failed. One log line, no traceback."""
 
     exit_code = 1
+    http_status = 500
+    code = "pipeline_error"
+
+
+class InputError(PipelineError):
+    """Input data (a CSV file, a request body, a command-line value) is missing or not usable."""
+
+    exit_code = 65  # EX_DATAERR
+    http_status = 400
+    code = "bad_request"
 
 
 class ConfigError(PipelineError):
-    pass
+    """config.json (or $RISK_CONFIG) is missing, malformed or has a bad value."""
+
+    exit_code = 78  # EX_CONFIG
+    http_status = 500
+    code = "config_error"
+
+
+class Unavailable(PipelineError):
+    """Something the service needs is not there: not the caller's fault, maybe later."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+    http_status = 503
+    code = "unavailable"
+
+
+class DeploymentUnavailable(Unavailable):
+    """No deployed model can be used: none yet, an unreadable manifest, a missing or broken model."""
+
+    code = "model_unavailable"
+
+
+class ModelIntegrityError(DeploymentUnavailable):
+    """The deployed model's bytes do not match the deployment manifest."""
+
+
+class DataUnavailable(Unavailable):
+    """A data file the server itself reads (finaldata.csv, testdata.csv) is missing or unusable."""
+
+    code = "data_unavailable"
 
 
 class Config:
-    """The resolved configuration: absolute folders plus the optional settings.
-
-    A plain class: dataclasses costs 5 ms of imports, a third of a cron tick's start-up budget.
-    """
+    """The resolved configuration: absolute folders, plus the optional settings by key."""
 
     __slots__ = (
         "path",
@@ -204,8 +270,13 @@ def setup_logging(name: str, log_file: Path | None = None) -> logging.Logger:
     return logging.getLogger(name)
 
 
+def command_line(doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose --help page is the script's docstring."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def run_main(main, name: str) -> None:
-    """Run an entry point: expected failures become one log line and an exit code."""
+    """Run an entry point: an expected failure is one log line and its class's exit status."""
     try:
         code = main()
     except PipelineError as error:
@@ -220,27 +291,8 @@ def run_main(main, name: str) -> None:
         logging.getLogger(name).error(
             "unexpected %s: %s (run with %s=1 for a traceback)", type(error).__name__, error, DEBUG_ENV
         )
-        code = 1
+        code = EXIT_BUG
     sys.exit(code or 0)
-
-
-def parse_flags(argv: list[str] | None, description: str, flags: dict[str, str]):
-    """On/off options: {"--dry-run": "help"} gives args.dry_run.
-
-    The bare invocations cron and fullprocess.py make skip argparse, whose import alone costs
-    as much as starting the interpreter; --help and mistakes still get argparse's answers.
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    if set(argv) <= set(flags):
-        from types import SimpleNamespace
-
-        return SimpleNamespace(**{flag[2:].replace("-", "_"): flag in argv for flag in flags})
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    for flag, text in flags.items():
-        parser.add_argument(flag, action="store_true", help=text)
-    return parser.parse_args(argv)
 
 
 def utc_now() -> str:
@@ -284,7 +336,7 @@ def atomic_path(path: Path, sync_folder: bool = True):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name made here, not by tempfile: its import (random, hashlib) costs a cron tick.
+    # What tempfile.mkstemp does, without its import (see the module docstring).
     temp_path = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     os.close(os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
@@ -313,19 +365,19 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def atomic_copy(source: Path, target: Path, sync_folder: bool = True) -> None:
-    atomic_write_bytes(target, Path(source).read_bytes(), sync_folder)  # small files; shutil costs an import
-
-
 def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSON-lines history; a missing file is an empty history."""
+    """Records of a JSON-lines history; a missing file is an empty history.
+
+    A line that is not one JSON object (cut short by a killed writer, even inside a multi-byte
+    character) is skipped.
+    """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_bytes().splitlines()
     except FileNotFoundError:
         return []
     records = []
     for line in lines:
-        with contextlib.suppress(json.JSONDecodeError):
+        with contextlib.suppress(ValueError):  # JSONDecodeError and UnicodeDecodeError both
             record = json.loads(line)
             if isinstance(record, dict):
                 records.append(record)
@@ -366,9 +418,9 @@ def read_ingested_files(path: Path) -> list[str]:
         try:
             names = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            raise PipelineError(f"{path}: not a list of file names") from None
+            raise InputError(f"{path}: not a list of file names") from None
         if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
-            raise PipelineError(f"{path}: not a list of file names")
+            raise InputError(f"{path}: not a list of file names")
         return [str(n) for n in names]
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -387,22 +439,15 @@ def read_score(path: Path) -> float:
     try:
         text = Path(path).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise PipelineError(f"{path}: score file not found") from None
+        raise InputError(f"{path}: score file not found") from None
     try:
         return float(text)
     except ValueError:
-        raise PipelineError(f"{path}: not a number: {text[:40]!r}") from None
-
-
-class DeploymentUnavailable(PipelineError):
-    """No deployed model can be served: none yet, an unreadable manifest, a missing model file."""
-
-
-class ModelIntegrityError(DeploymentUnavailable):
-    """The deployed model's bytes do not match the deployment manifest."""
+        raise InputError(f"{path}: not a number: {text[:40]!r}") from None
 
 
 def read_manifest(prod_folder: Path) -> dict:
+    """The live deployment's manifest.json: version, timestamp, sha256 of each deployed file."""
     path = Path(prod_folder) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -412,26 +457,11 @@ def read_manifest(prod_folder: Path) -> dict:
         ) from None
     except (OSError, ValueError) as error:
         raise DeploymentUnavailable(f"{path}: unreadable deployment manifest ({error})") from None
-    if not isinstance(manifest, dict) or MODEL not in manifest.get("files", {}):
-        raise DeploymentUnavailable(f"{path}: deployment manifest lists no {MODEL}")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    entry = files.get(MODEL) if isinstance(files, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise DeploymentUnavailable(f"{path}: deployment manifest lists no {MODEL} with its sha256")
     return manifest
-
-
-def read_deployed_model_bytes(prod_folder: Path) -> tuple[bytes, dict]:
-    """The deployed model's bytes, checked against the manifest before anyone unpickles them."""
-    manifest = read_manifest(prod_folder)
-    path = Path(prod_folder) / MODEL
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise DeploymentUnavailable(f"{path}: deployed model missing; redeploy with deployment.py") from None
-    expected = manifest["files"][MODEL]["sha256"]
-    if sha256_bytes(blob) != expected:
-        raise ModelIntegrityError(
-            f"{path}: sha256 does not match {MANIFEST} (version {manifest.get('version')}); "
-            "refusing to load a tampered or half-copied model"
-        )
-    return blob, manifest
 
 
 @contextlib.contextmanager
@@ -454,59 +484,3 @@ def file_lock(path: Path, blocking: bool = True):
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def api_health(url: str, timeout: float = 3.0) -> dict | None:
-    """The API's /health answer at url ({"status": ...} also for a 503), or None when nothing answers."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        try:
-            return json.loads(error.read()) if error.code == 503 else None
-        except ValueError:
-            return None
-    except (OSError, ValueError):
-        return None
-
-
-def start_api_server(host: str, port: int, log_path: Path, workers: int | None = None, env: dict | None = None,
-                     access_log: bool = True, timeout: float = 60.0):  # fmt: skip
-    """gunicorn as `make serve` runs it (gunicorn.conf.py), once it answers /health.
-
-    Its output goes to log_path: a pipe nobody reads would fill and stall the workers.
-    """
-    import subprocess
-
-    command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"),
-               "--chdir", str(PROJECT_DIR), "-b", f"{host}:{port}", "wsgi:app"]  # fmt: skip
-    if workers:
-        command[-1:-1] = ["-w", str(workers)]
-    if not access_log:
-        command[-1:-1] = ["--access-logfile", "/dev/null"]
-    with open(log_path, "ab") as output:
-        server = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise PipelineError(f"the API on {host}:{port} did not start: see {log_path}")
-        if api_health(f"http://{host}:{port}") is not None:
-            return server
-        time.sleep(0.1)
-    stop_process(server)
-    raise PipelineError(f"the API on {host}:{port} did not answer within {timeout:g} s: see {log_path}")
-
-
-def stop_process(process, timeout: float = 20.0) -> None:
-    """SIGTERM, then SIGKILL if it is still there after timeout seconds."""
-    import subprocess
-
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

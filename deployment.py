@@ -1,6 +1,6 @@
 """Deploy the trained model, its score and the ingestion record to production.
 
-It creates no model: it copies files, and imports no data library.
+It creates no model: it copies files.
 
 Reads
     output_model_path/trainedmodel.pkl, output_model_path/latestscore.txt,
@@ -18,7 +18,11 @@ Run
     python deployment.py               # deploy what training/scoring produced
     python deployment.py --rollback    # restore the previous version
 Exit status
-    0 deployed; 1 a required file is missing or inconsistent: production unchanged.
+    0 deployed or rolled back; 65 a required file is missing or inconsistent, 1 nothing to
+    roll back to or a damaged archive: production unchanged in both; 78 bad config.json.
+Start-up
+    A light path with a budget (README: Benchmarks): it imports no data library, and shutil
+    only when a failed deploy cleans up.
 """
 
 from __future__ import annotations
@@ -40,14 +44,15 @@ from common import (
     REFERENCE_DATA,
     SCORE_METRICS,
     Config,
+    InputError,
     PipelineError,
     append_jsonl,
     atomic_write_bytes,
     atomic_write_json,
+    command_line,
     file_lock,
     fsync_folder,
     load_config,
-    parse_flags,
     read_ingested_files,
     read_manifest,
     read_score,
@@ -76,9 +81,9 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
     }
     missing = [str(path) for path in required.values() if not path.is_file()]
     if missing:
-        raise PipelineError(f"{missing[0]}: not found; run ingestion, training and scoring first")
+        raise InputError(f"{missing[0]}: not found; run ingestion, training and scoring first")
     if required[MODEL].stat().st_size == 0:
-        raise PipelineError(f"{required[MODEL]}: empty model file")
+        raise InputError(f"{required[MODEL]}: empty model file")
     optional = {
         name: folder / name
         for name, folder in [
@@ -96,7 +101,7 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
     if SCORE_METRICS in contents:
         scored = json.loads(contents[SCORE_METRICS]).get("model_sha256")
         if scored and scored != sha256_bytes(contents[MODEL]):
-            raise PipelineError(
+            raise InputError(
                 f"{required[LATESTSCORE]}: was computed for another model than {required[MODEL]}; "
                 "run scoring.py first"
             )
@@ -177,6 +182,21 @@ def deploy(config: Config) -> dict:
     return manifest
 
 
+def read_archived_version(version_dir: Path) -> tuple[dict, dict[str, bytes]]:
+    """(manifest, files by name) of an archived version, each file checked against the manifest."""
+    try:
+        manifest = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
+        contents = {name: (version_dir / name).read_bytes() for name in manifest["files"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise PipelineError(
+            f"{version_dir}: archived version is unreadable ({error}); not rolled back"
+        ) from None
+    for name, entry in manifest["files"].items():
+        if sha256_bytes(contents[name]) != entry.get("sha256"):
+            raise PipelineError(f"{version_dir / name}: archived file is damaged; not rolled back")
+    return manifest, contents
+
+
 def rollback(config: Config) -> dict:
     """Restore the archived version before the live one; returns its manifest."""
     prod = config.prod_folder
@@ -188,19 +208,16 @@ def rollback(config: Config) -> dict:
                 f"{prod}: version {current} is the oldest deployment; nothing to roll back to"
             )
         version_dir = version_folder(prod, earlier[-1])
-        manifest = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
-        contents = {name: (version_dir / name).read_bytes() for name in manifest["files"]}
-        for name, entry in manifest["files"].items():
-            if sha256_bytes(contents[name]) != entry["sha256"]:
-                raise PipelineError(f"{version_dir / name}: archived file is damaged; not rolled back")
+        manifest, contents = read_archived_version(version_dir)
         manifest.update(timestamp=utc_now(), action="rollback", rolled_back_from=current)
         promote(contents, prod, manifest)
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_flags(argv, "Deploy the trained model to production.",
-                       {"--rollback": "restore the previous deployed version"})  # fmt: skip
+    parser = command_line(__doc__)
+    parser.add_argument("--rollback", action="store_true", help="restore the previous deployed version")
+    args = parser.parse_args(argv)
     setup_logging(NAME)
     config = load_config()
     if args.rollback:

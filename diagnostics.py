@@ -1,18 +1,22 @@
 """Model and data diagnostics: predictions, statistics, missing data, timing, dependencies, drift.
 
-The functions return values; app.py, reporting.py and fullprocess.py call them.
+The course's diagnostics functions and the feature-drift check. They return values; app.py,
+reporting.py and fullprocess.py (through this script) call them.
 
 Reads
-    prod_deployment_path/trainedmodel.pkl (checked against manifest.json before it
-    is unpickled), prod_deployment_path/referencedata.csv (the deployed model's
-    training features), output_folder_path/finaldata.csv, testdata/testdata.csv,
-    requirements.txt.
-Writes (main() only, output_model_path, atomically)
+    prod_deployment_path/trainedmodel.pkl (riskmodel.load_deployed: checked against
+    manifest.json before it is unpickled), prod_deployment_path/referencedata.csv (the
+    deployed model's training features), output_folder_path/finaldata.csv,
+    test_data_path/testdata.csv, requirements.txt.
+Writes (main() only; output_model_path, atomically)
     diagnostics.json                     everything below, for the deployed model
     diagnostics_history/diagnostics-<UTC time>.json  each run, kept for trends
-    Caches go to .cache/ beside the config file, never to the data folders.
+    Caches (timing, pip's answer) go to .cache/ beside the config file, never to the data folders.
 Run
     python diagnostics.py
+Exit status
+    0 written; 65 a data file is missing or unusable; 69 no usable deployed model;
+    1 the timing run failed; 78 bad config.json.
 """
 
 from __future__ import annotations
@@ -26,275 +30,117 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ks_2samp
 
+import riskmodel
+from clientdata import feature_frame, read_data_file
 from common import (
+    CACHE_DIR,
+    CONFIG_ENV,
+    DIAGNOSTICS,
+    DIAGNOSTICS_HISTORY,
+    EXIT_PARTIAL,
     FEATURES,
-    MODEL,
     PROJECT_DIR,
     REFERENCE_DATA,
+    REQUIRED_KEYS,
     Config,
-    ModelIntegrityError,
+    DeploymentUnavailable,
     PipelineError,
     atomic_write_json,
+    command_line,
     file_lock,
+    list_csv_files,
     load_config,
-    read_deployed_model_bytes,
     run_main,
     setup_logging,
     utc_now,
 )
 
 NAME = "diagnostics"
-DIAGNOSTICS = "diagnostics.json"
-DIAGNOSTICS_HISTORY = "diagnostics_history"
 REQUIREMENTS = PROJECT_DIR / "requirements.txt"
 KS_THRESHOLD = 0.05  # drift when the KS p-value is at or below this (Evidently's default)
 PSI_BANDS = (0.1, 0.25)  # below: no change; between: moderate; above: significant
 DRIFT_SHARE = 0.5  # the data set drifts when at least this share of features drifts
 PSI_BINS = 10
 FAILED_PIP_CACHE_SECONDS = 3600  # an offline answer is retried after an hour
+TIMED_SCRIPTS = ("ingestion.py", "training.py")
 
 log = logging.getLogger(NAME)
 
 
 def cache_dir(config: Config) -> Path:
     """Caches and locks live beside the config file, outside the data folders."""
-    return config.path.parent / ".cache"
-
-
-def _stamp(*paths: Path) -> tuple:
-    """What changes when any of the files is replaced or rewritten."""
-    stamp = []
-    for path in paths:
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            stamp.append(None)
-            continue
-        stamp.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
-    return tuple(stamp)
-
-
-class LinearScorer:
-    """A fitted Pipeline(SimpleImputer, LogisticRegression) in closed form, for serving.
-
-    The same arithmetic as scikit-learn's predict/predict_proba without its per-call input
-    validation, which costs more than the prediction itself on a few rows. Built only for
-    that exact pipeline and checked against the model's own answers when loaded.
-    """
-
-    def __init__(self, fill: np.ndarray, coef: np.ndarray, intercept: float, classes: np.ndarray):
-        self.fill, self.coef, self.intercept, self.classes = fill, coef, intercept, classes
-
-    def decision(self, matrix: np.ndarray) -> np.ndarray:
-        filled = np.where(np.isnan(matrix), self.fill, matrix)
-        return filled @ self.coef + self.intercept
-
-    def predict_proba(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from scipy.special import expit
-
-        decision = self.decision(matrix)
-        return self.classes[(decision > 0).astype(int)], expit(decision)
-
-
-def compile_scorer(model) -> LinearScorer | None:
-    """A LinearScorer equal to model on probe rows, or None (then scikit-learn serves)."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    steps = getattr(model, "steps", None)
-    if not (
-        isinstance(model, Pipeline)
-        and len(steps) == 2
-        and type(steps[0][1]) is SimpleImputer
-        and type(steps[1][1]) is LogisticRegression
-        and not steps[0][1].add_indicator
-        and len(steps[1][1].classes_) == 2
-        and steps[1][1].coef_.shape == (1, len(FEATURES))
-        and list(getattr(model, "feature_names_in_", FEATURES)) == list(FEATURES)
-    ):
-        return None
-    imputer, regression = steps[0][1], steps[1][1]
-    scorer = LinearScorer(imputer.statistics_.astype(float), regression.coef_[0].astype(float),
-                          float(regression.intercept_[0]), regression.classes_)  # fmt: skip
-    rng = np.random.default_rng(0)
-    probe = rng.gamma(1.0, 500.0, size=(256, len(FEATURES)))
-    probe[rng.random(probe.shape) < 0.1] = np.nan
-    frame = pd.DataFrame(probe, columns=list(FEATURES))
-    predicted, probability = scorer.predict_proba(probe)
-    if not (
-        np.array_equal(predicted, model.predict(frame))
-        and np.allclose(probability, model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
-    ):
-        return None
-    return scorer
-
-
-@dataclass
-class LoadedModel:
-    model: object
-    manifest: dict
-    stamp: tuple
-    scorer: LinearScorer | None = None
-
-    @property
-    def version(self) -> int:
-        return self.manifest.get("version")
-
-    def predict(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(0/1 predictions, exit probabilities) for a float matrix with the FEATURES columns."""
-        if self.scorer is not None:
-            return self.scorer.predict_proba(matrix)
-        frame = pd.DataFrame(matrix, columns=list(FEATURES))
-        return self.model.predict(frame), self.model.predict_proba(frame)[:, 1]
-
-
-_model_cache: dict[Path, LoadedModel] = {}
-_csv_cache: dict[Path, tuple[tuple, pd.DataFrame]] = {}
-_matrix_cache: dict[Path, tuple[tuple, np.ndarray]] = {}
-_cache_lock = threading.Lock()
-
-
-def deployed_model(config: Config | None = None, allow_stale: bool = False) -> LoadedModel:
-    """The deployed model, loaded once per process and again only when the deployment changes.
-
-    The bytes are checked against manifest.json before unpickling. With allow_stale (the API),
-    a deployment that does not verify (a redeploy half-way, or a tampered file) keeps the model
-    already loaded and verified in service instead of failing the request.
-    """
-    from scoring import unpickle_model
-
-    config = config or load_config()
-    prod = config.prod_folder
-    stamp = _stamp(prod / "manifest.json", prod / MODEL)
-    with _cache_lock:
-        cached = _model_cache.get(prod)
-        if cached is not None and cached.stamp == stamp:
-            return cached
-        try:
-            blob, manifest = read_deployed_model_bytes(prod)
-        except ModelIntegrityError as error:
-            if allow_stale and cached is not None:
-                log.warning("%s; still serving version %s", error, cached.version)
-                return cached
-            raise
-        model = unpickle_model(blob, prod / MODEL)
-        loaded = LoadedModel(model, manifest, stamp, compile_scorer(model))
-        _model_cache[prod] = loaded
-        if cached is not None and cached.version != loaded.version:
-            log.info("loaded deployed model version %s (was %s)", loaded.version, cached.version)
-        return loaded
-
-
-def _cached(cache: dict, path: Path, load):
-    """load(path), kept per process and loaded again only when the file changes."""
-    stamp = _stamp(path)
-    with _cache_lock:
-        cached = cache.get(path)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-    value = load(path)
-    with _cache_lock:
-        cache[path] = (stamp, value)
-    return value
-
-
-def read_csv_cached(path: Path) -> pd.DataFrame:
-    """A CSV read once per process and again only when the file changes. Do not modify it."""
-    from scoring import read_data_file
-
-    return _cached(_csv_cache, path, read_data_file)
-
-
-def feature_matrix_cached(path: Path) -> np.ndarray:
-    """The FEATURES columns of a CSV as a read-only float matrix, cached like read_csv_cached."""
-    from scoring import feature_frame
-
-    def load(path: Path) -> np.ndarray:
-        matrix = feature_frame(read_csv_cached(path), str(path)).to_numpy()
-        matrix.flags.writeable = False
-        return matrix
-
-    return _cached(_matrix_cache, path, load)
+    return config.path.parent / CACHE_DIR
 
 
 def model_predictions(
-    frame: pd.DataFrame,
-    config: Config | None = None,
-    proba: bool = False,
-    allow_stale: bool = False,
-    source: str = "input data",
-) -> list[int] | tuple[list[int], list[float]]:
-    """The deployed model's 0/1 prediction for every row (and, with proba, each exit probability).
+    frame: pd.DataFrame, config: Config | None = None, source: str = "input data"
+) -> list[int]:
+    """The deployed model's 0/1 prediction for every row of frame, in row order.
 
     Any other columns (corporation, exited) and their order do not matter; a missing feature
-    column is an error naming it.
+    column is an InputError naming it.
     """
-    from scoring import feature_frame
-
-    loaded = deployed_model(config, allow_stale)
-    return predict_matrix(loaded, feature_frame(frame, source).to_numpy(), proba)
+    config = config or load_config()
+    return riskmodel.load_deployed(config.prod_folder).predict(feature_frame(frame, source)).tolist()
 
 
-def predict_matrix(loaded: LoadedModel, matrix: np.ndarray, proba: bool = False):
-    """Predictions (and probabilities) of a loaded model for a FEATURES-column float matrix."""
-    if len(matrix) == 0:
-        return ([], []) if proba else []
-    predicted, probability = loaded.predict(matrix)
-    predicted = predicted.astype(int).tolist()
-    return (predicted, probability.tolist()) if proba else predicted
+def risk_scores(frame: pd.DataFrame, config: Config | None = None, source: str = "input data") -> list[float]:
+    """The deployed model's exit probability for every row of frame, in row order."""
+    config = config or load_config()
+    return riskmodel.load_deployed(config.prod_folder).exit_probability(feature_frame(frame, source)).tolist()
 
 
-def risk_scores(frame: pd.DataFrame, config: Config | None = None) -> list[float]:
-    """Each row's exit probability under the deployed model."""
-    return model_predictions(frame, config, proba=True)[1]
-
-
-def _number(value):
+def _float_or_none(value) -> float | None:
+    """A JSON-ready number: NaN (the statistic of an empty column) becomes None."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return float(value)
 
 
-def dataframe_summary(config: Config | None = None, as_list: bool = False):
-    """Mean, median, mode and standard deviation of each numeric column of finaldata.csv.
-
-    As a dict {column: {mean, median, mode, std}}, or with as_list the course's flat list
-    [mean, median, mode, std of the first column, then of the next, ...].
-    """
-    config = config or load_config()
-    frame = read_csv_cached(config.finaldata_file)
+def summary_statistics(frame: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """{column: {mean, median, mode, std}} of each numeric column, in column order."""
     summary = {}
     for column in frame.select_dtypes("number").columns:
         values = frame[column].dropna()
         modes = values.mode()
         summary[column] = {
-            "mean": _number(values.mean()),
-            "median": _number(values.median()),
-            "mode": _number(modes.iloc[0]) if len(modes) else None,  # the smallest when tied
-            "std": _number(values.std()),
+            "mean": _float_or_none(values.mean()),
+            "median": _float_or_none(values.median()),
+            "mode": _float_or_none(modes.iloc[0]) if len(modes) else None,  # the smallest when tied
+            "std": _float_or_none(values.std()),
         }
-    if as_list:
-        return [value for stats in summary.values() for value in stats.values()]
     return summary
 
 
-def missing_data(config: Config | None = None, as_dict: bool = False):
-    """Percent of NA values in each column of finaldata.csv, in column order."""
+def dataframe_summary(config: Config | None = None) -> dict[str, dict[str, float | None]]:
+    """Mean, median, mode and standard deviation of each numeric column of finaldata.csv.
+
+    The course's flat list is [value for stats in dataframe_summary().values() for value in
+    stats.values()]: mean, median, mode, std of the first column, then of the next, ...
+    """
     config = config or load_config()
-    frame = read_csv_cached(config.finaldata_file)
-    percent = (frame.isna().mean() * 100).round(6) if len(frame) else frame.isna().sum() * 0.0
-    if as_dict:
-        return {column: float(value) for column, value in percent.items()}
-    return [float(value) for value in percent]
+    return summary_statistics(read_data_file(config.finaldata_file))
+
+
+def missing_percent(frame: pd.DataFrame) -> dict[str, float]:
+    """{column: percent of NA values}, in column order."""
+    if not len(frame):
+        return {column: 0.0 for column in frame.columns}
+    return {column: float(value) for column, value in (frame.isna().mean() * 100).round(6).items()}
+
+
+def missing_data(config: Config | None = None) -> dict[str, float]:
+    """Percent of NA values in each column of finaldata.csv, in column order (the course's list
+    is list(missing_data().values()))."""
+    config = config or load_config()
+    return missing_percent(read_data_file(config.finaldata_file))
 
 
 def execution_time(config: Config | None = None, max_age: float = 0.0) -> list[float]:
@@ -312,7 +158,7 @@ def execution_time(config: Config | None = None, max_age: float = 0.0) -> list[f
     cache.mkdir(parents=True, exist_ok=True)
     result_path = cache / "timing.json"
     requested = time.time()
-    inputs = _input_signature(config)
+    inputs = input_signature(config)
     with file_lock(cache / "timing.lock"):
         try:
             previous = json.loads(result_path.read_text())
@@ -320,16 +166,15 @@ def execution_time(config: Config | None = None, max_age: float = 0.0) -> list[f
                 return previous["seconds"]
             if previous["inputs"] == inputs and requested - previous["finished"] <= max_age:
                 return previous["seconds"]
-        except (FileNotFoundError, ValueError, KeyError):
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
             pass
-        seconds = _time_scripts(config)
+        seconds = time_scripts(config)
         atomic_write_json(result_path, {"finished": time.time(), "inputs": inputs, "seconds": seconds})
     return seconds
 
 
-def _input_signature(config: Config) -> list:
-    from common import list_csv_files
-
+def input_signature(config: Config) -> list[list]:
+    """[name, size, mtime] of each input file: what a timing is valid for."""
     if not config.input_folder.is_dir():
         return []
     return [
@@ -338,36 +183,35 @@ def _input_signature(config: Config) -> list:
     ]
 
 
-def _time_scripts(config: Config) -> list[float]:
+def time_scripts(config: Config) -> list[float]:
+    """Run ingestion.py and training.py on a temporary workspace that reads the real input folder."""
     with tempfile.TemporaryDirectory(prefix="risk-timing-") as temp:
         workspace = Path(temp)
         (workspace / "input").symlink_to(config.input_folder, target_is_directory=True)
-        temp_config = workspace / "config.json"
-        temp_config.write_text(
-            json.dumps(
-                {
-                    "input_folder_path": "input",
-                    "output_folder_path": "ingesteddata",
-                    "test_data_path": "testdata",
-                    "output_model_path": "models",
-                    "prod_deployment_path": "production_deployment",
-                }
-            )
+        folders = dict(
+            zip(REQUIRED_KEYS, ("input", "ingesteddata", "testdata", "models", "production"), strict=True)
         )
-        env = {**os.environ, "RISK_CONFIG": str(temp_config)}
+        temp_config = workspace / "config.json"
+        temp_config.write_text(json.dumps(folders))
+        env = {**os.environ, CONFIG_ENV: str(temp_config)}
         seconds = []
-        for script in ("ingestion.py", "training.py"):
+        for script in TIMED_SCRIPTS:
             started = time.perf_counter()
-            result = subprocess.run(
-                [sys.executable, str(PROJECT_DIR / script)],
-                cwd=workspace,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=config["step_timeout_seconds"],
-            )
+            try:
+                result = subprocess.run(
+                    [sys.executable, str(PROJECT_DIR / script)],
+                    cwd=workspace,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=config["step_timeout_seconds"],
+                )
+            except subprocess.TimeoutExpired:
+                raise PipelineError(
+                    f"timing {script} did not finish within {config['step_timeout_seconds']} s"
+                ) from None
             seconds.append(round(time.perf_counter() - started, 4))
-            if result.returncode not in (0, 3):  # 3: ingested, some file rejected
+            if result.returncode not in (0, EXIT_PARTIAL):
                 last = (result.stderr.strip().splitlines() or ["no output"])[-1]
                 raise PipelineError(f"timing {script} failed (exit {result.returncode}): {last}")
         return seconds
@@ -483,8 +327,6 @@ def psi_band(value: float) -> str:
 
 def compare_features(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
     """Per feature KS test and PSI, and the data-set verdict."""
-    from scipy.stats import ks_2samp
-
     features = []
     for feature in FEATURES:
         expected = pd.to_numeric(reference[feature], errors="coerce").dropna().to_numpy(float)
@@ -526,31 +368,36 @@ def feature_drift(config: Config | None = None) -> dict:
     config = config or load_config()
     reference_path = config.prod_folder / REFERENCE_DATA
     if not reference_path.is_file():
-        raise PipelineError(
+        raise DeploymentUnavailable(
             f"{reference_path}: the deployment has no training reference; redeploy a new model"
         )
-    result = compare_features(read_csv_cached(reference_path), read_csv_cached(config.finaldata_file))
+    result = compare_features(read_data_file(reference_path), read_data_file(config.finaldata_file))
     return {"reference": str(reference_path), "current": str(config.finaldata_file), **result}
 
 
 def run_all(config: Config) -> dict:
     """Every diagnostic of the deployed model and the ingested data."""
-    loaded = deployed_model(config)
-    test = read_csv_cached(config.testdata_file)
+    deployed = riskmodel.load_deployed(config.prod_folder)
+    test = read_data_file(config.testdata_file)
+    final = read_data_file(config.finaldata_file)
     return {
         "timestamp": utc_now(),
-        "deployed_version": loaded.version,
-        "model_sha256": loaded.manifest["files"][MODEL]["sha256"],
-        "predictions": {"data": str(config.testdata_file), "values": model_predictions(test, config)},
-        "summary_statistics": dataframe_summary(config),
-        "missing_data_percent": missing_data(config, as_dict=True),
+        "deployed_version": deployed.version,
+        "model_sha256": deployed.sha256,
+        "predictions": {
+            "data": str(config.testdata_file),
+            "values": deployed.predict(feature_frame(test, str(config.testdata_file))).tolist(),
+        },
+        "summary_statistics": summary_statistics(final),
+        "missing_data_percent": missing_percent(final),
         "execution_time_seconds": dict(zip(("ingestion", "training"), execution_time(config), strict=True)),
         "dependencies": outdated_packages_list(config),
         "feature_drift": feature_drift(config),
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    command_line(__doc__).parse_args(argv)
     setup_logging(NAME)
     config = load_config()
     report = run_all(config)

@@ -36,8 +36,13 @@ Run
     python fullprocess.py --force      # retrain and redeploy whatever drift and gate say
 Exit status
     0 success (also: nothing new, no drift, the gate kept the deployed model)
-    1 a step failed (production is left as it was) or bad configuration
+    1 a step failed (production is left as it was)
     75 another run holds the lock
+    78 bad config.json; 2 a usage error
+Start-up
+    The "nothing new" path runs every 10 minutes and has a budget (README: Benchmarks): it
+    imports no data library, and subprocess, statistics and urllib are imported inside the
+    functions that need them, which that path never calls.
 """
 
 from __future__ import annotations
@@ -46,9 +51,15 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from common import (
+    APIRETURNS,
+    APIRETURNS_AFTER_REDEPLOY,
+    CONFUSION_MATRIX,
+    CONFUSION_MATRIX_AFTER_REDEPLOY,
     DEPLOYMENT_HISTORY,
+    EXIT_PARTIAL,
     FULLPROCESS_LOG,
     INGESTEDFILES,
     INGESTION_RECORD,
@@ -56,24 +67,23 @@ from common import (
     MANIFEST,
     PROCESSED_FILES,
     PROJECT_DIR,
+    RISK_RANKING,
     RUN_HISTORY,
     Config,
     PipelineError,
-    api_health,
     append_jsonl,
     atomic_write_json,
+    command_line,
     file_lock,
     list_csv_files,
     load_config,
-    parse_flags,
     read_ingested_files,
     read_jsonl,
+    read_manifest,
     read_score,
     run_main,
     setup_logging,
     sha256_file,
-    start_api_server,
-    stop_process,
     utc_now,
 )
 
@@ -86,7 +96,7 @@ log = logging.getLogger(NAME)
 
 
 class StepFailed(PipelineError):
-    pass
+    """A step (a child script) failed or timed out."""
 
 
 def known_files(config: Config) -> tuple[set[str], dict[str, dict]]:
@@ -235,9 +245,8 @@ class Run:
 def report(run: Run, second: bool) -> None:
     """Diagnostics, reporting and the API calls for the newly deployed model."""
     config = run.config
-    suffix = "2" if second else ""
     run.step("diagnostics.py")
-    run.step("reporting.py", "--output", f"confusionmatrix{suffix}.png")
+    run.step("reporting.py", "--output", CONFUSION_MATRIX_AFTER_REDEPLOY if second else CONFUSION_MATRIX)
     url = f"http://{config['api_host']}:{config['api_port']}"
     server = None
     if api_health(url) is None:
@@ -249,19 +258,76 @@ def report(run: Run, second: bool) -> None:
             raise StepFailed(str(error)) from None
     try:
         version = (api_health(url) or {}).get("model_version")
-        deployed = json.loads((config.prod_folder / MANIFEST).read_text()).get("version")
+        deployed = read_manifest(config.prod_folder).get("version")
         if version != deployed:
             log.warning("the API at %s serves model version %s, not the deployed %s", url, version, deployed)
-        run.step("apicalls.py", "--url", url, "--output", f"apireturns{suffix}.txt")
+        run.step("apicalls.py", "--url", url, "--output", APIRETURNS_AFTER_REDEPLOY if second else APIRETURNS)
     finally:
         if server is not None:
             stop_process(server)
 
 
+def api_health(url: str, timeout: float = 3.0) -> dict | None:
+    """The API's /health answer at url ({"status": ...} also for a 503), or None when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            return json.loads(error.read()) if error.code == 503 else None
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def start_api_server(host: str, port: int, log_path: Path, workers: int | None = None, env: dict | None = None,
+                     access_log: bool = True, timeout: float = 60.0):  # fmt: skip
+    """gunicorn as `make serve` runs it (gunicorn.conf.py), once it answers /health.
+
+    Its output goes to log_path: a pipe nobody reads would fill and stall the workers.
+    The tests and benchmarks start their servers with it too.
+    """
+    import subprocess
+
+    command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"),
+               "--chdir", str(PROJECT_DIR), "-b", f"{host}:{port}", "wsgi:app"]  # fmt: skip
+    if workers:
+        command[-1:-1] = ["-w", str(workers)]
+    if not access_log:
+        command[-1:-1] = ["--access-logfile", "/dev/null"]
+    with open(log_path, "ab") as output:
+        server = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise PipelineError(f"the API on {host}:{port} did not start: see {log_path}")
+        if api_health(f"http://{host}:{port}") is not None:
+            return server
+        time.sleep(0.1)
+    stop_process(server)
+    raise PipelineError(f"the API on {host}:{port} did not answer within {timeout:g} s: see {log_path}")
+
+
+def stop_process(process, timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after timeout seconds."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def refresh_ranking(run: Run) -> None:
     """The deployed model stays, but the clients to call are those of the new data: rank them."""
     run.step("reporting.py", "--ranking-only")
-    run.reason(f"risk ranking refreshed on the new data: {run.config.model_folder / 'riskranking.csv'}")
+    run.reason(f"risk ranking refreshed on the new data: {run.config.model_folder / RISK_RANKING}")
 
 
 def mark_processed(config: Config) -> None:
@@ -291,7 +357,7 @@ def execute(run: Run, args) -> str:
             run.reason(f"production is empty: would ingest {len(new)} files, train, score, deploy and report")
             return "dry run"
         run.reason(f"production is empty: bootstrap from {config.input_folder} ({len(new)} files)")
-        run.step("ingestion.py", ok_codes=(0, 3))
+        run.step("ingestion.py", ok_codes=(0, EXIT_PARTIAL))
         run.step("training.py")
         run.step("scoring.py")
         run.step("deployment.py")
@@ -313,7 +379,7 @@ def execute(run: Run, args) -> str:
         )
         return "dry run"
 
-    run.step("ingestion.py", ok_codes=(0, 3))
+    run.step("ingestion.py", ok_codes=(0, EXIT_PARTIAL))
     deployed_score = read_score(config.prod_folder / LATESTSCORE)
     result = run.step("scoring.py", "--deployed", "--data", str(config.finaldata_file), "--json")
     new_score = json.loads(result.stdout)["f1"]
@@ -358,14 +424,12 @@ def execute(run: Run, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_flags(
-        argv,
-        "Check for new data and drift; retrain and redeploy when needed.",
-        {
-            "--force": "retrain and redeploy whatever drift and gate say",
-            "--dry-run": "say what would happen, change nothing",
-        },
+    parser = command_line(__doc__)
+    parser.add_argument(
+        "--force", action="store_true", help="retrain and redeploy whatever drift and gate say"
     )
+    parser.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    args = parser.parse_args(argv)
     setup_logging(NAME)
     config = load_config()
     run = Run(config, args)

@@ -11,9 +11,9 @@ Writes (output_folder_path, each file atomically)
                            reasons if rejected; totals, duplicates, missing values, duration
     ingestionhistory.jsonl one line per run (the same record)
 Exit status
-    0 all files ingested; 3 ingested, but some files were rejected; 1 nothing
+    0 all files ingested; 3 ingested, but some files were rejected; 65 nothing
     ingested (missing or empty folder, no valid file): the previous
-    finaldata.csv is left as it was.
+    finaldata.csv is left as it was; 78 bad config.json.
 Run
     python ingestion.py            # RISK_CONFIG=other.json python ingestion.py
 """
@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clientdata import example, parser_message, to_numbers
 from common import (
     COLUMNS,
+    EXIT_PARTIAL,
     FEATURES,
     FINALDATA,
     ID_COLUMN,
@@ -37,11 +39,12 @@ from common import (
     INGESTION_HISTORY,
     INGESTION_RECORD,
     TARGET,
-    PipelineError,
+    InputError,
     append_jsonl,
     atomic_path,
     atomic_write_json,
     atomic_write_text,
+    command_line,
     list_csv_files,
     load_config,
     run_main,
@@ -52,14 +55,15 @@ from common import (
 )
 
 NAME = "ingestion"
-EXIT_PARTIAL = 3
 NUMERIC_COLUMNS = (*FEATURES, TARGET)
 MAX_EXAMPLES = 3
 
 log = logging.getLogger(NAME)
 
 
-class IngestionError(PipelineError):
+class IngestionError(InputError):
+    """Nothing could be ingested; record is the failed run's record, for the history."""
+
     def __init__(self, message: str, record: dict | None = None):
         super().__init__(message)
         self.record = record
@@ -87,7 +91,7 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
     except pd.errors.EmptyDataError:
         return None, ["empty file"], []
     except (pd.errors.ParserError, ValueError) as error:
-        return None, [f"malformed CSV: {str(error).strip().splitlines()[-1]}"], []
+        return None, [f"malformed CSV: {parser_message(error)}"], []
 
     frame.columns = [str(column).strip() for column in frame.columns]
     problems, notes = [], []
@@ -106,15 +110,10 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
     if frame[ID_COLUMN].isna().any():
         problems.append(f"{ID_COLUMN}: missing values ({_lines(frame[ID_COLUMN].isna())})")
     for column in NUMERIC_COLUMNS:
-        values = frame[column]
-        if not pd.api.types.is_numeric_dtype(values):
-            numbers = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
-            bad = values.notna() & numbers.isna()
-            if bad.any():
-                example = str(values[bad].iloc[0])[:30]
-                problems.append(f"{column}: non-numeric value {example!r} ({_lines(bad)})")
-                continue
-            values = numbers
+        values, bad = to_numbers(frame[column])
+        if bad.any():
+            problems.append(f"{column}: non-numeric value {example(frame[column], bad)} ({_lines(bad)})")
+            continue
         if (values < 0).any():
             problems.append(f"{column}: negative value ({_lines(values < 0)})")
         if (values.notna() & (values % 1 != 0)).any():
@@ -248,7 +247,8 @@ def write_outputs(final: pd.DataFrame, record: dict, output_folder: Path) -> Non
     append_jsonl(output_folder / INGESTION_HISTORY, record)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    command_line(__doc__).parse_args(argv)
     setup_logging(NAME)
     config = load_config()
     try:

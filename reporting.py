@@ -16,29 +16,46 @@ Run
     python reporting.py
     python reporting.py --output confusionmatrix2.png
     python reporting.py --ranking-only   # the ranking of the latest ingested data, nothing else
+Exit status
+    0 written; 65 a data file is missing or unusable; 69 no usable deployed model;
+    78 bad config.json; 2 a usage error (--output not a .png file name).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.dates import DateFormatter
+from matplotlib.figure import Figure
+from sklearn.metrics import RocCurveDisplay, confusion_matrix
 
+import diagnostics
+import riskmodel
+from clientdata import feature_frame, read_data_file, read_labelled_data
 from common import (
+    CONFUSION_MATRIX,
+    DEPLOYMENT_HISTORY,
+    DIAGNOSTICS,
     FEATURES,
     ID_COLUMN,
     INGESTEDFILES,
+    REPORT,
+    RISK_RANKING,
     RUN_HISTORY,
     SCORE_HISTORY,
     TARGET,
     Config,
     PipelineError,
     atomic_path,
+    command_line,
     load_config,
     read_ingested_files,
     read_jsonl,
@@ -47,41 +64,36 @@ from common import (
 )
 
 NAME = "reporting"
-CONFUSION_MATRIX = "confusionmatrix.png"
-RISK_RANKING = "riskranking.csv"
-REPORT = "report.pdf"
 TOP_CLIENTS = 20
 
 log = logging.getLogger(NAME)
 
 
-def pyplot():
-    """matplotlib's pyplot on the headless Agg backend, imported only when drawing."""
-    import matplotlib
+@dataclass(frozen=True)
+class Evaluation:
+    """The deployed model on testdata: what the confusion matrix and the report show."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    version: int | None
+    truth: np.ndarray
+    predicted: np.ndarray
+    probability: np.ndarray
+    metrics: dict
 
-    return plt
+    def title(self, data: Path) -> str:
+        return f"Deployed model v{self.version}: F1 {self.metrics['f1']:.3f}\non {data.name} ({len(self.truth)} rows)"
 
 
-def deployed_test_predictions(config: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """(truth, predictions, probabilities, manifest) of the deployed model on testdata."""
-    import diagnostics
-    from scoring import read_labelled_data
-
+def evaluate_on_testdata(config: Config, deployed: riskmodel.DeployedModel) -> Evaluation:
+    """The deployed model's predictions and metrics on testdata."""
     test = read_labelled_data(config.testdata_file)
-    predicted, probability = diagnostics.model_predictions(
-        test, config, proba=True, source=str(config.testdata_file)
-    )
-    manifest = diagnostics.deployed_model(config).manifest
-    return test[TARGET].astype(int).to_numpy(), np.array(predicted), np.array(probability), manifest
+    features = feature_frame(test, str(config.testdata_file))
+    truth = test[TARGET].astype(int).to_numpy()
+    predicted, probability = deployed.predict(features), deployed.exit_probability(features)
+    metrics = riskmodel.classification_metrics(truth, predicted, probability)
+    return Evaluation(deployed.version, truth, predicted, probability, metrics)
 
 
 def draw_confusion_matrix(axis, truth, predicted, title: str) -> None:
-    import seaborn as sns
-    from sklearn.metrics import confusion_matrix
-
     matrix = confusion_matrix(truth, predicted, labels=[0, 1])
     labels = ["stayed (0)", "exited (1)"]
     sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, square=True, ax=axis,
@@ -91,37 +103,23 @@ def draw_confusion_matrix(axis, truth, predicted, title: str) -> None:
     axis.set_title(title, fontsize=11)
 
 
-def confusion_title(manifest: dict, truth, predicted, data: Path) -> str:
-    from sklearn.metrics import f1_score
-
-    f1 = f1_score(truth, predicted, zero_division=0)
-    return f"Deployed model v{manifest.get('version')}: F1 {f1:.3f}\non {data.name} ({len(truth)} rows)"
-
-
-def write_confusion_matrix(config: Config, name: str = CONFUSION_MATRIX, predictions=None) -> Path:
-    plt = pyplot()
-    truth, predicted, _, manifest = predictions or deployed_test_predictions(config)
-    figure, axis = plt.subplots(figsize=(5.5, 5))
-    try:
-        draw_confusion_matrix(
-            axis, truth, predicted, confusion_title(manifest, truth, predicted, config.testdata_file)
-        )
-        figure.tight_layout()
-        target = config.model_folder / name
-        with atomic_path(target) as temp:
-            figure.savefig(temp, format="png", dpi=120)
-    finally:
-        plt.close(figure)
+def write_confusion_matrix(config: Config, name: str, results: Evaluation) -> Path:
+    figure = Figure(figsize=(5.5, 5))
+    draw_confusion_matrix(
+        figure.subplots(), results.truth, results.predicted, results.title(config.testdata_file)
+    )
+    figure.tight_layout()
+    target = config.model_folder / name
+    with atomic_path(target) as temp:
+        figure.savefig(temp, format="png", dpi=120)
     return target
 
 
-def risk_ranking(config: Config) -> pd.DataFrame:
+def risk_ranking(config: Config, deployed: riskmodel.DeployedModel) -> pd.DataFrame:
     """Every corporation of finaldata.csv (its latest row), by exit probability, highest first."""
-    import diagnostics
-
-    frame = diagnostics.read_csv_cached(config.finaldata_file)
+    frame = read_data_file(config.finaldata_file)
     latest = frame.drop_duplicates(subset=[ID_COLUMN], keep="last")
-    probability = diagnostics.risk_scores(latest, config)
+    probability = deployed.exit_probability(feature_frame(latest, str(config.finaldata_file)))
     ranking = latest.assign(exit_probability=np.round(probability, 6))
     ranking = ranking.astype({feature: "Int64" for feature in FEATURES})  # counts, with blanks
     ranking = ranking.sort_values(["exit_probability", ID_COLUMN], ascending=[False, True], kind="stable")
@@ -129,20 +127,19 @@ def risk_ranking(config: Config) -> pd.DataFrame:
     return ranking[["rank", ID_COLUMN, "exit_probability", *FEATURES, TARGET]].reset_index(drop=True)
 
 
-def write_risk_ranking(config: Config) -> tuple[Path, pd.DataFrame]:
-    ranking = risk_ranking(config)
+def write_risk_ranking(config: Config, deployed: riskmodel.DeployedModel) -> tuple[Path, pd.DataFrame]:
+    ranking = risk_ranking(config, deployed)
     target = config.model_folder / RISK_RANKING
     with atomic_path(target) as temp:
         ranking.to_csv(temp, index=False)
     return target, ranking
 
 
-def _text_page(plt, pdf, title: str, lines: list[str]) -> None:
-    figure = plt.figure(figsize=(8.27, 11.69))
+def _text_page(pdf, title: str, lines: list[str]) -> None:
+    figure = Figure(figsize=(8.27, 11.69))
     figure.text(0.07, 0.95, title, fontsize=16, weight="bold", va="top")
     figure.text(0.07, 0.91, "\n".join(lines), fontsize=8.5, family="monospace", va="top")
     pdf.savefig(figure)
-    plt.close(figure)
 
 
 def _table(rows: list[list], header: list[str]) -> list[str]:
@@ -157,29 +154,26 @@ def _fmt(value, digits: int = 4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else value
 
 
-def write_report(config: Config, ranking: pd.DataFrame, predictions=None) -> Path:
+def write_report(config: Config, deployed: riskmodel.DeployedModel, results: Evaluation,
+                 ranking: pd.DataFrame) -> Path:  # fmt: skip
     """One PDF a person reads instead of the raw files."""
-    from matplotlib.backends.backend_pdf import PdfPages
-    from sklearn.metrics import RocCurveDisplay, f1_score, precision_score, recall_score, roc_auc_score
-
-    import diagnostics
-
-    plt = pyplot()
-    truth, predicted, probability, manifest = predictions or deployed_test_predictions(config)
+    manifest = deployed.manifest
+    truth, predicted, probability = results.truth, results.predicted, results.probability
     metrics = {
-        "F1": f1_score(truth, predicted, zero_division=0),
-        "precision": precision_score(truth, predicted, zero_division=0),
-        "recall": recall_score(truth, predicted, zero_division=0),
-        "accuracy": float((truth == predicted).mean()),
-        "ROC AUC": roc_auc_score(truth, probability) if len(set(truth)) == 2 else None,
+        "F1": results.metrics["f1"],
+        "precision": results.metrics["precision"],
+        "recall": results.metrics["recall"],
+        "accuracy": results.metrics["accuracy"],
+        "ROC AUC": results.metrics["roc_auc"],
     }
-    summary = diagnostics.dataframe_summary(config)
-    missing = diagnostics.missing_data(config, as_dict=True)
+    final = read_data_file(config.finaldata_file)
+    summary = diagnostics.summary_statistics(final)
+    missing = diagnostics.missing_percent(final)
     try:
         drift = diagnostics.feature_drift(config)
     except PipelineError as error:
         drift = {"error": str(error)}
-    saved = config.model_folder / diagnostics.DIAGNOSTICS
+    saved = config.model_folder / DIAGNOSTICS
     saved_diagnostics = json.loads(saved.read_text()) if saved.is_file() else {}
     ingested_path = config.output_folder / INGESTEDFILES
     ingested = read_ingested_files(ingested_path) if ingested_path.is_file() else []
@@ -215,12 +209,11 @@ def write_report(config: Config, ranking: pd.DataFrame, predictions=None) -> Pat
             outdated = [row for row in saved_diagnostics["dependencies"] if row.get("outdated")]
             lines += ["", "Outdated packages: " + (", ".join(
                 f"{row['module']} {row['installed']} -> {row['latest']}" for row in outdated) or "none")]  # fmt: skip
-        _text_page(plt, pdf, "Attrition risk model report", lines)
+        _text_page(pdf, "Attrition risk model report", lines)
 
-        figure, axes = plt.subplots(1, 2, figsize=(11.69, 5.5))
-        draw_confusion_matrix(
-            axes[0], truth, predicted, confusion_title(manifest, truth, predicted, config.testdata_file)
-        )
+        figure = Figure(figsize=(11.69, 5.5))
+        axes = figure.subplots(1, 2)
+        draw_confusion_matrix(axes[0], truth, predicted, results.title(config.testdata_file))
         if metrics["ROC AUC"] is not None:
             RocCurveDisplay.from_predictions(
                 truth, probability, ax=axes[1], name=f"v{manifest.get('version')}"
@@ -229,11 +222,11 @@ def write_report(config: Config, ranking: pd.DataFrame, predictions=None) -> Pat
         axes[1].set_title("ROC curve on testdata")
         figure.tight_layout()
         pdf.savefig(figure)
-        plt.close(figure)
 
         history = read_jsonl(config.model_folder / SCORE_HISTORY)
-        deployments = read_jsonl(config.prod_folder / "deployments.jsonl")
-        figure, axis = plt.subplots(figsize=(11.69, 5.5))
+        deployments = read_jsonl(config.prod_folder / DEPLOYMENT_HISTORY)
+        figure = Figure(figsize=(11.69, 5.5))
+        axis = figure.subplots()
         if history:
             times = pd.to_datetime([entry["timestamp"] for entry in history])
             axis.plot(
@@ -243,8 +236,6 @@ def write_report(config: Config, ranking: pd.DataFrame, predictions=None) -> Pat
             times = pd.to_datetime([entry["timestamp"] for entry in deployments])
             axis.step(times, [entry["f1"] for entry in deployments], where="post", marker="s",
                       label="deployed version's F1")  # fmt: skip
-        from matplotlib.dates import DateFormatter
-
         axis.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d %H:%M"))
         axis.set_title("F1 score history")
         axis.set_ylabel("F1")
@@ -252,7 +243,6 @@ def write_report(config: Config, ranking: pd.DataFrame, predictions=None) -> Pat
         figure.autofmt_xdate()
         figure.tight_layout()
         pdf.savefig(figure)
-        plt.close(figure)
 
         lines = _table(
             [[column, *(_fmt(stats[key], 2) for key in ("mean", "median", "mode", "std"))]
@@ -270,7 +260,7 @@ def write_report(config: Config, ranking: pd.DataFrame, predictions=None) -> Pat
                          f"({drift['drifted_features']} of {len(drift['features'])} features)")  # fmt: skip
         else:
             lines.append(f"  {drift['error']}")
-        _text_page(plt, pdf, "Data: summary, missing values, drift", lines)
+        _text_page(pdf, "Data: summary, missing values, drift", lines)
 
         top = ranking.head(TOP_CLIENTS)
         lines = [
@@ -282,7 +272,7 @@ def write_report(config: Config, ranking: pd.DataFrame, predictions=None) -> Pat
               *(("-" if pd.isna(row[f]) else int(row[f])) for f in FEATURES)] for _, row in top.iterrows()],
             ["rank", ID_COLUMN, "risk", "last month", "last year", "employees"],
         )  # fmt: skip
-        _text_page(plt, pdf, f"The {TOP_CLIENTS} clients at highest risk", lines)
+        _text_page(pdf, f"The {TOP_CLIENTS} clients at highest risk", lines)
         info = pdf.infodict()
         info["Title"] = "Attrition risk model report"
         info["Subject"] = f"deployed model version {manifest.get('version')}"
@@ -290,7 +280,7 @@ def write_report(config: Config, ranking: pd.DataFrame, predictions=None) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Plot and report on the deployed model.")
+    parser = command_line(__doc__)
     parser.add_argument(
         "--output", default=CONFUSION_MATRIX, help="confusion matrix file name (default: %(default)s)"
     )
@@ -300,21 +290,22 @@ def main(argv: list[str] | None = None) -> int:
         help="only riskranking.csv (fullprocess.py: new data, same model)",
     )
     args = parser.parse_args(argv)
-    setup_logging(NAME)
     if Path(args.output).name != args.output or not args.output.lower().endswith(".png"):
-        raise PipelineError(
+        parser.error(
             f"--output {args.output!r}: give a file name ending in .png (it goes to the model folder)"
         )
+    setup_logging(NAME)
     config = load_config()
     config.model_folder.mkdir(parents=True, exist_ok=True)
+    deployed = riskmodel.load_deployed(config.prod_folder)
     if args.ranking_only:
-        ranking_path, ranking = write_risk_ranking(config)
+        ranking_path, ranking = write_risk_ranking(config, deployed)
         log.info("wrote %s (%d corporations)", ranking_path, len(ranking))
         return 0
-    predictions = deployed_test_predictions(config)
-    matrix = write_confusion_matrix(config, args.output, predictions)
-    ranking_path, ranking = write_risk_ranking(config)
-    report = write_report(config, ranking, predictions)
+    results = evaluate_on_testdata(config, deployed)
+    matrix = write_confusion_matrix(config, args.output, results)
+    ranking_path, ranking = write_risk_ranking(config, deployed)
+    report = write_report(config, deployed, results, ranking)
     log.info("wrote %s, %s (%d corporations), %s", matrix, ranking_path, len(ranking), report)
     return 0
 

@@ -13,6 +13,8 @@ Writes (output_model_path, each file atomically)
                         rows), the reference for diagnostics' feature-drift check
 Run
     python training.py
+Exit status
+    0 trained; 65 finaldata.csv is missing or cannot train a model; 78 bad config.json.
 """
 
 from __future__ import annotations
@@ -23,22 +25,23 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sklearn
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from clientdata import parser_message
 from common import (
     FEATURES,
     MODEL,
     MODEL_META,
     REFERENCE_DATA,
     TARGET,
-    PipelineError,
+    InputError,
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
+    command_line,
     load_config,
     run_main,
     setup_logging,
@@ -46,6 +49,7 @@ from common import (
     sha256_file,
     utc_now,
 )
+from riskmodel import build_model
 
 NAME = "training"
 REFERENCE_ROWS = 20_000
@@ -53,42 +57,31 @@ REFERENCE_ROWS = 20_000
 log = logging.getLogger(NAME)
 
 
-def build_model() -> Pipeline:
-    """The course's logistic regression; the imputer lets it score rows with missing values."""
-    return Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="median")),
-            (
-                "model",
-                LogisticRegression(C=1.0, solver="liblinear", random_state=0, max_iter=100, tol=1e-4),
-            ),
-        ]
-    )
-
-
 def read_training_data(path: Path) -> pd.DataFrame:
     """finaldata.csv, checked for what training needs."""
     try:
         frame = pd.read_csv(path, usecols=lambda column: column in (*FEATURES, TARGET))
     except FileNotFoundError:
-        raise PipelineError(f"{path}: not found; run ingestion.py first") from None
+        raise InputError(f"{path}: not found; run ingestion.py first") from None
     except pd.errors.EmptyDataError:
-        raise PipelineError(f"{path}: empty file; run ingestion.py on valid data") from None
+        raise InputError(f"{path}: empty file; run ingestion.py on valid data") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{path}: not a readable CSV ({parser_message(error)})") from None
     missing = [column for column in (*FEATURES, TARGET) if column not in frame.columns]
     if missing:
-        raise PipelineError(f"{path}: missing column {missing[0]}")
+        raise InputError(f"{path}: missing column {missing[0]}")
     frame = frame.dropna(subset=[TARGET])
     if frame.empty:
-        raise PipelineError(f"{path}: no rows to train on")
+        raise InputError(f"{path}: no rows to train on")
     classes = sorted(frame[TARGET].unique().tolist())
     if len(classes) < 2:
-        raise PipelineError(f"{path}: {TARGET} has a single class ({classes[0]}); cannot train a classifier")
+        raise InputError(f"{path}: {TARGET} has a single class ({classes[0]}); cannot train a classifier")
     for column in FEATURES:
         if not pd.api.types.is_numeric_dtype(frame[column]):
-            raise PipelineError(f"{path}: column {column} is not numeric; run ingestion.py")
+            raise InputError(f"{path}: column {column} is not numeric; run ingestion.py")
     if frame[list(FEATURES)].isna().all().any():
         empty = [column for column in FEATURES if frame[column].isna().all()][0]
-        raise PipelineError(f"{path}: column {empty} has no values")
+        raise InputError(f"{path}: column {empty} has no values")
     return frame
 
 
@@ -96,7 +89,8 @@ def train_model(frame: pd.DataFrame) -> Pipeline:
     return build_model().fit(frame[list(FEATURES)], frame[TARGET].astype(int))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    command_line(__doc__).parse_args(argv)
     setup_logging(NAME)
     config = load_config()
     data_path = config.finaldata_file
@@ -133,7 +127,7 @@ def main() -> int:
                 "python": platform.python_version(),
                 "scikit-learn": sklearn.__version__,
                 "pandas": pd.__version__,
-                "numpy": __import__("numpy").__version__,
+                "numpy": np.__version__,
             },
         },
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +142,25 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert errors, result.stderr
     for fragment in fragments:
         assert any(fragment in line for line in errors), (fragment, result.stderr)
+
+
+def wait_until(condition, what: str, timeout: float = 120.0, interval: float = 0.02) -> None:
+    """Poll condition() until it holds; fail naming what was awaited. The timeout is a hang guard,
+    far above any expected wait, never a speed assertion."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout:g} s")
+        time.sleep(interval)
+
+
+def deploy_bytes(workspace: Workspace, blob: bytes) -> None:
+    """Replace the deployed model's bytes and make manifest.json match them, as a deployment would."""
+    prod = workspace.path("prod_deployment_path")
+    (prod / "trainedmodel.pkl").write_bytes(blob)
+    manifest = json.loads((prod / "manifest.json").read_text())
+    manifest["files"]["trainedmodel.pkl"] = {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+    (prod / "manifest.json").write_text(json.dumps(manifest))
 
 
 __all__ = ["COLUMNS", "SEED_DATA", "Workspace", "client_frame", "make_workspace", "run_ok"]

@@ -2,21 +2,26 @@
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_ok
+from conftest import deploy_bytes, run_ok
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.tree import DecisionTreeClassifier
 
-import diagnostics
+import serving
 from app import create_app
-from common import FEATURES, load_config
+from common import FEATURES
 
 ROW = {"corporation": "abcd", "lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
 
 
 @pytest.fixture
 def app(deployed_workspace):
+    serving.clear()
     return create_app({"RISK_CONFIG": str(deployed_workspace.config_path), "TESTING": True})
 
 
@@ -25,12 +30,17 @@ def client(app):
     return app.test_client()
 
 
+def deployed_pickle(workspace):
+    """The oracle: the deployed pickle itself, loaded with pickle, not with the code under test."""
+    with open(workspace.path("prod_deployment_path") / "trainedmodel.pkl", "rb") as handle:
+        return pickle.load(handle)
+
+
 @pytest.fixture
 def expected(deployed_workspace):
-    """The oracle: the deployed pickle's own predictions on the test file."""
-    config = load_config(deployed_workspace.config_path)
-    model = diagnostics.deployed_model(config).model
-    test = pd.read_csv(config.testdata_file)
+    """The deployed pickle's own predictions and probabilities on the test file."""
+    model = deployed_pickle(deployed_workspace)
+    test = pd.read_csv(deployed_workspace.path("test_data_path") / "testdata.csv")
     return model.predict(test[list(FEATURES)]).tolist(), model.predict_proba(test[list(FEATURES)])[:, 1]
 
 
@@ -94,9 +104,20 @@ def test_probabilities_on_request(client, expected):
     assert len(body["probabilities"]) == 1 and body["predictions"] in ([0], [1])
 
 
-def test_rows_with_missing_values_are_predicted(client):
-    row = dict(ROW, lastyear_activity=None)
-    assert client.post("/prediction", json={"records": [row]}).status_code == 200
+def test_rows_with_missing_values_are_predicted_as_scikit_learn_does(client, deployed_workspace):
+    rows = [dict(ROW, lastyear_activity=None), dict(ROW, lastmonth_activity=None, number_of_employees=None),
+            dict(ROW, lastmonth_activity=0, lastyear_activity=2000)]  # fmt: skip
+    response = client.post("/prediction?proba=1", json={"records": rows})
+    assert response.status_code == 200, response.get_json()
+    frame = pd.DataFrame(rows)[list(FEATURES)].astype(float)
+    model = deployed_pickle(deployed_workspace)
+    assert response.get_json()["predictions"] == model.predict(frame).tolist()
+    np.testing.assert_allclose(
+        response.get_json()["probabilities"], model.predict_proba(frame)[:, 1], atol=1e-12
+    )
+    csv = frame.to_csv(index=False)  # blank fields
+    body = client.post("/prediction", data=csv, content_type="text/csv").get_json()
+    assert body["predictions"] == model.predict(frame).tolist()
 
 
 TRAVERSALS = [
@@ -177,15 +198,26 @@ def test_scoring_matches_the_deployed_score_and_writes_nothing(client, deployed_
 
 
 def test_summarystats_and_diagnostics(client, deployed_workspace, monkeypatch):
-    config = load_config(deployed_workspace.config_path)
+    final = pd.read_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv")
+    final.loc[:9, "lastyear_activity"] = np.nan
+    final.to_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv", index=False)
     body = client.get("/summarystats").get_json()
-    assert body["statistics"] == diagnostics.dataframe_summary(config)
+    numeric = final.drop(columns="corporation")
+    assert list(body["statistics"]) == list(numeric.columns)
+    for column, stats in body["statistics"].items():
+        assert stats["mean"] == pytest.approx(numeric[column].mean())
+        assert stats["median"] == pytest.approx(numeric[column].median())
+        assert stats["mode"] == pytest.approx(numeric[column].mode().min())
+        assert stats["std"] == pytest.approx(numeric[column].std())
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     body = client.get("/diagnostics").get_json()
     assert set(body) == {"execution_time_seconds", "missing_data_percent", "dependencies"}
     assert set(body["execution_time_seconds"]) == {"ingestion", "training"}
-    assert body["missing_data_percent"] == diagnostics.missing_data(config, as_dict=True)
+    assert body["missing_data_percent"] == pytest.approx(
+        {"corporation": 0.0, "lastmonth_activity": 0.0, "lastyear_activity": 1000 / len(final),
+         "number_of_employees": 0.0, "exited": 0.0}
+    )  # fmt: skip
     assert {row["module"] for row in body["dependencies"]} >= {"pandas", "scikit-learn", "flask"}
     assert set(client.get("/diagnostics?timing=0").get_json()) == {"missing_data_percent", "dependencies"}
 
@@ -241,14 +273,75 @@ def test_runs_lists_the_run_history(client, deployed_workspace):
     assert_error(client.get("/runs?limit=x"), 400)
 
 
-def test_importing_app_does_no_heavy_work():
-    import subprocess
-    import sys
+def test_a_model_that_cannot_be_used_is_503_on_every_model_endpoint(deployed_workspace):
+    """A pickle that matches its manifest but is not a usable model: the deployment's fault, never the caller's."""
+    config = str(deployed_workspace.config_path)
+    final = pd.read_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv")
+    two_features = make_pipeline(SimpleImputer(), DecisionTreeClassifier(random_state=0))
+    two_features.fit(final[list(FEATURES[:2])], final["exited"])
+    for blob, fragment in [(b"\x80\x05corrupt", "not a valid model pickle"),
+                           (pickle.dumps({"not": "a model"}), "not a classifier"),
+                           (pickle.dumps(two_features), "cannot score the features")]:  # fmt: skip
+        deploy_bytes(deployed_workspace, blob)
+        serving.clear()
+        client = create_app({"RISK_CONFIG": config}).test_client()
+        for request in ("/health", "/prediction?filepath=testdata/testdata.csv", "/scoring"):
+            assert_error(client.get(request), 503, "model_unavailable", fragment)
+        assert_error(client.post("/prediction", json={"records": [ROW]}), 503, "model_unavailable", fragment)
 
-    from conftest import PROJECT_DIR
 
-    code = (
-        "import sys, app; print(sorted(m for m in ('pandas', 'sklearn', 'diagnostics') if m in sys.modules))"
+def test_a_broken_deployment_replaces_the_served_model_and_is_not_reloaded_per_request(client, deployed_workspace,
+                                                                                        monkeypatch):  # fmt: skip
+    assert client.get("/health").status_code == 200
+    deploy_bytes(deployed_workspace, b"not a pickle")
+    loads = []
+    real_load = serving.riskmodel.load_deployed
+    monkeypatch.setattr(
+        serving.riskmodel, "load_deployed", lambda folder: loads.append(1) or real_load(folder)
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True)
-    assert result.stdout.strip() == "[]", result.stderr
+    for _ in range(3):
+        assert_error(client.get("/health"), 503, "model_unavailable")
+    assert len(loads) == 1  # remembered until the files change
+    run_ok(deployed_workspace, "deployment.py")  # a good deployment again
+    assert client.get("/health").status_code == 200 and len(loads) == 2
+
+
+def test_server_data_problems_are_503_and_failures_500(client, deployed_workspace, monkeypatch):
+    testdata = deployed_workspace.path("test_data_path") / "testdata.csv"
+    testdata.rename(testdata.with_suffix(".away"))
+    assert_error(client.get("/scoring"), 503, "data_unavailable", "testdata.csv")
+    (deployed_workspace.path("output_folder_path") / "finaldata.csv").write_text("")
+    assert_error(client.get("/summarystats"), 503, "data_unavailable", "empty file")
+    assert_error(client.get("/diagnostics?timing=0"), 503, "data_unavailable")
+    # a timing run that fails is the server's failure: 500 with the reason, not a 400
+    for path in deployed_workspace.path("input_folder_path").iterdir():
+        path.unlink()
+    assert_error(
+        client.get("/diagnostics?fresh=1"), 500, "pipeline_error", "timing ingestion.py failed (exit 65)"
+    )
+
+
+def test_other_models_are_served_by_scikit_learn(deployed_workspace):
+    """The closed-form scorer is only for the course's pipeline; any other model goes through scikit-learn."""
+    final = pd.read_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv")
+    tree = make_pipeline(
+        SimpleImputer(strategy="median"), DecisionTreeClassifier(max_depth=4, random_state=0)
+    )
+    tree.fit(final[list(FEATURES)], final["exited"])
+    deploy_bytes(deployed_workspace, pickle.dumps(tree))
+    serving.clear()
+    client = create_app({"RISK_CONFIG": str(deployed_workspace.config_path)}).test_client()
+    assert serving.served_model(deployed_workspace.path("prod_deployment_path")).scorer is None
+    test = pd.read_csv(deployed_workspace.path("test_data_path") / "testdata.csv")
+    body = client.get("/prediction?filepath=testdata/testdata.csv&proba=1").get_json()
+    assert body["predictions"] == tree.predict(test[list(FEATURES)]).tolist()
+    np.testing.assert_allclose(body["probabilities"], tree.predict_proba(test[list(FEATURES)])[:, 1])
+    rows = [dict(ROW, lastyear_activity=None)]
+    expected = tree.predict(pd.DataFrame(rows)[list(FEATURES)].astype(float)).tolist()
+    assert client.post("/prediction", json={"records": rows}).get_json()["predictions"] == expected
+
+
+def test_405_names_the_allowed_methods(client):
+    response = client.delete("/scoring")
+    assert_error(response, 405, "method_not_allowed")
+    assert set(response.headers["Allow"].split(", ")) >= {"GET"}

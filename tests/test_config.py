@@ -1,6 +1,7 @@
 """The shared module: config loading and its errors, atomic writes, the ingested-files reader."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -74,7 +75,7 @@ def test_missing_key_and_bad_json_are_named(workspace):
 def test_a_script_with_a_bad_config_fails_in_one_line(workspace):
     workspace.set_config(colour="blue")
     result = workspace.run("ingestion.py")
-    assert result.returncode == 1
+    assert result.returncode == 78  # ConfigError
     assert_one_line_error(result, "unknown config key 'colour'", str(workspace.config_path))
 
 
@@ -110,12 +111,49 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.txt", "h.jsonl"]
 
 
-def test_parse_flags_without_and_with_argparse(capsys):
-    from common import parse_flags
+SCRIPTS = ["ingestion.py", "training.py", "scoring.py", "deployment.py", "diagnostics.py", "reporting.py",
+           "app.py", "apicalls.py", "fullprocess.py"]  # fmt: skip
 
-    flags = {"--force": "f", "--dry-run": "d"}
-    assert vars(parse_flags([], "x", flags)) == {"force": False, "dry_run": False}
-    assert vars(parse_flags(["--dry-run"], "x", flags)) == {"force": False, "dry_run": True}
-    with pytest.raises(SystemExit) as exit_info:
-        parse_flags(["--bogus"], "x", flags)
-    assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+def tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_prints_the_usage_page_and_touches_nothing(deployed_workspace, script):
+    before = tree(deployed_workspace.root)
+    result = deployed_workspace.run(script, "--help")
+    assert result.returncode == 0, result.stderr
+    first_line = (PROJECT_DIR / script).read_text().split('"""')[1].splitlines()[0]
+    assert result.stdout.startswith(f"usage: {script}") and first_line in result.stdout
+    assert result.stderr == ""
+    assert tree(deployed_workspace.root) == before
+    result = deployed_workspace.run(script, "--no-such-flag")
+    assert result.returncode == 2 and "unrecognized arguments: --no-such-flag" in result.stderr
+    assert tree(deployed_workspace.root) == before
+
+
+def test_unexpected_errors_are_one_line_unless_risk_debug_is_set(tmp_path):
+    """A bug (here a ZeroDivisionError in main) is one log line and exit 70; RISK_DEBUG=1 shows its traceback."""
+    code = "import common; common.setup_logging('demo'); common.run_main(lambda: 1 / 0, 'demo')"
+    env = {key: value for key, value in os.environ.items() if key != "RISK_DEBUG"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 70
+    assert_one_line_error(result, "unexpected ZeroDivisionError: division by zero (run with RISK_DEBUG=1")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env={**env, "RISK_DEBUG": "1"},
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1 and "Traceback (most recent call last)" in result.stderr
+    assert "ZeroDivisionError" in result.stderr
+
+
+def test_torn_history_lines_are_skipped(tmp_path):
+    """A writer killed mid-line leaves a torn line: readers skip it, the next append starts a new line."""
+    history = tmp_path / "runhistory.jsonl"
+    history.write_bytes(b'{"run": 1}\n{"run": 2, "deci')
+    assert read_jsonl(history) == [{"run": 1}]
+    append_jsonl(history, {"run": 3})
+    assert read_jsonl(history) == [{"run": 1}, {"run": 3}]
+    history.write_bytes(b'{"run": 1}\n[1, 2]\n\xff\xfe\n{"run": 4}\n')
+    assert read_jsonl(history) == [{"run": 1}, {"run": 4}]

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import PROJECT_DIR, assert_one_line_error, run_ok
 
-from common import read_deployed_model_bytes
+from riskmodel import read_deployed_bytes
 
 DEPLOYED = ("trainedmodel.pkl", "latestscore.txt", "ingestedfiles.txt")
 
@@ -31,7 +31,7 @@ def test_deploys_the_three_files_with_a_manifest(deployed_workspace):
         assert manifest["files"][name]["sha256"] == hashlib.sha256((prod / name).read_bytes()).hexdigest()
         assert (prod / "archive" / "v0001" / name).read_bytes() == (prod / name).read_bytes()
     assert manifest["f1"] == float((prod / "latestscore.txt").read_text())
-    blob, _ = read_deployed_model_bytes(prod)
+    blob, _ = read_deployed_bytes(prod)
     assert blob == (prod / "trainedmodel.pkl").read_bytes()
 
 
@@ -42,7 +42,7 @@ def test_refuses_and_changes_nothing_when_a_file_is_missing(deployed_workspace, 
     folder = "output_folder_path" if missing == "ingestedfiles.txt" else "output_model_path"
     (deployed_workspace.path(folder) / missing).unlink()
     result = deployed_workspace.run("deployment.py")
-    assert result.returncode == 1
+    assert result.returncode == 65  # InputError
     assert_one_line_error(result, missing)
     assert snapshot(prod) == before
 
@@ -75,6 +75,27 @@ def test_versions_are_archived_and_rollback_restores_the_previous_one(deployed_w
     assert_one_line_error(deployed_workspace.run("deployment.py", "--rollback"), "oldest deployment")
     history = [json.loads(line) for line in (prod / "deployments.jsonl").read_text().splitlines()]
     assert [(h["action"], h["version"]) for h in history] == [("deploy", 1), ("deploy", 2), ("rollback", 1)]
+
+
+def test_rollback_refuses_a_damaged_archive_and_changes_nothing(deployed_workspace):
+    prod = deployed_workspace.path("prod_deployment_path")
+    (deployed_workspace.path("input_folder_path") / "dataset2.csv").unlink()
+    run_ok(deployed_workspace, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+    archived = prod / "archive" / "v0001" / "trainedmodel.pkl"
+    archived.chmod(0o644)
+    archived.write_bytes(archived.read_bytes()[:-3])  # bit rot in the archive
+    before = snapshot(prod)
+    result = deployed_workspace.run("deployment.py", "--rollback")
+    assert result.returncode == 1
+    assert_one_line_error(result, "v0001/trainedmodel.pkl: archived file is damaged; not rolled back")
+    assert snapshot(prod) == before
+    (prod / "archive" / "v0001" / "manifest.json").chmod(0o644)
+    (prod / "archive" / "v0001" / "manifest.json").write_text("{")
+    before = snapshot(prod)
+    assert_one_line_error(
+        deployed_workspace.run("deployment.py", "--rollback"), "archived version is unreadable"
+    )
+    assert snapshot(prod) == before
 
 
 def test_deployment_imports_no_data_library():

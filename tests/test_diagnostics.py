@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import time
 
 import numpy as np
@@ -13,7 +14,9 @@ from conftest import assert_one_line_error, client_frame, run_ok
 from scipy.stats import ks_2samp
 
 import diagnostics
-from common import FEATURES, PipelineError, load_config
+import riskmodel
+import serving
+from common import FEATURES, DeploymentUnavailable, InputError, ModelIntegrityError, load_config
 
 
 @pytest.fixture
@@ -29,9 +32,14 @@ def tree_hashes(root):
     }
 
 
+def deployed_pickle(config):
+    with open(config.prod_folder / "trainedmodel.pkl", "rb") as handle:
+        return pickle.load(handle)
+
+
 def test_predictions_match_the_deployed_model_in_any_column_order(config, deployed_workspace):
     test = pd.read_csv(config.testdata_file)
-    model = diagnostics.deployed_model(config).model
+    model = deployed_pickle(config)
     expected = model.predict(test[list(FEATURES)]).tolist()
     assert diagnostics.model_predictions(test, config) == expected
     reordered = test[["number_of_employees", "lastmonth_activity", "lastyear_activity"]]
@@ -39,34 +47,40 @@ def test_predictions_match_the_deployed_model_in_any_column_order(config, deploy
     assert predictions == expected and all(type(value) is int for value in predictions)
     risks = diagnostics.risk_scores(test, config)
     np.testing.assert_allclose(risks, model.predict_proba(test[list(FEATURES)])[:, 1])
-    with pytest.raises(PipelineError, match="missing feature column lastyear_activity"):
+    with pytest.raises(InputError, match="missing feature column lastyear_activity"):
         diagnostics.model_predictions(test.drop(columns="lastyear_activity"), config)
 
 
-def test_model_is_cached_and_reloaded_only_when_the_deployment_changes(config, deployed_workspace):
-    first = diagnostics.deployed_model(config)
-    assert diagnostics.deployed_model(config) is first
+def test_the_served_model_is_cached_and_reloaded_only_when_the_deployment_changes(config, deployed_workspace):
+    serving.clear()
+    first = serving.served_model(config.prod_folder)
+    assert serving.served_model(config.prod_folder) is first
     run_ok(deployed_workspace, "deployment.py")
-    second = diagnostics.deployed_model(config)
+    second = serving.served_model(config.prod_folder)
     assert second is not first and second.version == first.version + 1
 
 
 def test_a_tampered_model_is_refused(config, deployed_workspace):
-    diagnostics._model_cache.clear()
     model_path = config.prod_folder / "trainedmodel.pkl"
     model_path.write_bytes(model_path.read_bytes()[:-1] + b"\x00")
-    with pytest.raises(PipelineError, match="sha256 does not match manifest.json"):
-        diagnostics.deployed_model(config)
-    assert_one_line_error(deployed_workspace.run("diagnostics.py"), "refusing to load a tampered")
+    with pytest.raises(ModelIntegrityError, match="sha256 does not match manifest.json"):
+        riskmodel.load_deployed(config.prod_folder)
+    result = deployed_workspace.run("diagnostics.py")
+    assert_one_line_error(result, "refusing to load a tampered")
+    assert result.returncode == 69  # DeploymentUnavailable
 
 
-def test_a_verified_model_keeps_serving_when_the_new_one_does_not_verify(config):
-    loaded = diagnostics.deployed_model(config)
+def test_a_verified_model_keeps_serving_while_the_new_one_does_not_verify(config):
+    serving.clear()
+    loaded = serving.served_model(config.prod_folder)
     model_path = config.prod_folder / "trainedmodel.pkl"
-    model_path.write_bytes(model_path.read_bytes() + b"junk")
-    assert diagnostics.deployed_model(config, allow_stale=True) is loaded
-    with pytest.raises(PipelineError):
-        diagnostics.deployed_model(config)
+    model_path.write_bytes(model_path.read_bytes() + b"junk")  # as half-way through a redeploy
+    assert serving.served_model(config.prod_folder) is loaded
+    with pytest.raises(ModelIntegrityError):
+        riskmodel.load_deployed(config.prod_folder)
+    serving.clear()
+    with pytest.raises(DeploymentUnavailable):
+        serving.served_model(config.prod_folder)  # nothing verified to fall back on
 
 
 def test_summary_statistics_match_pandas(config):
@@ -74,12 +88,11 @@ def test_summary_statistics_match_pandas(config):
     summary = diagnostics.dataframe_summary(config)
     assert list(summary) == ["lastmonth_activity", "lastyear_activity", "number_of_employees", "exited"]
     for column, stats in summary.items():
+        assert list(stats) == ["mean", "median", "mode", "std"]
         assert stats["mean"] == pytest.approx(frame[column].mean())
         assert stats["median"] == pytest.approx(frame[column].median())
         assert stats["mode"] == pytest.approx(frame[column].mode().min())
         assert stats["std"] == pytest.approx(frame[column].std())
-    flat = diagnostics.dataframe_summary(config, as_list=True)
-    assert len(flat) == 16 and flat[:4] == list(summary["lastmonth_activity"].values())
 
 
 def test_missing_data_percent_per_column(deployed_workspace):
@@ -89,9 +102,9 @@ def test_missing_data_percent_per_column(deployed_workspace):
     frame.loc[:2, "number_of_employees"] = np.nan
     frame.to_csv(final, index=False)
     config = load_config(deployed_workspace.config_path)
-    expected = [0.0, 0.0, 1000 / len(frame), 300 / len(frame), 0.0]
+    expected = dict(zip(frame.columns, [0.0, 0.0, 1000 / len(frame), 300 / len(frame), 0.0], strict=True))
     assert diagnostics.missing_data(config) == pytest.approx(expected)
-    assert diagnostics.missing_data(config, as_dict=True)["lastyear_activity"] == pytest.approx(expected[2])
+    assert list(diagnostics.missing_data(config)) == list(frame.columns)
 
 
 def test_execution_time_runs_the_real_scripts_and_changes_nothing(config, deployed_workspace):
@@ -188,16 +201,18 @@ def test_main_writes_diagnostics_and_keeps_history(deployed_workspace, monkeypat
 def test_the_serving_scorer_equals_scikit_learn_and_falls_back_for_other_models(config):
     from sklearn.tree import DecisionTreeClassifier
 
-    loaded = diagnostics.deployed_model(config)
-    assert loaded.scorer is not None
+    model = deployed_pickle(config)
+    scorer = serving.compile_scorer(model)
+    assert scorer is not None
     test = pd.read_csv(config.testdata_file)
     frame = test[list(FEATURES)].astype(float)
     frame.iloc[::7, 1] = np.nan  # missing values go through the imputer's medians
-    predicted, probability = loaded.scorer.predict_proba(frame.to_numpy())
-    assert predicted.tolist() == loaded.model.predict(frame).tolist()
-    np.testing.assert_allclose(probability, loaded.model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
+    assert scorer.predict(frame.to_numpy()).tolist() == model.predict(frame).tolist()
+    np.testing.assert_allclose(
+        scorer.predict_proba(frame.to_numpy()), model.predict_proba(frame), rtol=0, atol=1e-12
+    )
     tree = DecisionTreeClassifier(random_state=0).fit(frame.fillna(0), test["exited"])
-    assert diagnostics.compile_scorer(tree) is None
+    assert serving.compile_scorer(tree) is None
 
 
 def test_a_recent_timing_of_the_same_inputs_is_reused_only_when_asked(config, deployed_workspace):

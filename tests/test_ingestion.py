@@ -149,7 +149,7 @@ def test_nothing_to_ingest_leaves_the_previous_output_untouched(data_workspace, 
     if situation == "all rejected":
         (folder / "bad.csv").write_text("nothing,useful\n1,2\n")
     result = data_workspace.run("ingestion.py")
-    assert result.returncode == 1
+    assert result.returncode == 65  # InputError: nothing ingested
     assert_one_line_error(result, str(folder))
     after = {p.name: p.read_bytes() for p in output.iterdir() if p.name != "ingestionhistory.jsonl"}
     assert after == before

@@ -34,16 +34,22 @@ def test_trained_model_equals_the_course_logistic_regression(data_workspace):
     assert len(pd.read_csv(models / "referencedata.csv")) == len(final)
 
 
-def test_missing_values_are_imputed_inside_the_saved_model(data_workspace):
+def test_missing_values_are_filled_with_the_training_medians(data_workspace):
     path = data_workspace.path("input_folder_path") / "dataset1.csv"
     frame = pd.read_csv(path)
     frame.loc[[0, 5], "lastyear_activity"] = np.nan
     frame.to_csv(path, index=False)
     run_ok(data_workspace, "ingestion.py", "training.py")
     model = load_pickle(data_workspace.path("output_model_path") / "trainedmodel.pkl")
-    rows = pd.DataFrame({"lastmonth_activity": [np.nan, 5.0], "lastyear_activity": [100.0, np.nan],
-                         "number_of_employees": [3.0, np.nan]})  # fmt: skip
-    assert model.predict(rows).tolist() in ([0, 0], [0, 1], [1, 0], [1, 1])
+    final = pd.read_csv(data_workspace.path("output_folder_path") / "finaldata.csv")
+    medians = final[list(FEATURES)].median()  # pandas skips NaN: the oracle for the imputer
+    np.testing.assert_allclose(model.named_steps["impute"].statistics_, medians.to_numpy())
+    rows = pd.DataFrame({"lastmonth_activity": [np.nan, 5.0, 700.0], "lastyear_activity": [100.0, np.nan, np.nan],
+                         "number_of_employees": [3.0, np.nan, 1.0]})  # fmt: skip
+    bare = LogisticRegression(**BARE).fit(final[list(FEATURES)].fillna(medians), final["exited"])
+    filled = rows.fillna(medians)
+    np.testing.assert_array_equal(model.predict(rows), bare.predict(filled))
+    np.testing.assert_allclose(model.predict_proba(rows), bare.predict_proba(filled))
 
 
 def test_complete_data_gives_the_bare_models_predictions(data_workspace):
@@ -118,6 +124,13 @@ def test_scoring_errors_are_one_line(deployed_workspace, tmp_path):
     assert_one_line_error(deployed_workspace.run("scoring.py", "--data", str(bad)), "missing feature column")
     junk = tmp_path / "junk.pkl"
     junk.write_bytes(b"not a pickle")
+    result = deployed_workspace.run("scoring.py", "--model", str(junk))
+    assert_one_line_error(result, "not a valid model pickle")
+    assert result.returncode == 65  # InputError
+    two_features = tmp_path / "two.pkl"
+    final = pd.read_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv")
+    model = LogisticRegression().fit(final[list(FEATURES[:2])], final["exited"])
+    two_features.write_bytes(pickle.dumps(model))
     assert_one_line_error(
-        deployed_workspace.run("scoring.py", "--model", str(junk)), "not a valid model pickle"
+        deployed_workspace.run("scoring.py", "--model", str(two_features)), "cannot score the features"
     )

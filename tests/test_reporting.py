@@ -1,14 +1,17 @@
 """reporting.py: the confusion matrix, the PDF report and the risk ranking."""
 
+import pickle
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import assert_one_line_error
-from sklearn.metrics import confusion_matrix
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix, f1_score
 
 import reporting
+import riskmodel
 from common import FEATURES, load_config
 
 
@@ -30,21 +33,23 @@ def test_png_and_pdf_are_valid_and_non_trivial(reported):
     assert not [p.name for p in models.iterdir() if p.name.endswith(".tmp")]
 
 
+def deployed_pickle(config):
+    with open(config.prod_folder / "trainedmodel.pkl", "rb") as handle:
+        return pickle.load(handle)
+
+
 def test_the_plotted_counts_are_sklearns_confusion_matrix(deployed_workspace):
     config = load_config(deployed_workspace.config_path)
-    truth, predicted, _, manifest = reporting.deployed_test_predictions(config)
+    results = reporting.evaluate_on_testdata(config, riskmodel.load_deployed(config.prod_folder))
     test = pd.read_csv(config.testdata_file)
-    import diagnostics
-
-    model = diagnostics.deployed_model(config).model
-    oracle = confusion_matrix(test["exited"], model.predict(test[list(FEATURES)]))
-    plt = reporting.pyplot()
-    figure, axis = plt.subplots()
-    reporting.draw_confusion_matrix(axis, truth, predicted, "t")
-    shown = [int(text.get_text()) for text in axis.texts]
-    plt.close(figure)
-    assert shown == oracle.ravel().tolist()
-    assert manifest["version"] == 1
+    model = deployed_pickle(config)
+    predicted = model.predict(test[list(FEATURES)])
+    oracle = confusion_matrix(test["exited"], predicted)
+    axis = Figure().subplots()
+    reporting.draw_confusion_matrix(axis, results.truth, results.predicted, "t")
+    assert [int(text.get_text()) for text in axis.texts] == oracle.ravel().tolist()
+    assert results.version == 1
+    assert results.metrics["f1"] == pytest.approx(f1_score(test["exited"], predicted))
 
 
 def test_output_name_for_the_second_run(deployed_workspace):
@@ -52,7 +57,8 @@ def test_output_name_for_the_second_run(deployed_workspace):
     assert result.returncode == 0, result.stderr
     models = deployed_workspace.path("output_model_path")
     assert (models / "confusionmatrix2.png").is_file() and not (models / "confusionmatrix.png").exists()
-    assert_one_line_error(deployed_workspace.run("reporting.py", "--output", "../x.png"), "--output")
+    result = deployed_workspace.run("reporting.py", "--output", "../x.png")
+    assert result.returncode == 2 and "--output '../x.png': give a file name ending in .png" in result.stderr
 
 
 def test_risk_ranking_is_sorted_and_covers_every_corporation(reported):
@@ -62,9 +68,7 @@ def test_risk_ranking_is_sorted_and_covers_every_corporation(reported):
     assert sorted(ranking["corporation"]) == sorted(final["corporation"].unique())
     assert ranking["rank"].tolist() == list(range(1, len(ranking) + 1))
     assert ranking["exit_probability"].is_monotonic_decreasing
-    import diagnostics
-
-    model = diagnostics.deployed_model(config).model
+    model = deployed_pickle(config)
     latest = final.drop_duplicates("corporation", keep="last").set_index("corporation")
     expected = model.predict_proba(latest.loc[ranking["corporation"], list(FEATURES)])[:, 1]
     np.testing.assert_allclose(ranking["exit_probability"], expected, atol=1e-6)

@@ -3,13 +3,12 @@
 import json
 import socket
 import threading
-import time
 
 import pytest
 import requests
-from conftest import assert_one_line_error, run_ok
+from conftest import assert_one_line_error, run_ok, wait_until
 
-from common import start_api_server, stop_process
+from fullprocess import start_api_server, stop_process
 
 ROW = {"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
 
@@ -47,7 +46,7 @@ def test_apicalls_against_a_real_server(server, deployed_workspace):
 def test_apicalls_against_a_closed_port_fails_cleanly(deployed_workspace):
     url = f"http://127.0.0.1:{free_port()}"
     result = deployed_workspace.run("apicalls.py", "--url", url)
-    assert result.returncode == 1
+    assert result.returncode == 69  # Unavailable
     assert_one_line_error(result, url, "make serve")
     assert not (deployed_workspace.path("output_model_path") / "apireturns.txt").exists()
 
@@ -73,12 +72,12 @@ def test_a_redeploy_under_load_fails_no_request(server, deployed_workspace):
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.3)
+        wait_until(lambda: len(results) >= 20, "answers from version 1")
         for _ in range(3):
             run_ok(deployed_workspace, "deployment.py")
         (deployed_workspace.path("input_folder_path") / "dataset2.csv").unlink()
         run_ok(deployed_workspace, "ingestion.py", "training.py", "scoring.py", "deployment.py")
-        time.sleep(0.3)
+        wait_until(lambda: results and results[-1][1] == 5, "answers from version 5")
     finally:
         stop.set()
         for thread in threads:
@@ -88,3 +87,20 @@ def test_a_redeploy_under_load_fails_no_request(server, deployed_workspace):
     versions = [version for _, version in results]
     assert versions[0] == 1 and versions[-1] == 5
     assert len(results) > 50
+
+
+def test_apicalls_sends_the_token_from_the_environment(deployed_workspace):
+    port = free_port()
+    env = {**deployed_workspace.env, "RISK_API_TOKEN": "s3cret"}
+    server = start_api_server("127.0.0.1", port, deployed_workspace.root / "gunicorn.log", workers=1, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        result = deployed_workspace.run("apicalls.py", "--url", url)
+        assert result.returncode == 1
+        assert_one_line_error(result, "HTTP 401", "send Authorization: Bearer <token>")
+        result = deployed_workspace.run("apicalls.py", "--url", url, env=env)
+        assert result.returncode == 0, result.stderr
+        answers = json.loads((deployed_workspace.path("output_model_path") / "apireturns.txt").read_text())
+        assert len(answers["prediction"]["predictions"]) == 200
+    finally:
+        stop_process(server)

@@ -1,0 +1,91 @@
+"""Client data tables: reading a client CSV file, checking its columns, turning it into numbers.
+
+The pandas helpers every data script and the API share. Not a script: it reads what its
+callers name and writes nothing. Every problem is an InputError naming the source and what
+is wrong, so that a script exits with one line and the API answers 400.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from common import FEATURES, ID_COLUMN, TARGET, InputError
+
+
+def read_data_file(path: Path) -> pd.DataFrame:
+    """A CSV data file, any columns.
+
+    corporation is read as a category: the codes repeat, and 10,000 strings plus small
+    integer codes take a fraction of the memory of one string object per row.
+    """
+    try:
+        return pd.read_csv(path, encoding="utf-8-sig", dtype={ID_COLUMN: "category"})
+    except FileNotFoundError:
+        raise InputError(f"{path}: data file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: a folder, not a data file") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{path}: not a readable CSV ({parser_message(error)})") from None
+
+
+def parser_message(error: Exception) -> str:
+    """The last line of a pandas parser error: the part that names the problem."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
+
+
+def to_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(the values as numbers, a mask of values present but not numbers).
+
+    Text such as " 12 " is a number; "lots", true/false and blank-free garbage are not.
+    A missing value stays missing and is not flagged.
+    """
+    if pd.api.types.is_bool_dtype(values):
+        return pd.Series(float("nan"), index=values.index), values.notna()
+    if pd.api.types.is_numeric_dtype(values):
+        return values, pd.Series(False, index=values.index)
+    booleans = values.map(lambda value: isinstance(value, bool)).astype(bool)
+    numbers = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
+    return numbers, values.notna() & (numbers.isna() | booleans)
+
+
+def example(values: pd.Series, mask: pd.Series) -> str:
+    """The first value where mask holds, short enough for a log line."""
+    return repr(str(values[mask].iloc[0])[:30])
+
+
+def feature_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The model's feature columns, in order, as float64; any other column is ignored."""
+    missing = [column for column in FEATURES if column not in frame.columns]
+    if missing:
+        raise InputError(f"{source}: missing feature column {missing[0]}")
+    features = {}
+    for column in FEATURES:
+        numbers, bad = to_numbers(frame[column])
+        if bad.any():
+            raise InputError(
+                f"{source}: column {column} has a non-numeric value {example(frame[column], bad)}"
+            )
+        features[column] = numbers.astype("float64")
+    return pd.DataFrame(features, index=frame.index)
+
+
+def check_labelled(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The rows with a 0/1 label (a new frame: the argument is not changed)."""
+    if TARGET not in frame.columns:
+        raise InputError(f"{source}: missing column {TARGET}")
+    frame = frame.dropna(subset=[TARGET])
+    if frame.empty:
+        raise InputError(f"{source}: no labelled rows")
+    if not frame[TARGET].isin([0, 1]).all():
+        raise InputError(f"{source}: column {TARGET} must be 0 or 1")
+    return frame
+
+
+def read_labelled_data(path: Path) -> pd.DataFrame:
+    """A labelled data file (testdata.csv, finaldata.csv): its rows with a 0/1 exited."""
+    return check_labelled(read_data_file(path), str(path))
