@@ -14,14 +14,15 @@ import pandas as pd
 from common import FEATURES, ID_COLUMN, TARGET, InputError
 
 
-def read_data_file(path: Path) -> pd.DataFrame:
-    """A CSV data file, any columns.
+def read_data_file(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """A CSV data file: all its columns, or only those of columns that it has.
 
     corporation is read as a category: the codes repeat, and 10,000 strings plus small
     integer codes take a fraction of the memory of one string object per row.
     """
+    usecols = None if columns is None else (lambda column: column in columns)
     try:
-        return pd.read_csv(path, encoding="utf-8-sig", dtype={ID_COLUMN: "category"})
+        return pd.read_csv(path, encoding="utf-8-sig", dtype={ID_COLUMN: "category"}, usecols=usecols)
     except FileNotFoundError:
         raise InputError(f"{path}: data file not found") from None
     except IsADirectoryError:

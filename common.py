@@ -5,11 +5,13 @@ configures no logging and imports no data library.
 
 Start-up budget: fullprocess.py's "nothing new" path (every 10 minutes under cron) and
 deployment.py import only this module and the standard library, and are benchmarked against
-`python -c pass` (README: Benchmarks). So the few standard modules that cost a noticeable share
-of that budget and that those paths rarely need (hashlib, fcntl, ast) are imported inside the
-functions that use them, the configuration is a plain class rather than a dataclass (whose
-import costs a third of the budget), and atomic_path names its temporary file itself instead of
-importing tempfile. Everywhere else imports sit at the top of the file.
+`python -c pass` (README: Benchmarks). So the standard modules that cost a noticeable share of
+that budget and that those paths rarely need (argparse, hashlib, ast) are imported inside the
+functions that use them; those two scripts read their on/off switches with getopt
+(parse_switches) rather than argparse, whose import and parser cost as much as starting the
+interpreter; the configuration is a plain class rather than a dataclass (whose import costs a
+third of the budget); and atomic_path names its temporary file itself instead of importing
+tempfile. Everywhere else imports sit at the top of the file.
 
 Configuration
     config.json beside this file, or the file named by the environment variable
@@ -35,13 +37,13 @@ Errors
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
 import sys
 import time
+import types
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -270,9 +272,44 @@ def setup_logging(name: str, log_file: Path | None = None) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def command_line(doc: str) -> argparse.ArgumentParser:
-    """An argument parser whose --help page is the script's docstring."""
+def command_line(doc: str):
+    """An argparse parser whose --help page is the script's docstring."""
+    import argparse
+
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def parse_switches(
+    doc: str, switches: dict[str, str], argv: list[str] | None = None
+) -> types.SimpleNamespace:
+    """On/off switches ({"--dry-run": "help text"} gives args.dry_run) parsed with getopt.
+
+    For the two scripts with a start-up budget (see above): the same --help page and usage
+    errors (exit 2) as command_line(), without argparse's cost.
+    """
+    import getopt
+
+    argv = sys.argv[1:] if argv is None else argv
+    prog = os.path.basename(sys.argv[0])
+    usage = f"usage: {prog} [-h] " + " ".join(f"[{switch}]" for switch in switches)
+    try:
+        options, rest = getopt.getopt(argv, "h", ["help", *(switch[2:] for switch in switches)])
+        if rest:
+            raise getopt.GetoptError(f"unrecognized arguments: {' '.join(rest)}")
+    except getopt.GetoptError as error:
+        message = error.msg
+        if message.endswith("not recognized"):  # word it as argparse does
+            message = f"unrecognized arguments: {'-' if len(error.opt) == 1 else '--'}{error.opt}"
+        sys.stderr.write(f"{usage}\n{prog}: error: {message}\n")
+        sys.exit(2)
+    given = {option for option, _ in options}
+    if given & {"-h", "--help"}:
+        width = max(len(switch) for switch in ["-h, --help", *switches])
+        lines = [f"  {switch:<{width}}  {text}" for switch, text in {"-h, --help": "show this help message and exit",
+                                                                   **switches}.items()]  # fmt: skip
+        sys.stdout.write(f"{usage}\n\n{doc.strip()}\n\noptions:\n" + "\n".join(lines) + "\n")
+        sys.exit(0)
+    return types.SimpleNamespace(**{switch[2:].replace("-", "_"): switch in given for switch in switches})
 
 
 def run_main(main, name: str) -> None:

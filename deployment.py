@@ -49,10 +49,10 @@ from common import (
     append_jsonl,
     atomic_write_bytes,
     atomic_write_json,
-    command_line,
     file_lock,
     fsync_folder,
     load_config,
+    parse_switches,
     read_ingested_files,
     read_manifest,
     read_score,
@@ -215,9 +215,7 @@ def rollback(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = command_line(__doc__)
-    parser.add_argument("--rollback", action="store_true", help="restore the previous deployed version")
-    args = parser.parse_args(argv)
+    args = parse_switches(__doc__, {"--rollback": "restore the previous deployed version"}, argv)
     setup_logging(NAME)
     config = load_config()
     if args.rollback:

@@ -73,10 +73,10 @@ from common import (
     PipelineError,
     append_jsonl,
     atomic_write_json,
-    command_line,
     file_lock,
     list_csv_files,
     load_config,
+    parse_switches,
     read_ingested_files,
     read_jsonl,
     read_manifest,
@@ -91,6 +91,10 @@ NAME = "fullprocess"
 EXIT_LOCKED = 75  # EX_TEMPFAIL: try again later
 LOCK = ".fullprocess.lock"
 MIN_HISTORY = {"raw": 0, "parametric": 2, "nonparametric": 4}
+SWITCHES = {
+    "--force": "retrain and redeploy whatever drift and gate say",
+    "--dry-run": "say what would happen, change nothing",
+}
 
 log = logging.getLogger(NAME)
 
@@ -424,12 +428,7 @@ def execute(run: Run, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = command_line(__doc__)
-    parser.add_argument(
-        "--force", action="store_true", help="retrain and redeploy whatever drift and gate say"
-    )
-    parser.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
-    args = parser.parse_args(argv)
+    args = parse_switches(__doc__, SWITCHES, argv)
     setup_logging(NAME)
     config = load_config()
     run = Run(config, args)

@@ -30,7 +30,7 @@ import pandas as pd
 import sklearn
 from sklearn.pipeline import Pipeline
 
-from clientdata import parser_message
+from clientdata import read_data_file
 from common import (
     FEATURES,
     MODEL,
@@ -59,14 +59,9 @@ log = logging.getLogger(NAME)
 
 def read_training_data(path: Path) -> pd.DataFrame:
     """finaldata.csv, checked for what training needs."""
-    try:
-        frame = pd.read_csv(path, usecols=lambda column: column in (*FEATURES, TARGET))
-    except FileNotFoundError:
-        raise InputError(f"{path}: not found; run ingestion.py first") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: empty file; run ingestion.py on valid data") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
-        raise InputError(f"{path}: not a readable CSV ({parser_message(error)})") from None
+    if not path.exists():
+        raise InputError(f"{path}: not found; run ingestion.py first")
+    frame = read_data_file(path, columns=(*FEATURES, TARGET))
     missing = [column for column in (*FEATURES, TARGET) if column not in frame.columns]
     if missing:
         raise InputError(f"{path}: missing column {missing[0]}")

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import deploy_bytes, run_ok
 from sklearn.impute import SimpleImputer
+from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.tree import DecisionTreeClassifier
 
@@ -190,8 +191,18 @@ def test_scoring_matches_the_deployed_score_and_writes_nothing(client, deployed_
     folders = [deployed_workspace.path(k) for k in ("output_model_path", "prod_deployment_path")]
     before = {p: p.read_bytes() for folder in folders for p in folder.rglob("*") if p.is_file()}
     body = client.get("/scoring").get_json()
+    test = pd.read_csv(deployed_workspace.path("test_data_path") / "testdata.csv")
+    predicted = deployed_pickle(deployed_workspace).predict(test[list(FEATURES)])
+    assert body["f1"] == pytest.approx(f1_score(test["exited"], predicted))
+    assert body["confusion"] == dict(
+        zip(
+            ["tn", "fp", "fn", "tp"],
+            confusion_matrix(test["exited"], predicted).ravel().tolist(),
+            strict=True,
+        )
+    )
     deployed = float((deployed_workspace.path("prod_deployment_path") / "latestscore.txt").read_text())
-    assert body["f1"] == pytest.approx(deployed)
+    assert body["f1"] == pytest.approx(deployed)  # and it is the score deployment.py recorded
     assert {"precision", "recall", "accuracy", "roc_auc", "confusion", "model_version"} <= set(body)
     after = {p: p.read_bytes() for folder in folders for p in folder.rglob("*") if p.is_file()}
     assert after == before

@@ -99,22 +99,6 @@ def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
     assert json.loads((models / "apireturns2.txt").read_text())["scoring"]["model_version"] == 3
 
 
-def test_nothing_new_imports_no_data_library(deployed):
-    script = str(PROJECT_DIR / "fullprocess.py")
-    code = (
-        "import runpy, sys\n"
-        "sys.argv = [sys.argv[1]]\n"
-        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
-        "except SystemExit as exit:\n    code = exit.code\n"
-        "print(code, sorted(m for m in ('pandas', 'sklearn', 'matplotlib', 'numpy') if m in sys.modules))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, script], env=deployed.env, capture_output=True, text=True
-    )
-    assert result.stdout.strip() == "0 []", result.stderr
-    assert "no new data" in result.stderr
-
-
 def test_changed_content_is_new_data_but_a_touch_is_not(deployed):
     path = deployed.path("input_folder_path") / "dataset1.csv"
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # same bytes, new mtime
