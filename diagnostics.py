@@ -363,15 +363,18 @@ def compare_features(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
     }
 
 
-def feature_drift(config: Config | None = None) -> dict:
-    """The deployed model's training data against the latest ingested data."""
+def feature_drift(config: Config | None = None, current: pd.DataFrame | None = None) -> dict:
+    """The deployed model's training data against the latest ingested data (current: finaldata.csv,
+    when the caller has read it already)."""
     config = config or load_config()
     reference_path = config.prod_folder / REFERENCE_DATA
     if not reference_path.is_file():
         raise DeploymentUnavailable(
             f"{reference_path}: the deployment has no training reference; redeploy a new model"
         )
-    result = compare_features(read_data_file(reference_path), read_data_file(config.finaldata_file))
+    if current is None:
+        current = read_data_file(config.finaldata_file)
+    result = compare_features(read_data_file(reference_path), current)
     return {"reference": str(reference_path), "current": str(config.finaldata_file), **result}
 
 
@@ -392,7 +395,7 @@ def run_all(config: Config) -> dict:
         "missing_data_percent": missing_percent(final),
         "execution_time_seconds": dict(zip(("ingestion", "training"), execution_time(config), strict=True)),
         "dependencies": outdated_packages_list(config),
-        "feature_drift": feature_drift(config),
+        "feature_drift": feature_drift(config, final),
     }
 
 

@@ -115,11 +115,10 @@ def write_confusion_matrix(config: Config, name: str, results: Evaluation) -> Pa
     return target
 
 
-def risk_ranking(config: Config, deployed: riskmodel.DeployedModel) -> pd.DataFrame:
+def risk_ranking(final: pd.DataFrame, deployed: riskmodel.DeployedModel, source: str) -> pd.DataFrame:
     """Every corporation of finaldata.csv (its latest row), by exit probability, highest first."""
-    frame = read_data_file(config.finaldata_file)
-    latest = frame.drop_duplicates(subset=[ID_COLUMN], keep="last")
-    probability = deployed.exit_probability(feature_frame(latest, str(config.finaldata_file)))
+    latest = final.drop_duplicates(subset=[ID_COLUMN], keep="last")
+    probability = deployed.exit_probability(feature_frame(latest, source))
     ranking = latest.assign(exit_probability=np.round(probability, 6))
     ranking = ranking.astype({feature: "Int64" for feature in FEATURES})  # counts, with blanks
     ranking = ranking.sort_values(["exit_probability", ID_COLUMN], ascending=[False, True], kind="stable")
@@ -127,8 +126,10 @@ def risk_ranking(config: Config, deployed: riskmodel.DeployedModel) -> pd.DataFr
     return ranking[["rank", ID_COLUMN, "exit_probability", *FEATURES, TARGET]].reset_index(drop=True)
 
 
-def write_risk_ranking(config: Config, deployed: riskmodel.DeployedModel) -> tuple[Path, pd.DataFrame]:
-    ranking = risk_ranking(config, deployed)
+def write_risk_ranking(
+    config: Config, deployed: riskmodel.DeployedModel, final: pd.DataFrame
+) -> tuple[Path, pd.DataFrame]:
+    ranking = risk_ranking(final, deployed, str(config.finaldata_file))
     target = config.model_folder / RISK_RANKING
     with atomic_path(target) as temp:
         ranking.to_csv(temp, index=False)
@@ -154,7 +155,7 @@ def _fmt(value, digits: int = 4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else value
 
 
-def write_report(config: Config, deployed: riskmodel.DeployedModel, results: Evaluation,
+def write_report(config: Config, deployed: riskmodel.DeployedModel, results: Evaluation, final: pd.DataFrame,
                  ranking: pd.DataFrame) -> Path:  # fmt: skip
     """One PDF a person reads instead of the raw files."""
     manifest = deployed.manifest
@@ -166,11 +167,10 @@ def write_report(config: Config, deployed: riskmodel.DeployedModel, results: Eva
         "accuracy": results.metrics["accuracy"],
         "ROC AUC": results.metrics["roc_auc"],
     }
-    final = read_data_file(config.finaldata_file)
     summary = diagnostics.summary_statistics(final)
     missing = diagnostics.missing_percent(final)
     try:
-        drift = diagnostics.feature_drift(config)
+        drift = diagnostics.feature_drift(config, final)
     except PipelineError as error:
         drift = {"error": str(error)}
     saved = config.model_folder / DIAGNOSTICS
@@ -299,13 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     config.model_folder.mkdir(parents=True, exist_ok=True)
     deployed = riskmodel.load_deployed(config.prod_folder)
     if args.ranking_only:
-        ranking_path, ranking = write_risk_ranking(config, deployed)
+        ranking_path, ranking = write_risk_ranking(config, deployed, read_data_file(config.finaldata_file))
         log.info("wrote %s (%d corporations)", ranking_path, len(ranking))
         return 0
     results = evaluate_on_testdata(config, deployed)
     matrix = write_confusion_matrix(config, args.output, results)
-    ranking_path, ranking = write_risk_ranking(config, deployed)
-    report = write_report(config, deployed, results, ranking)
+    final = read_data_file(config.finaldata_file)
+    ranking_path, ranking = write_risk_ranking(config, deployed, final)
+    report = write_report(config, deployed, results, final, ranking)
     log.info("wrote %s, %s (%d corporations), %s", matrix, ranking_path, len(ranking), report)
     return 0
 
