@@ -38,6 +38,7 @@ Errors
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -507,8 +508,6 @@ def file_lock(path: Path, blocking: bool = True):
 
     The kernel drops the lock when its holder dies, so a killed run never blocks the next.
     """
-    import fcntl
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
