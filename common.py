@@ -305,10 +305,10 @@ def parse_switches(
         sys.exit(2)
     given = {option for option, _ in options}
     if given & {"-h", "--help"}:
-        width = max(len(switch) for switch in ["-h, --help", *switches])
-        lines = [f"  {switch:<{width}}  {text}" for switch, text in {"-h, --help": "show this help message and exit",
-                                                                   **switches}.items()]  # fmt: skip
-        sys.stdout.write(f"{usage}\n\n{doc.strip()}\n\noptions:\n" + "\n".join(lines) + "\n")
+        described = {"-h, --help": "show this help message and exit", **switches}
+        width = max(map(len, described))
+        lines = "".join(f"  {switch:<{width}}  {text}\n" for switch, text in described.items())
+        sys.stdout.write(f"{usage}\n\n{doc.strip()}\n\noptions:\n{lines}")
         sys.exit(0)
     return types.SimpleNamespace(**{switch[2:].replace("-", "_"): switch in given for switch in switches})
 
