@@ -81,6 +81,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config["MAX_CONTENT_LENGTH"] is None:
         app.config["MAX_CONTENT_LENGTH"] = config["api_max_body_bytes"]
     app.extensions["risk_config"] = config
+    app.extensions["risk_data_roots"] = data_roots(config)  # resolved once: a request pays no realpath
     app.before_request(check_token)
     app.register_error_handler(PipelineError, pipeline_error)
     app.register_error_handler(HTTPException, http_error)
@@ -157,7 +158,7 @@ def resolve_data_file(config: Config, raw) -> Path:
         raise InputError("filepath must be a non-empty path string")
     path = Path(raw.strip())
     resolved = (path if path.is_absolute() else config.path.parent / path).resolve()
-    if not any(resolved.is_relative_to(root) for root in data_roots(config)):
+    if not any(resolved.is_relative_to(root) for root in current_app.extensions["risk_data_roots"]):
         raise Forbidden(f"{raw}: outside the data folders (input, ingested, test, models)")
     if resolved.suffix.lower() != ".csv":
         raise Forbidden(f"{raw}: only CSV data files can be read")

@@ -100,7 +100,8 @@ class ServedModel:
         if len(matrix) == 0:
             return np.zeros(0, dtype=int), np.zeros(0)
         if self.scorer is not None:
-            return self.scorer.predict(matrix).astype(int), self.scorer.predict_proba(matrix)[:, 1]
+            decision = self.scorer.decision_function(matrix)  # once for both answers
+            return self.scorer.classes[(decision > 0).astype(int)].astype(int), expit(decision)
         frame = pd.DataFrame(matrix, columns=list(FEATURES))
         return self.deployed.predict(frame), self.deployed.exit_probability(frame)
 
