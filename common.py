@@ -42,6 +42,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sys
 import time
 import types
@@ -502,11 +503,27 @@ def read_manifest(prod_folder: Path) -> dict:
     return manifest
 
 
+def live_folder(prod_folder: Path, manifest: dict) -> Path:
+    """The folder holding the live version's files: its archive folder, named by the manifest.
+
+    A deployment made before versions were switched by the manifest has no "folder": its files
+    are the production folder's own.
+    """
+    folder = manifest.get("folder")
+    if folder is None:
+        return Path(prod_folder)
+    if not isinstance(folder, str) or not re.fullmatch(rf"{ARCHIVE_DIR}/v\d{{4,}}", folder):
+        raise DeploymentUnavailable(f"{Path(prod_folder) / MANIFEST}: names no version folder ({folder!r})")
+    return Path(prod_folder) / folder
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True):
-    """An flock on path, held for the block; yields False when not blocking and taken.
+    """An flock on path, held for the block: yields the open lock file, or None when not
+    blocking and another process holds it.
 
-    The kernel drops the lock when its holder dies, so a killed run never blocks the next.
+    The kernel drops the lock when the last process holding the open file dies, so a killed
+    run never blocks the next; a child that inherits the file keeps the lock while it lives.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -514,9 +531,9 @@ def file_lock(path: Path, blocking: bool = True):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
-            yield False
+            yield None
             return
         try:
-            yield True
+            yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

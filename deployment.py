@@ -1,6 +1,8 @@
 """Deploy the trained model, its score and the ingestion record to production.
 
-It creates no model: it copies files.
+It creates no model: it copies files. Every version is written whole into its own immutable
+folder first; one atomic replace of manifest.json then makes it live. So at any instant (a
+kill, a full disk) every reader sees the old version or the new one, whole.
 
 Reads
     output_model_path/trainedmodel.pkl, output_model_path/latestscore.txt,
@@ -8,21 +10,30 @@ Reads
     present, trainedmodel.json, latestscore.json, referencedata.csv,
     ingestionrecord.json.
 Writes (prod_deployment_path)
-    archive/vNNNN/         an immutable numbered copy of every deployed version
-    trainedmodel.pkl, latestscore.txt, ingestedfiles.txt (and the extras),
-                           each replaced atomically
-    manifest.json          version, timestamp, sha256 of each file; written last,
-                           so a reader checks the model it loads against it
+    archive/vNNNN/         the version's files and its manifest.json, read-only
+    manifest.json          the live version: its number, folder, the sha256 of each file
+                           and the versions live before it (what --rollback goes back to);
+                           replaced atomically, it is the switch
+    trainedmodel.pkl, latestscore.txt, ingestedfiles.txt (and the extras)
+                           the course's copies of the live version's files, refreshed
+                           after the switch (and repaired by the next run if a kill
+                           caught them half-way); readers use the version folder
     deployments.jsonl      one line per deployment or rollback
+Repairs (before every deploy and rollback, and at the start of every fullprocess.py run)
+    the leftovers of a killed run: staging folders, temporary files of dead processes,
+    versions that never went live, course copies that differ from the live version, a
+    deployment missing from deployments.jsonl. A live version whose own files do not match
+    its manifest is not repaired: the run stops and says how to recover.
 Run
     python deployment.py               # deploy what training/scoring produced
-    python deployment.py --rollback    # restore the previous version
+    python deployment.py --rollback    # go back to the version that was live before
 Exit status
     0 deployed or rolled back; 65 a required file is missing or inconsistent, 1 nothing to
-    roll back to or a damaged archive: production unchanged in both; 78 bad config.json.
+    roll back to, a damaged archive, a broken live version or a full disk: production
+    unchanged in each case unless the line says otherwise; 78 bad config.json.
 Start-up
     A light path with a budget (README: Benchmarks): it imports no data library, and shutil
-    only when a failed deploy cleans up.
+    only to remove a leftover folder.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from common import (
@@ -51,9 +63,11 @@ from common import (
     atomic_write_json,
     file_lock,
     fsync_folder,
+    live_folder,
     load_config,
     parse_switches,
     read_ingested_files,
+    read_jsonl,
     read_manifest,
     read_score,
     run_main,
@@ -65,8 +79,14 @@ from common import (
 NAME = "deployment"
 LOCK = ".deploy.lock"
 OPTIONAL_FILES = (MODEL_META, SCORE_METRICS, REFERENCE_DATA, INGESTION_RECORD)
+TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")  # common.atomic_path's names: .NAME.PID.HEX.tmp
+STAGING = re.compile(r"\.v\d+\.(\d+)\.tmp")  # archive_version's staging folders: .vNNNN.PID.tmp
 
 log = logging.getLogger(NAME)
+
+
+class ProductionBroken(PipelineError):
+    """The live version's own files do not match its manifest: a person must choose a version."""
 
 
 def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
@@ -119,13 +139,23 @@ def archived_versions(prod_folder: Path) -> list[int]:
     )
 
 
-def version_folder(prod_folder: Path, version: int) -> Path:
-    return prod_folder / ARCHIVE_DIR / f"v{version:04d}"
+def folder_name(version: int) -> str:
+    """A version's folder, relative to the production folder: what manifest.json names."""
+    return f"{ARCHIVE_DIR}/v{version:04d}"
+
+
+def remove_tree(path: Path) -> None:
+    import shutil
+
+    for entry in [path, *path.rglob("*")]:  # archived files are read-only
+        if not entry.is_symlink():
+            entry.chmod(0o755 if entry.is_dir() else 0o644)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def archive_version(contents: dict[str, bytes], prod_folder: Path, manifest: dict) -> Path:
     """Write the files into a new immutable archive folder; the folder appears whole or not at all."""
-    target = version_folder(prod_folder, manifest["version"])
+    target = prod_folder / manifest["folder"]
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     staging.mkdir(parents=True)
     try:
@@ -135,51 +165,112 @@ def archive_version(contents: dict[str, bytes], prod_folder: Path, manifest: dic
         atomic_write_json(staging / MANIFEST, manifest)
         for entry in staging.iterdir():
             entry.chmod(0o444)
+        fsync_folder(staging)
         os.replace(staging, target)
         fsync_folder(target.parent)
     except BaseException:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         raise
     return target
 
 
-def promote(contents: dict[str, bytes], prod_folder: Path, manifest: dict) -> None:
-    """Make a version the live one: each file atomically, the manifest last."""
-    for name, data in contents.items():
-        atomic_write_bytes(prod_folder / name, data, sync_folder=False)
+def refresh_course_copies(
+    prod_folder: Path, manifest: dict, contents: dict[str, bytes] | None = None
+) -> list[str]:
+    """Make the plain files of the production folder copies of the live version's; the names changed."""
+    folder = live_folder(prod_folder, manifest)
+    changed = []
+    for name, entry in manifest["files"].items():
+        target = prod_folder / name
+        try:
+            if (
+                target.stat().st_size == entry["size"]
+                and sha256_bytes(target.read_bytes()) == entry["sha256"]
+            ):
+                continue
+        except OSError:
+            pass
+        data = contents[name] if contents is not None else (folder / name).read_bytes()
+        atomic_write_bytes(target, data, sync_folder=False)
+        changed.append(name)
     for name in OPTIONAL_FILES:
-        if name not in contents:
-            (prod_folder / name).unlink(missing_ok=True)
-    fsync_folder(prod_folder)  # once for all the files, before the manifest names them
-    atomic_write_json(prod_folder / MANIFEST, manifest)
-    append_jsonl(
-        prod_folder / DEPLOYMENT_HISTORY,
-        {key: manifest.get(key) for key in ("timestamp", "action", "version", "f1", "rolled_back_from")}
-        | {"model_sha256": manifest["files"][MODEL]["sha256"]},
-    )
+        if name not in manifest["files"] and (prod_folder / name).exists():
+            (prod_folder / name).unlink()
+            changed.append(name)
+    if changed:
+        fsync_folder(prod_folder)
+    return changed
+
+
+def deployment_record(manifest: dict) -> dict:
+    return {
+        key: manifest.get(key) for key in ("timestamp", "action", "version", "f1", "rolled_back_from")
+    } | {"model_sha256": manifest["files"][MODEL]["sha256"]}
+
+
+def switch_to(prod_folder: Path, manifest: dict, contents: dict[str, bytes], before: dict | None) -> None:
+    """Make the archived version named by manifest live: one atomic replace of manifest.json.
+
+    What follows the switch (the course copies, the history line) is repaired by the next run
+    when it fails, and the error says that the new version is live.
+    """
+    try:
+        atomic_write_json(prod_folder / MANIFEST, manifest)
+    except OSError as error:
+        live = f"version {before['version']} is still live" if before else "production is still empty"
+        raise PipelineError(f"{prod_folder / MANIFEST}: could not switch to version {manifest['version']} "
+                            f"({error.strerror or error}); {live}") from None  # fmt: skip
+    try:
+        refresh_course_copies(prod_folder, manifest, contents)
+        append_jsonl(prod_folder / DEPLOYMENT_HISTORY, deployment_record(manifest))
+    except OSError as error:
+        raise PipelineError(
+            f"version {manifest['version']} is live, but refreshing the copies in {prod_folder} failed "
+            f"({error.strerror or error}); the next deployment.py or fullprocess.py run repairs them"
+        ) from None
+
+
+def current_manifest(prod_folder: Path) -> dict | None:
+    """The live manifest, or None for an empty production folder."""
+    return read_manifest(prod_folder) if (prod_folder / MANIFEST).exists() else None
 
 
 def deploy(config: Config) -> dict:
-    """Archive and promote the current model, score and ingestion record; returns the manifest."""
+    """Archive the current model, score and ingestion record, then make them live; returns the manifest."""
     contents, f1, ingested = read_sources(config)
     prod = config.prod_folder
     prod.mkdir(parents=True, exist_ok=True)
     with file_lock(prod / LOCK):
-        versions = archived_versions(prod)
+        repair(prod)
+        before = current_manifest(prod)
+        version = max([0, *archived_versions(prod), *([before["version"]] if before else [])]) + 1
         manifest = {
-            "version": (versions[-1] if versions else 0) + 1,
+            "version": version,
             "timestamp": utc_now(),
             "action": "deploy",
             "f1": f1,
             "ingested_files": ingested,
             "source": {"model_folder": str(config.model_folder), "output_folder": str(config.output_folder)},
+            "folder": folder_name(version),
+            "lineage": [*lineage(prod, before), before["version"]] if before else [],
             "files": {},
         }
-        archive_version(contents, prod, manifest)
-        promote(contents, prod, manifest)
+        try:
+            archive_version(contents, prod, manifest)
+        except OSError as error:
+            live = f"version {before['version']} is still live" if before else "production is still empty"
+            raise PipelineError(f"{prod / manifest['folder']}: could not write version {version} "
+                                f"({error.strerror or error}); {live}") from None  # fmt: skip
+        switch_to(prod, manifest, contents, before)
     return manifest
+
+
+def lineage(prod_folder: Path, manifest: dict) -> list[int]:
+    """The versions live before this one, oldest first (for a deployment made before manifests
+    carried it: the earlier archived versions)."""
+    if isinstance(manifest.get("lineage"), list):
+        return [int(version) for version in manifest["lineage"]]
+    return [version for version in archived_versions(prod_folder) if version < manifest["version"]]
 
 
 def read_archived_version(version_dir: Path) -> tuple[dict, dict[str, bytes]]:
@@ -187,35 +278,122 @@ def read_archived_version(version_dir: Path) -> tuple[dict, dict[str, bytes]]:
     try:
         manifest = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
         contents = {name: (version_dir / name).read_bytes() for name in manifest["files"]}
+        damaged = [
+            name
+            for name, entry in manifest["files"].items()
+            if sha256_bytes(contents[name]) != entry["sha256"]
+        ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise PipelineError(
             f"{version_dir}: archived version is unreadable ({error}); not rolled back"
         ) from None
-    for name, entry in manifest["files"].items():
-        if sha256_bytes(contents[name]) != entry.get("sha256"):
-            raise PipelineError(f"{version_dir / name}: archived file is damaged; not rolled back")
+    if damaged:
+        raise PipelineError(f"{version_dir / damaged[0]}: archived file is damaged; not rolled back")
     return manifest, contents
 
 
 def rollback(config: Config) -> dict:
-    """Restore the archived version before the live one; returns its manifest."""
+    """Make the version that was live before the current one live again; returns its manifest."""
     prod = config.prod_folder
     with file_lock(prod / LOCK):
-        current = read_manifest(prod)["version"]
-        earlier = [version for version in archived_versions(prod) if version < current]
+        repair(prod)
+        before = read_manifest(prod)
+        earlier = lineage(prod, before)
         if not earlier:
-            raise PipelineError(
-                f"{prod}: version {current} is the oldest deployment; nothing to roll back to"
-            )
-        version_dir = version_folder(prod, earlier[-1])
-        manifest, contents = read_archived_version(version_dir)
-        manifest.update(timestamp=utc_now(), action="rollback", rolled_back_from=current)
-        promote(contents, prod, manifest)
+            raise PipelineError(f"{prod}: version {before['version']} is the first live deployment; "
+                                "nothing to roll back to")  # fmt: skip
+        target = earlier[-1]
+        archived, contents = read_archived_version(prod / folder_name(target))
+        manifest = {
+            **archived,
+            "timestamp": utc_now(),
+            "action": "rollback",
+            "rolled_back_from": before["version"],
+            "folder": folder_name(target),
+            "lineage": earlier[:-1],
+        }
+        switch_to(prod, manifest, contents, before)
     return manifest
 
 
+def check_live_version(prod_folder: Path, manifest: dict) -> None:
+    """Every file of the live version as its manifest says; otherwise ProductionBroken, saying how to recover."""
+    folder = live_folder(prod_folder, manifest)
+    for name, entry in manifest["files"].items():
+        path = folder / name
+        try:
+            ok = path.stat().st_size == entry["size"] and sha256_bytes(path.read_bytes()) == entry["sha256"]
+        except OSError:
+            ok = False
+        if not ok:
+            earlier = lineage(prod_folder, manifest)
+            recover = (
+                f"`python deployment.py --rollback` makes version {earlier[-1]} live again, or "
+                if earlier else ""
+            )  # fmt: skip
+            raise ProductionBroken(
+                f"{path}: does not match the manifest of live version {manifest['version']}: production is "
+                f"broken; {recover}`python fullprocess.py --force` retrains and deploys a new version"
+            )
+
+
+def repair(prod_folder: Path) -> list[str]:
+    """Finish or clear what a killed run left in the production folder; the repairs made.
+
+    The caller holds the deploy lock, so no other deploy or rollback is half-way.
+    """
+    repairs = []
+    archive = prod_folder / ARCHIVE_DIR
+    for folder in (prod_folder, archive):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = (STAGING if folder == archive else TEMP_FILE).fullmatch(entry.name)
+            if match and not process_alive(int(match.group(1))):
+                remove_tree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+                repairs.append(f"removed {entry.relative_to(prod_folder)}, left by a killed run")
+    manifest = current_manifest(prod_folder)
+    if manifest is None:
+        return repairs
+    history = read_jsonl(prod_folder / DEPLOYMENT_HISTORY)
+    ever_live = {manifest["version"], *lineage(prod_folder, manifest)} | {
+        entry.get("version") for entry in history if entry.get("action") == "deploy"
+    }
+    for version in archived_versions(prod_folder):
+        if version > max(ever_live):  # written whole, but killed before it went live
+            remove_tree(prod_folder / folder_name(version))
+            repairs.append(f"removed {folder_name(version)}, a version that never went live")
+    check_live_version(prod_folder, manifest)
+    changed = refresh_course_copies(prod_folder, manifest)
+    if changed:
+        repairs.append(f"refreshed {', '.join(changed)} from live version {manifest['version']}")
+    if not history or (history[-1].get("timestamp"), history[-1].get("version")) != (
+        manifest.get("timestamp"),
+        manifest["version"],
+    ):
+        append_jsonl(
+            prod_folder / DEPLOYMENT_HISTORY, deployment_record(manifest) | {"recorded_by": "repair"}
+        )
+        repairs.append(
+            f"recorded the {manifest.get('action')} of version {manifest['version']} in {DEPLOYMENT_HISTORY}"
+        )
+    for message in repairs:
+        log.warning("repair: %s", message)
+    return repairs
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_switches(__doc__, {"--rollback": "restore the previous deployed version"}, argv)
+    args = parse_switches(__doc__, {"--rollback": "go back to the version that was live before"}, argv)
     setup_logging(NAME)
     config = load_config()
     if args.rollback:

@@ -56,7 +56,9 @@ from common import (
     command_line,
     file_lock,
     list_csv_files,
+    live_folder,
     load_config,
+    read_manifest,
     run_main,
     setup_logging,
     utc_now,
@@ -367,7 +369,7 @@ def feature_drift(config: Config | None = None, current: pd.DataFrame | None = N
     """The deployed model's training data against the latest ingested data (current: finaldata.csv,
     when the caller has read it already)."""
     config = config or load_config()
-    reference_path = config.prod_folder / REFERENCE_DATA
+    reference_path = live_folder(config.prod_folder, read_manifest(config.prod_folder)) / REFERENCE_DATA
     if not reference_path.is_file():
         raise DeploymentUnavailable(
             f"{reference_path}: the deployment has no training reference; redeploy a new model"

@@ -49,13 +49,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
+import deployment
 from common import (
     APIRETURNS,
     APIRETURNS_AFTER_REDEPLOY,
+    CONFIG_ENV,
     CONFUSION_MATRIX,
     CONFUSION_MATRIX_AFTER_REDEPLOY,
     DEPLOYMENT_HISTORY,
@@ -75,6 +78,7 @@ from common import (
     atomic_write_json,
     file_lock,
     list_csv_files,
+    live_folder,
     load_config,
     parse_switches,
     read_ingested_files,
@@ -90,6 +94,7 @@ from common import (
 NAME = "fullprocess"
 EXIT_LOCKED = 75  # EX_TEMPFAIL: try again later
 LOCK = ".fullprocess.lock"
+PENDING_REPORT = "pendingreport.json"  # a deployment's reports still to produce (a killed run's)
 MIN_HISTORY = {"raw": 0, "parametric": 2, "nonparametric": 4}
 SWITCHES = {
     "--force": "retrain and redeploy whatever drift and gate say",
@@ -103,12 +108,19 @@ class StepFailed(PipelineError):
     """A step (a child script) failed or timed out."""
 
 
+class Busy(PipelineError):
+    """Production is being changed by another process (a deployment.py run by hand): try later."""
+
+    exit_code = EXIT_LOCKED
+
+
 def known_files(config: Config) -> tuple[set[str], dict[str, dict]]:
     """(names the deployment was trained on, {name: size/mtime/sha256} of files decided on)."""
     prod = config.prod_folder
-    deployed = set(read_ingested_files(prod / INGESTEDFILES)) if (prod / INGESTEDFILES).is_file() else set()
+    live = live_folder(prod, read_manifest(prod))
+    deployed = set(read_ingested_files(live / INGESTEDFILES)) if (live / INGESTEDFILES).is_file() else set()
     known: dict[str, dict] = {}
-    for path in (prod / INGESTION_RECORD, prod / PROCESSED_FILES):  # later sources win
+    for path in (live / INGESTION_RECORD, prod / PROCESSED_FILES):  # later sources win
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
@@ -201,6 +213,7 @@ class Run:
         self.record = {"start": utc_now(), "end": None, "force": args.force, "dry_run": args.dry_run,
                        "new_files": [], "steps": [], "reasons": []}  # fmt: skip
         self.log_file = None if args.dry_run else config.prod_folder / FULLPROCESS_LOG
+        self.lock = None  # the open lock file: every child inherits it, so the lock outlives a killed parent
 
     def reason(self, message: str) -> None:
         log.info("%s", message)
@@ -215,6 +228,9 @@ class Run:
             with open(self.log_file, "a", encoding="utf-8") as handle:
                 handle.write(text if text.endswith("\n") else text + "\n")
 
+    def inherited_fds(self) -> tuple[int, ...]:
+        return (self.lock.fileno(),) if self.lock is not None else ()
+
     def step(self, script: str, *args: str, ok_codes: tuple[int, ...] = (0,)):
         import subprocess
 
@@ -227,6 +243,7 @@ class Run:
                 capture_output=True,
                 text=True,
                 timeout=self.config["step_timeout_seconds"],
+                pass_fds=self.inherited_fds(),
             )
         except subprocess.TimeoutExpired as error:
             seconds = round(time.perf_counter() - started, 3)
@@ -256,8 +273,8 @@ def report(run: Run, second: bool) -> None:
     if api_health(url) is None:
         log.info("no API answers at %s: starting a temporary gunicorn for apicalls.py", url)
         try:
-            server = start_api_server(config["api_host"], config["api_port"],
-                                      config.prod_folder / "temporary-api.log", workers=1)  # fmt: skip
+            server = start_api_server(config["api_host"], config["api_port"], config.prod_folder / "temporary-api.log",
+                                      workers=1, pass_fds=run.inherited_fds())  # fmt: skip
         except PipelineError as error:
             raise StepFailed(str(error)) from None
     try:
@@ -289,7 +306,7 @@ def api_health(url: str, timeout: float = 3.0) -> dict | None:
 
 
 def start_api_server(host: str, port: int, log_path: Path, workers: int | None = None, env: dict | None = None,
-                     access_log: bool = True, timeout: float = 60.0):  # fmt: skip
+                     access_log: bool = True, timeout: float = 60.0, pass_fds: tuple[int, ...] = ()):  # fmt: skip
     """gunicorn as `make serve` runs it (gunicorn.conf.py), once it answers /health.
 
     Its output goes to log_path: a pipe nobody reads would fill and stall the workers.
@@ -304,7 +321,8 @@ def start_api_server(host: str, port: int, log_path: Path, workers: int | None =
     if not access_log:
         command[-1:-1] = ["--access-logfile", "/dev/null"]
     with open(log_path, "ab") as output:
-        server = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  pass_fds=pass_fds)  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -346,9 +364,62 @@ def mark_processed(config: Config) -> None:
     )  # fmt: skip
 
 
+def deploy(run: Run, second: bool) -> None:
+    """deployment.py, then the reports; a run killed in between leaves a note the next run finishes."""
+    config = run.config
+    before = live_version(config)
+    atomic_write_json(config.prod_folder / PENDING_REPORT, {"after_version": before, "second": second})
+    run.step("deployment.py")
+    run.record["deployed_version"] = live_version(config)
+    mark_processed(config)
+    report(run, second)
+    (config.prod_folder / PENDING_REPORT).unlink(missing_ok=True)
+
+
+def finish_pending_report(run: Run) -> None:
+    """Report on a version whose run was killed (or failed) between deploying it and reporting on it."""
+    config = run.config
+    path = config.prod_folder / PENDING_REPORT
+    try:
+        pending = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except ValueError:
+        pending = {"after_version": None, "second": True}
+    version = live_version(config)
+    if version is None or version == pending.get("after_version"):
+        path.unlink(missing_ok=True)  # the deployment itself did not happen: nothing to report
+        return
+    run.reason(
+        f"version {version} went live in an earlier run that stopped before its reports: reporting now"
+    )
+    run.record["reported_pending_version"] = version
+    report(run, bool(pending.get("second", True)))
+    path.unlink(missing_ok=True)
+
+
+def live_version(config: Config) -> int | None:
+    return read_manifest(config.prod_folder)["version"] if (config.prod_folder / MANIFEST).exists() else None
+
+
+def check_production(run: Run) -> None:
+    """Finish or clear what a killed run left in production; stop (ProductionBroken) when the live
+    version itself is damaged. Under the deploy lock: a deployment.py run by hand is not half-way."""
+    prod = run.config.prod_folder
+    with file_lock(prod / deployment.LOCK, blocking=False) as lock:
+        if lock is None:
+            raise Busy(f"{prod / deployment.LOCK}: a deployment.py run is in progress; trying again next run")
+        repairs = deployment.repair(prod)
+    for message in repairs:
+        run.record.setdefault("repairs", []).append(message)
+
+
 def execute(run: Run, args) -> str:
     """The flow; returns the decision. Raises StepFailed when a step fails."""
     config = run.config
+    if not args.dry_run:
+        check_production(run)
+        finish_pending_report(run)
     bootstrap = not (config.prod_folder / MANIFEST).is_file()
     if bootstrap:
         new = (
@@ -364,9 +435,7 @@ def execute(run: Run, args) -> str:
         run.step("ingestion.py", ok_codes=(0, EXIT_PARTIAL))
         run.step("training.py")
         run.step("scoring.py")
-        run.step("deployment.py")
-        mark_processed(config)
-        report(run, second=False)
+        deploy(run, second=False)
         return "bootstrapped"
 
     new, _ = find_new_files(config)
@@ -384,7 +453,9 @@ def execute(run: Run, args) -> str:
         return "dry run"
 
     run.step("ingestion.py", ok_codes=(0, EXIT_PARTIAL))
-    deployed_score = read_score(config.prod_folder / LATESTSCORE)
+    deployed_score = read_score(
+        live_folder(config.prod_folder, read_manifest(config.prod_folder)) / LATESTSCORE
+    )
     result = run.step("scoring.py", "--deployed", "--data", str(config.finaldata_file), "--json")
     new_score = json.loads(result.stdout)["f1"]
     decision = drift_decision(config["drift_test"], new_score, deployed_score, deployed_score_history(config),
@@ -421,9 +492,7 @@ def execute(run: Run, args) -> str:
             return "gate refused: kept the deployed model"
         else:
             run.reason("promotion_gate is off: deploying anyway")
-    run.step("deployment.py")
-    mark_processed(config)
-    report(run, second=True)
+    deploy(run, second=True)
     return "redeployed"
 
 
@@ -431,27 +500,49 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_switches(__doc__, SWITCHES, argv)
     setup_logging(NAME)
     config = load_config()
+    os.environ[CONFIG_ENV] = str(config.path)  # absolute: the children start in another folder
     run = Run(config, args)
     if run.log_file is not None:
         setup_logging(NAME, run.log_file)
     if args.dry_run:  # changes nothing: no lock file, no history, no log file
         return finish(run, args)
     config.prod_folder.mkdir(parents=True, exist_ok=True)
-    with file_lock(config.prod_folder / LOCK, blocking=False) as locked:
-        if not locked:
+    with file_lock(config.prod_folder / LOCK, blocking=False) as lock:
+        if lock is None:
             log.warning("another fullprocess.py run holds %s: exiting", config.prod_folder / LOCK)
             return EXIT_LOCKED
+        run.lock = lock
         return finish(run, args)
+
+
+def safe_live_version(config: Config) -> int | None:
+    try:
+        return live_version(config)
+    except PipelineError:
+        return None
+
+
+def live_state(config: Config, before: int | None) -> str:
+    """What is live now, said truthfully at the end of a failed run."""
+    now = safe_live_version(config)
+    if now is None:
+        return "production is empty" if before is None else "no usable version is live"
+    if now == before:
+        return f"production left as it was (version {now} live)"
+    return f"version {now} is now live"
 
 
 def finish(run: Run, args) -> int:
     """Execute the flow, record the run, log the decision; returns the exit status."""
     status = 0
+    before = None if args.dry_run else safe_live_version(run.config)
     try:
         decision = execute(run, args)
+    except Busy as error:
+        log.warning("%s", error)
+        decision, status = f"busy: {error}", EXIT_LOCKED
     except PipelineError as error:  # StepFailed included
-        suffix = "; production left as it was" if isinstance(error, StepFailed) else ""
-        log.error("%s%s", error, suffix)
+        log.error("%s; %s", error, live_state(run.config, before))
         decision, status = f"failed: {error}", 1
     run.record.update(end=utc_now(), decision=decision, exit_status=status)
     if not args.dry_run:

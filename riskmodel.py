@@ -36,6 +36,7 @@ from common import (
     DeploymentUnavailable,
     InputError,
     ModelIntegrityError,
+    live_folder,
     read_manifest,
     sha256_bytes,
 )
@@ -112,7 +113,7 @@ class DeployedModel:
 def read_deployed_bytes(prod_folder: Path) -> tuple[bytes, dict]:
     """(the deployed model's bytes, the manifest), checked against each other before any unpickling."""
     manifest = read_manifest(prod_folder)
-    path = Path(prod_folder) / MODEL
+    path = live_folder(prod_folder, manifest) / MODEL
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -128,7 +129,8 @@ def read_deployed_bytes(prod_folder: Path) -> tuple[bytes, dict]:
 def load_deployed(prod_folder: Path) -> DeployedModel:
     """The deployed model, read, verified and checked: the one place that loads it."""
     blob, manifest = read_deployed_bytes(prod_folder)
-    return DeployedModel(unpickle_model(blob, Path(prod_folder) / MODEL, DeploymentUnavailable), manifest)
+    path = live_folder(prod_folder, manifest) / MODEL
+    return DeployedModel(unpickle_model(blob, path, DeploymentUnavailable), manifest)
 
 
 def classification_metrics(truth: np.ndarray, predicted: np.ndarray, probability: np.ndarray) -> dict:

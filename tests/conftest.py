@@ -154,10 +154,19 @@ def wait_until(condition, what: str, timeout: float = 120.0, interval: float = 0
         time.sleep(interval)
 
 
-def deploy_bytes(workspace: Workspace, blob: bytes) -> None:
-    """Replace the deployed model's bytes and make manifest.json match them, as a deployment would."""
+def live_model_path(workspace: Workspace) -> Path:
+    """The live version's model file (in its archive folder; the top-level file is a copy)."""
     prod = workspace.path("prod_deployment_path")
-    (prod / "trainedmodel.pkl").write_bytes(blob)
+    manifest = json.loads((prod / "manifest.json").read_text())
+    return prod / manifest.get("folder", ".") / "trainedmodel.pkl"
+
+
+def deploy_bytes(workspace: Workspace, blob: bytes) -> None:
+    """Replace the live model's bytes and make manifest.json match them (a verified but bad model)."""
+    prod = workspace.path("prod_deployment_path")
+    path = live_model_path(workspace)
+    path.chmod(0o644)
+    path.write_bytes(blob)
     manifest = json.loads((prod / "manifest.json").read_text())
     manifest["files"]["trainedmodel.pkl"] = {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
     (prod / "manifest.json").write_text(json.dumps(manifest))

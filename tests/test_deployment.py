@@ -70,7 +70,7 @@ def test_versions_are_archived_and_rollback_restores_the_previous_one(deployed_w
     manifest = json.loads((prod / "manifest.json").read_text())
     assert (manifest["version"], manifest["action"], manifest["rolled_back_from"]) == (1, "rollback", 2)
     assert snapshot(prod / "archive" / "v0001") == archived_first
-    assert_one_line_error(deployed_workspace.run("deployment.py", "--rollback"), "oldest deployment")
+    assert_one_line_error(deployed_workspace.run("deployment.py", "--rollback"), "nothing to roll back to")
     history = [json.loads(line) for line in (prod / "deployments.jsonl").read_text().splitlines()]
     assert [(h["action"], h["version"]) for h in history] == [("deploy", 1), ("deploy", 2), ("rollback", 1)]
 

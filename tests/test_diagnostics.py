@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_one_line_error, client_frame, run_ok
+from conftest import assert_one_line_error, client_frame, live_model_path, run_ok
 from scipy.stats import ks_2samp
 
 import diagnostics
@@ -61,7 +61,8 @@ def test_the_served_model_is_cached_and_reloaded_only_when_the_deployment_change
 
 
 def test_a_tampered_model_is_refused(config, deployed_workspace):
-    model_path = config.prod_folder / "trainedmodel.pkl"
+    model_path = live_model_path(deployed_workspace)
+    model_path.chmod(0o644)
     model_path.write_bytes(model_path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ModelIntegrityError, match="sha256 does not match manifest.json"):
         riskmodel.load_deployed(config.prod_folder)
@@ -70,11 +71,12 @@ def test_a_tampered_model_is_refused(config, deployed_workspace):
     assert result.returncode == 69  # DeploymentUnavailable
 
 
-def test_a_verified_model_keeps_serving_while_the_new_one_does_not_verify(config):
+def test_a_verified_model_keeps_serving_while_the_new_one_does_not_verify(config, deployed_workspace):
     serving.clear()
     loaded = serving.served_model(config.prod_folder)
-    model_path = config.prod_folder / "trainedmodel.pkl"
-    model_path.write_bytes(model_path.read_bytes() + b"junk")  # as half-way through a redeploy
+    model_path = live_model_path(deployed_workspace)
+    model_path.chmod(0o644)
+    model_path.write_bytes(model_path.read_bytes() + b"junk")  # damaged in place: not what a deploy does
     assert serving.served_model(config.prod_folder) is loaded
     with pytest.raises(ModelIntegrityError):
         riskmodel.load_deployed(config.prod_folder)

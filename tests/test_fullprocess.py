@@ -291,16 +291,39 @@ def test_course_data_finds_no_raw_drift_and_force_redeploys(tmp_path):
     assert (workspace.root / "models" / "apireturns2.txt").is_file()
 
 
-def test_a_hanging_step_is_stopped_by_the_step_timeout(deployed):
+def test_a_hanging_step_is_stopped_and_the_next_run_finishes_the_reports(deployed):
     deployed.set_config(drift_tolerance=-1.0, step_timeout_seconds=8)
     add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
-    before = production(deployed)
-    lock = deployed.path("prod_deployment_path") / ".deploy.lock"
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # deployment.py waits for this lock: a step that hangs
+    timing_lock = deployed.root / ".cache" / "timing.lock"
+    timing_lock.parent.mkdir(exist_ok=True)
+    with open(timing_lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # diagnostics.py waits for this lock: a step that hangs
         result = deployed.run("fullprocess.py", timeout=120)
     assert result.returncode == 1
-    assert_one_line_error(result, "step deployment.py timed out after 8 s", "production left as it was")
-    assert production(deployed) == before
+    # the failure line says what is true: the new version went live before the report step hung
+    assert_one_line_error(result, "step diagnostics.py timed out after 8 s", "version 2 is now live")
     last = runs(deployed)[-1]
-    assert last["steps"][-1]["step"] == "deployment.py" and last["steps"][-1]["exit"] is None
+    assert last["steps"][-1]["step"] == "diagnostics.py" and last["steps"][-1]["exit"] is None
+    assert last["deployed_version"] == 2 and manifest(deployed)["version"] == 2
+    models = deployed.path("output_model_path")
+    assert not (models / "apireturns2.txt").exists()
+
+    result = deployed.run("fullprocess.py", timeout=300)  # what the killed run started, this one finishes
+    assert result.returncode == 0, result.stderr
+    assert "version 2 went live in an earlier run that stopped before its reports" in result.stderr
+    last = runs(deployed)[-1]
+    assert last["decision"] == "nothing new" and last["reported_pending_version"] == 2
+    assert json.loads((models / "apireturns2.txt").read_text())["scoring"]["model_version"] == 2
+    assert (models / "confusionmatrix2.png").is_file()
+    assert deployed.run("fullprocess.py").returncode == 0
+    assert "reported_pending_version" not in runs(deployed)[-1]  # reported once, not again
+
+
+def test_a_deployment_in_progress_makes_the_run_wait_for_the_next_tick(deployed):
+    lock = deployed.path("prod_deployment_path") / ".deploy.lock"
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # as deployment.py run by hand, half-way
+        result = deployed.run("fullprocess.py", timeout=120)
+    assert result.returncode == EXIT_LOCKED
+    assert "a deployment.py run is in progress" in result.stderr and "Traceback" not in result.stderr
+    assert runs(deployed)[-1]["exit_status"] == EXIT_LOCKED
