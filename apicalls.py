@@ -1,7 +1,8 @@
 """Call the API's four endpoints and save their combined answers.
 
 Reads
-    the running API (--url, default http://api_host:api_port of config.json).
+    the running API (--url, default http://api_host:api_port of config.json), after checking
+    with /health that it serves this production folder's live version (manifest.json).
 Writes (output_model_path, atomically)
     apireturns.txt   one JSON document: {"prediction": ..., "scoring": ...,
                      "summarystats": ..., "diagnostics": ...}; --output picks another
@@ -13,7 +14,8 @@ Run
 Environment
     RISK_API_TOKEN    sent as "Authorization: Bearer <token>" when set
 Exit status
-    0 saved; 69 the API did not answer; 1 it answered with an error (one line says which);
+    0 saved; 69 the API did not answer; 1 it answered with an error, or it serves another
+    deployment than this production folder's (one line says which);
     78 bad config.json; 2 a usage error.
 """
 
@@ -28,12 +30,15 @@ import requests
 
 from common import (
     APIRETURNS,
+    MANIFEST,
+    MODEL,
     TOKEN_ENV,
     PipelineError,
     Unavailable,
     atomic_write_text,
     command_line,
     load_config,
+    read_manifest,
     run_main,
     setup_logging,
     utc_now,
@@ -65,12 +70,27 @@ def call(session: requests.Session, method: str, url: str, timeout: float, **kwa
     return body
 
 
-def call_all(base_url: str, data_file: str, token: str | None = None, timeout: float = 300.0) -> dict:
-    """The four endpoints' answers, combined."""
+def check_deployment(health: dict, manifest: dict | None, url: str) -> None:
+    """Refuse a server that serves another deployment than this production folder's live one."""
+    if manifest is None:
+        return  # nothing deployed here: the endpoints will say so
+    expected = (manifest["files"][MODEL]["sha256"], manifest.get("timestamp"))
+    if (health.get("model_sha256"), health.get("deployed_at")) != expected:
+        raise PipelineError(
+            f"{url}: the API serves model version {health.get('model_version')} deployed at "
+            f"{health.get('deployed_at')}, not this production folder's live version {manifest['version']} "
+            f"deployed at {manifest.get('timestamp')} (another checkout's server?); its answers are not recorded"
+        )
+
+
+def call_all(base_url: str, data_file: str, token: str | None = None, timeout: float = 300.0,
+             manifest: dict | None = None) -> dict:  # fmt: skip
+    """The four endpoints' answers, combined, once /health shows the server serves manifest's version."""
     base_url = base_url.rstrip("/")
     with requests.Session() as session:
         if token:
             session.headers["Authorization"] = f"Bearer {token}"
+        check_deployment(call(session, "GET", f"{base_url}/health", timeout), manifest, base_url)
         return {
             "timestamp": utc_now(),
             "url": base_url,
@@ -99,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         data_file = str(testdata.relative_to(config.path.parent))
     except ValueError:
         data_file = str(testdata)
-    answers = call_all(url, data_file, os.environ.get(TOKEN_ENV), args.timeout)
+    manifest = read_manifest(config.prod_folder) if (config.prod_folder / MANIFEST).exists() else None
+    answers = call_all(url, data_file, os.environ.get(TOKEN_ENV), args.timeout, manifest)
     target = config.model_folder / args.output
     atomic_write_text(target, json.dumps(answers, indent=2) + "\n")
     log.info(

@@ -266,9 +266,8 @@ def index():
 @api.get("/health")
 def health():
     loaded = served_model()
-    return jsonify(
-        status="ok", model_version=loaded.version, deployed_at=loaded.deployed.manifest.get("timestamp")
-    )
+    return jsonify(status="ok", model_version=loaded.version, deployed_at=loaded.deployed.manifest.get("timestamp"),
+                   model_sha256=loaded.deployed.sha256)  # fmt: skip
 
 
 @api.route("/prediction", methods=["GET", "POST"])

@@ -41,8 +41,8 @@ Exit status
     78 bad config.json; 2 a usage error
 Start-up
     The "nothing new" path runs every 10 minutes and has a budget (README: Benchmarks): it
-    imports no data library, and subprocess, statistics and urllib are imported inside the
-    functions that need them, which that path never calls.
+    imports no data library, and subprocess, statistics, socket and urllib are imported inside
+    the functions that need them, which that path never calls.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from common import (
     INGESTION_RECORD,
     LATESTSCORE,
     MANIFEST,
+    MODEL,
     PROCESSED_FILES,
     PROJECT_DIR,
     RISK_RANKING,
@@ -264,28 +265,52 @@ class Run:
 
 
 def report(run: Run, second: bool) -> None:
-    """Diagnostics, reporting and the API calls for the newly deployed model."""
+    """Diagnostics, reporting and the API calls for the newly deployed model.
+
+    apicalls.py calls the API at api_host:api_port when it serves this production folder's live
+    version; otherwise (nothing answers, or another checkout's server does) a temporary gunicorn
+    on a free loopback port serves the calls and is stopped afterwards.
+    """
     config = run.config
     run.step("diagnostics.py")
     run.step("reporting.py", "--output", CONFUSION_MATRIX_AFTER_REDEPLOY if second else CONFUSION_MATRIX)
     url = f"http://{config['api_host']}:{config['api_port']}"
     server = None
-    if api_health(url) is None:
-        log.info("no API answers at %s: starting a temporary gunicorn for apicalls.py", url)
+    serves = serves_live_version(api_health(url), read_manifest(config.prod_folder))
+    if not serves:
+        port = free_port()
+        log.info("the API at %s %s: starting a temporary gunicorn on 127.0.0.1:%d for apicalls.py", url,
+                 "does not answer" if serves is None else "serves another deployment", port)  # fmt: skip
         try:
-            server = start_api_server(config["api_host"], config["api_port"], config.prod_folder / "temporary-api.log",
-                                      workers=1, pass_fds=run.inherited_fds())  # fmt: skip
+            server = start_api_server("127.0.0.1", port, config.prod_folder / "temporary-api.log", workers=1,
+                                      pass_fds=run.inherited_fds())  # fmt: skip
         except PipelineError as error:
             raise StepFailed(str(error)) from None
+        url = f"http://127.0.0.1:{port}"
     try:
-        version = (api_health(url) or {}).get("model_version")
-        deployed = read_manifest(config.prod_folder).get("version")
-        if version != deployed:
-            log.warning("the API at %s serves model version %s, not the deployed %s", url, version, deployed)
         run.step("apicalls.py", "--url", url, "--output", APIRETURNS_AFTER_REDEPLOY if second else APIRETURNS)
     finally:
         if server is not None:
             stop_process(server)
+
+
+def serves_live_version(health: dict | None, manifest: dict) -> bool | None:
+    """Whether an API's /health answer is this live version's (None: nothing answered)."""
+    if health is None:
+        return None
+    return (health.get("model_sha256"), health.get("deployed_at")) == (
+        manifest["files"][MODEL]["sha256"],
+        manifest.get("timestamp"),
+    )
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def api_health(url: str, timeout: float = 3.0) -> dict | None:

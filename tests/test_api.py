@@ -1,5 +1,6 @@
 """The API through app.test_client(): every endpoint, input form and error case."""
 
+import hashlib
 import json
 import os
 import pickle
@@ -234,12 +235,13 @@ def test_summarystats_and_diagnostics(client, deployed_workspace, monkeypatch):
 
 
 def test_health_reports_the_version_or_503(client, deployed_workspace, data_workspace):
+    manifest = json.loads((deployed_workspace.path("prod_deployment_path") / "manifest.json").read_text())
+    model = deployed_workspace.path("output_model_path") / "trainedmodel.pkl"
     assert client.get("/health").get_json() == {
         "status": "ok",
         "model_version": 1,
-        "deployed_at": json.loads(
-            (deployed_workspace.path("prod_deployment_path") / "manifest.json").read_text()
-        )["timestamp"],
+        "deployed_at": manifest["timestamp"],
+        "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
     }
     empty = create_app({"RISK_CONFIG": str(data_workspace.config_path)}).test_client()
     assert_error(empty.get("/health"), 503, "model_unavailable")

@@ -1,12 +1,13 @@
 """A real gunicorn on a free loopback port: apicalls.py, and a redeploy under load."""
 
 import json
+import shutil
 import socket
 import threading
 
 import pytest
 import requests
-from conftest import assert_one_line_error, run_ok, wait_until
+from conftest import Workspace, assert_one_line_error, client_frame, run_ok, wait_until
 
 from fullprocess import start_api_server, stop_process
 
@@ -104,3 +105,25 @@ def test_apicalls_sends_the_token_from_the_environment(deployed_workspace):
         assert len(answers["prediction"]["predictions"]) == 200
     finally:
         stop_process(server)
+
+
+def test_answers_from_another_deployment_are_not_recorded(server, deployed_workspace, tmp_path):
+    """Another checkout's server on the address: apicalls.py refuses it, fullprocess.py uses its own."""
+    other = tmp_path / "other"
+    shutil.copytree(deployed_workspace.root, other, symlinks=True)
+    other_ws = Workspace(other, other / "config.json")
+    run_ok(other_ws, "deployment.py")  # version 2 there: another deployment than the server's
+    result = other_ws.run("apicalls.py", "--url", server)
+    assert result.returncode == 1
+    assert_one_line_error(result, "not this production folder's live version 2", "answers are not recorded")
+    assert not (other_ws.path("output_model_path") / "apireturns.txt").exists()
+
+    port = int(server.rsplit(":", 1)[1])
+    other_ws.set_config(drift_tolerance=-1.0, api_port=port)  # its configured address: the other server
+    frame = client_frame(100, seed=9)
+    other_ws.write_csv("input_folder_path", "dataset9.csv", frame)
+    result = other_ws.run("fullprocess.py", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "serves another deployment: starting a temporary gunicorn" in result.stderr
+    answers = json.loads((other_ws.path("output_model_path") / "apireturns2.txt").read_text())
+    assert answers["url"] != server and answers["scoring"]["model_version"] == 3
