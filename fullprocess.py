@@ -36,7 +36,8 @@ Run
     python fullprocess.py --force      # retrain and redeploy whatever drift and gate say
 Exit status
     0 success (also: nothing new, no drift, the gate kept the deployed model)
-    1 a step failed (production is left as it was)
+    3 success, but ingestion rejected some input files (named in the log and the run record)
+    1 a step failed, or production is broken (the line says what is live)
     75 another run holds the lock
     78 bad config.json; 2 a usage error
 Start-up
@@ -389,6 +390,21 @@ def mark_processed(config: Config) -> None:
     )  # fmt: skip
 
 
+def ingest(run: Run) -> None:
+    """ingestion.py; files it rejected are named in the log, the run record and the exit status."""
+    run.step("ingestion.py", ok_codes=(0, EXIT_PARTIAL))
+    record = json.loads((run.config.output_folder / INGESTION_RECORD).read_text(encoding="utf-8"))
+    rejected = [entry for entry in record["files"] if entry.get("status") == "rejected"]
+    if rejected:
+        run.record["rejected_files"] = [{"name": entry["name"], "reasons": entry.get("reasons", [])}
+                                        for entry in rejected]  # fmt: skip
+        names = ", ".join(
+            f"{entry['name']!r} ({'; '.join(entry.get('reasons', []))[:120]})" for entry in rejected[:5]
+        )
+        more = f" and {len(rejected) - 5} more" if len(rejected) > 5 else ""
+        run.reason(f"{len(rejected)} input file(s) rejected, the others ingested: {names}{more}")
+
+
 def deploy(run: Run, second: bool) -> None:
     """deployment.py, then the reports; a run killed in between leaves a note the next run finishes."""
     config = run.config
@@ -457,7 +473,7 @@ def execute(run: Run, args) -> str:
             run.reason(f"production is empty: would ingest {len(new)} files, train, score, deploy and report")
             return "dry run"
         run.reason(f"production is empty: bootstrap from {config.input_folder} ({len(new)} files)")
-        run.step("ingestion.py", ok_codes=(0, EXIT_PARTIAL))
+        ingest(run)
         run.step("training.py")
         run.step("scoring.py")
         deploy(run, second=False)
@@ -477,7 +493,7 @@ def execute(run: Run, args) -> str:
         )
         return "dry run"
 
-    run.step("ingestion.py", ok_codes=(0, EXIT_PARTIAL))
+    ingest(run)
     deployed_score = read_score(
         live_folder(config.prod_folder, read_manifest(config.prod_folder)) / LATESTSCORE
     )
@@ -569,11 +585,16 @@ def finish(run: Run, args) -> int:
     except PipelineError as error:  # StepFailed included
         log.error("%s; %s", error, live_state(run.config, before))
         decision, status = f"failed: {error}", 1
+    if status == 0 and run.record.get("rejected_files"):
+        decision += f"; {len(run.record['rejected_files'])} input file(s) rejected"
+        status = EXIT_PARTIAL
     run.record.update(end=utc_now(), decision=decision, exit_status=status)
     if not args.dry_run:
         append_jsonl(run.config.prod_folder / RUN_HISTORY, run.record)
     took = sum(step["seconds"] for step in run.record["steps"])
-    log.info("decision: %s (%d steps, %.1f s)", decision, len(run.record["steps"]), took)
+    (log.warning if status else log.info)(
+        "decision: %s (%d steps, %.1f s)", decision, len(run.record["steps"]), took
+    )
     return status
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -45,7 +46,6 @@ from common import (
     atomic_write_json,
     atomic_write_text,
     command_line,
-    list_csv_files,
     load_config,
     run_main,
     setup_logging,
@@ -57,6 +57,9 @@ from common import (
 NAME = "ingestion"
 NUMERIC_COLUMNS = (*FEATURES, TARGET)
 MAX_EXAMPLES = 3
+MAX_COUNT = 2**53  # the largest count a float64 (what the model computes with) holds exactly
+MAX_HEADER_BYTES = 64 * 1024  # five column names need a few dozen
+MAX_MESSAGE = 300  # characters of one reason or note, in the log and the record
 
 log = logging.getLogger(NAME)
 
@@ -86,6 +89,9 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
         return None, [f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})"], []
+    header = data.split(b"\n", 1)[0]
+    if len(header) > MAX_HEADER_BYTES:
+        return None, [f"header line of {len(header):,} bytes: not this data set's five columns"], []
     try:
         frame = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", dtype={ID_COLUMN: str})
     except pd.errors.EmptyDataError:
@@ -100,7 +106,7 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
         problems.append("missing required column" + ("s " if len(missing) > 1 else " ") + ", ".join(missing))
     extra = [column for column in frame.columns if column not in COLUMNS]
     if extra:
-        notes.append("dropped extra column" + ("s " if len(extra) > 1 else " ") + ", ".join(extra))
+        notes.append(shorten("dropped extra column" + ("s " if len(extra) > 1 else " ") + ", ".join(extra)))
     if len(frame) == 0:
         problems.append("no data rows (header only)")
     if missing or len(frame) == 0:
@@ -113,6 +119,13 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
         values, bad = to_numbers(frame[column])
         if bad.any():
             problems.append(f"{column}: non-numeric value {example(frame[column], bad)} ({_lines(bad)})")
+            continue
+        values = values.astype("float64")  # every check on one exact type, whatever pandas guessed
+        too_large = values.abs() > MAX_COUNT  # inf included
+        if too_large.any():
+            problems.append(
+                f"{column}: value too large to hold exactly (above {MAX_COUNT:,}; {_lines(too_large)})"
+            )
             continue
         if (values < 0).any():
             problems.append(f"{column}: negative value ({_lines(values < 0)})")
@@ -130,9 +143,40 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
     return frame, problems, notes
 
 
-def read_file(path: Path) -> tuple[pd.DataFrame | None, dict]:
+def name_problem(path: Path, input_folder: Path) -> str | None:
+    """Why an entry of the input folder cannot be ingested before it is even opened, or None."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    if any(ord(character) < 32 or ord(character) == 127 for character in path.name):
+        return "file name contains a line break or another control character"
+    if path.is_symlink() and not path.resolve().is_relative_to(input_folder.resolve()):
+        return "a link leading outside the input folder"
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "a link to nothing" if not path.exists() else "a special file"
+        return f"not a regular file ({kind})"
+    return None
+
+
+def display_name(name: str) -> str:
+    """A file name as a log line can hold it: undecodable bytes as \\xNN, control characters escaped."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
+    """A message cut to limit characters: a 50 MB header must not become a 50 MB log line."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def read_file(path: Path, input_folder: Path) -> tuple[pd.DataFrame | None, dict]:
     """Read and validate one input file; returns the frame (None if rejected) and its record."""
     record = {"name": path.name}
+    problem = name_problem(path, input_folder)
+    if problem:
+        record.update(status="rejected", reasons=[problem])
+        return None, record
     try:
         data = path.read_bytes()
         stat = path.stat()
@@ -145,7 +189,7 @@ def read_file(path: Path) -> tuple[pd.DataFrame | None, dict]:
     if notes:
         record["notes"] = notes
     if problems:
-        record.update(status="rejected", reasons=problems)
+        record.update(status="rejected", reasons=[shorten(problem) for problem in problems])
     else:
         record["status"] = "ingested"
     return frame, record
@@ -179,22 +223,33 @@ def share_strings(values: pd.Series, table: dict) -> pd.Series:
     return pd.Series(pd.array(objects, dtype=values.dtype), index=values.index, name=values.name)
 
 
+def csv_entries(folder: Path) -> list[Path]:
+    """Every visible entry named *.csv (any case), sorted by name: regular files, and anything
+    else so named, which is then rejected with a reason rather than skipped in silence."""
+    return sorted(
+        entry
+        for entry in folder.iterdir()
+        if entry.name.lower().endswith(".csv") and not entry.name.startswith(".")
+    )
+
+
 def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
     """Combine the valid files of a folder: (de-duplicated frame, ingestion record)."""
     started = time.perf_counter()
     if not input_folder.is_dir():
         raise IngestionError(f"{input_folder}: input folder does not exist")
-    paths = list_csv_files(input_folder)
+    paths = csv_entries(input_folder)
     if not paths:
         raise IngestionError(f"{input_folder}: no *.csv files to ingest")
     frames, records, strings = [], [], {}
     for path in paths:
-        frame, record = read_file(path)
+        frame, record = read_file(path, input_folder)
         records.append(record)
+        shown = input_folder / display_name(path.name)
         for note in record.get("notes", []):
-            log.warning("%s: %s", path, note)
+            log.warning("%s: %s", shown, note)
         for reason in record.get("reasons", []):
-            log.error("%s: rejected: %s", path, reason)
+            log.error("%s: rejected: %s", shown, reason)
         if frame is not None:
             frame[ID_COLUMN] = share_strings(frame[ID_COLUMN], strings)
             frames.append(frame)

@@ -1,6 +1,7 @@
 """ingestion.py as a subprocess: combining, de-duplicating, validating, recording."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -47,7 +48,6 @@ def test_only_visible_csv_files_are_read_whatever_the_case(workspace):
     (folder / ".hidden.csv").write_text("junk")
     (folder / "Icon\r").write_bytes(b"\x00\x01")
     (folder / "notes.txt").write_text("not data")
-    (folder / "sub.csv").mkdir()
     result = workspace.run("ingestion.py")
     assert result.returncode == 0, result.stderr
     names = (workspace.path("output_folder_path") / "ingestedfiles.txt").read_text().split()
@@ -172,3 +172,64 @@ def test_duplicated_rows_equals_pandas_and_shared_strings_keep_values():
     shared = share_strings(values, table)
     pd.testing.assert_series_equal(shared, values)
     assert shared[0] is shared[3] and set(table) == {"abcd", "efgh"}
+
+
+HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+
+
+@pytest.mark.parametrize("value", ["1e300", "1e20", "1e19", str(2**63), str(2**64 - 1), str(2**64), "1" + "0" * 400,
+                                   "inf", str(2**53 + 2)])  # fmt: skip
+def test_a_count_a_float64_cannot_hold_exactly_is_rejected_by_line(workspace, value):
+    workspace.write_csv("input_folder_path", "good.csv", client_frame(10, seed=8))
+    (workspace.path("input_folder_path") / "huge.csv").write_text(
+        f"{HEADER}abcd,1,2,3,0\nefgh,{value},5,6,1\n"
+    )
+    result = workspace.run("ingestion.py")
+    assert result.returncode == 3
+    assert_one_line_error(
+        result, "huge.csv: rejected: lastmonth_activity: value too large to hold exactly", "line 3"
+    )
+    final = pd.read_csv(workspace.path("output_folder_path") / "finaldata.csv")
+    assert len(final) == 10 and final["lastmonth_activity"].max() < 2**53
+
+
+def test_the_largest_exact_count_is_kept_exactly(workspace):
+    (workspace.path("input_folder_path") / "big.csv").write_text(
+        f"{HEADER}abcd,{2**53},2,3,0\nefgh,1,5,6,1\n"
+    )
+    assert workspace.run("ingestion.py").returncode == 0
+    lines = (workspace.path("output_folder_path") / "finaldata.csv").read_text().splitlines()
+    assert lines[1] == f"abcd,{2**53},2,3,0"
+
+
+def test_odd_entries_named_csv_are_rejected_with_a_reason_and_the_rest_ingested(workspace, tmp_path):
+    folder = workspace.path("input_folder_path")
+    workspace.write_csv("input_folder_path", "good.csv", client_frame(10, seed=8))
+    row = f"{HEADER}abcd,1,2,3,0\n"
+    (folder / os.fsdecode(b"caf\xe9.csv")).write_text(row)
+    (folder / "two\nlines.csv").write_text(row)
+    (folder / "folder.csv").mkdir()
+    os.mkfifo(folder / "pipe.csv")  # opening it would block the run
+    outside = tmp_path / "secret.csv"
+    outside.write_text(row)
+    (folder / "outside.csv").symlink_to(outside)
+    (folder / "inside.csv").symlink_to(folder / "good.csv")  # a link within the folder is fine
+    (folder / "wide.csv").write_text(",".join(["a"] * 35_000) + "\n1\n")
+    result = workspace.run("ingestion.py", timeout=60)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    for fragment in ["caf\\xe9.csv: rejected: file name is not valid UTF-8",
+                     "two\\nlines.csv: rejected: file name contains a line break",
+                     "folder.csv: rejected: not a regular file (a folder)",
+                     "pipe.csv: rejected: not a regular file (a special file)",
+                     "outside.csv: rejected: a link leading outside the input folder",
+                     "wide.csv: rejected: header line of 69,999 bytes"]:  # fmt: skip
+        assert_one_line_error(result, fragment)
+    assert max(len(line) for line in result.stderr.splitlines()) < 1000
+    output = workspace.path("output_folder_path")
+    assert (output / "ingestedfiles.txt").read_text() == "good.csv\ninside.csv\n"
+    record = read_record(workspace)
+    assert record["files_rejected"] == 6 and os.path.getsize(output / "ingestionrecord.json") < 10_000
+    assert os.fsdecode(b"caf\xe9.csv") in [
+        entry["name"] for entry in record["files"]
+    ]  # the real name, JSON-escaped
+    assert workspace.run("ingestion.py", timeout=60).returncode == 3  # and again: nothing left broken
