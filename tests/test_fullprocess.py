@@ -332,10 +332,15 @@ def test_a_deployment_in_progress_makes_the_run_wait_for_the_next_tick(deployed)
 def test_rejected_input_files_show_in_the_decision_the_record_and_the_exit_status(deployed):
     deployed.set_config(drift_tolerance=1.0)  # no drift: the run keeps the model
     add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
-    (deployed.path("input_folder_path") / "broken.csv").write_text("corporation,lastmonth_activity\nab,lots\n")
+    (deployed.path("input_folder_path") / "broken.csv").write_text(
+        "corporation,lastmonth_activity\nab,lots\n"
+    )
     result = deployed.run("fullprocess.py")
     assert result.returncode == 3, result.stderr
-    assert "1 input file(s) rejected, the others ingested: 'broken.csv' (missing required columns" in result.stderr
+    assert (
+        "1 input file(s) rejected, the others ingested: 'broken.csv' (missing required columns"
+        in result.stderr
+    )
     last = runs(deployed)[-1]
     assert last["decision"] == "no drift: kept the deployed model; 1 input file(s) rejected"
     assert last["exit_status"] == 3 and [entry["name"] for entry in last["rejected_files"]] == ["broken.csv"]
