@@ -517,6 +517,17 @@ def live_folder(prod_folder: Path, manifest: dict) -> Path:
     return Path(prod_folder) / folder
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists: a temporary file named with a dead PID is debris."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True):
     """An flock on path, held for the block: yields the open lock file, or None when not

@@ -66,6 +66,7 @@ from common import (
     live_folder,
     load_config,
     parse_switches,
+    process_alive,
     read_ingested_files,
     read_jsonl,
     read_manifest,
@@ -380,16 +381,6 @@ def repair(prod_folder: Path) -> list[str]:
     for message in repairs:
         log.warning("repair: %s", message)
     return repairs
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,9 @@ Reads
 Writes (main() only; output_model_path, atomically)
     diagnostics.json                     everything below, for the deployed model
     diagnostics_history/diagnostics-<UTC time>.json  each run, kept for trends
-    Caches (timing, pip's answer) go to .cache/ beside the config file, never to the data folders.
+    Caches (timing, pip's answer) and the timing runs' temporary workspaces go to .cache/ beside
+    the config file, never to the data folders; a workspace left by a killed run is removed by the
+    next timing run.
 Run
     python diagnostics.py
 Exit status
@@ -27,6 +29,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,6 +61,7 @@ from common import (
     list_csv_files,
     live_folder,
     load_config,
+    process_alive,
     read_manifest,
     run_main,
     setup_logging,
@@ -187,7 +191,11 @@ def input_signature(config: Config) -> list[list]:
 
 def time_scripts(config: Config) -> list[float]:
     """Run ingestion.py and training.py on a temporary workspace that reads the real input folder."""
-    with tempfile.TemporaryDirectory(prefix="risk-timing-") as temp:
+    cache = cache_dir(config)
+    for leftover in cache.glob("timing-*-*"):  # a timing run killed with its caller (its PID is in the name)
+        if leftover.is_dir() and not process_alive(int(leftover.name.split("-")[1])):
+            shutil.rmtree(leftover, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"timing-{os.getpid()}-", dir=cache) as temp:
         workspace = Path(temp)
         (workspace / "input").symlink_to(config.input_folder, target_is_directory=True)
         folders = dict(

@@ -42,8 +42,8 @@ Exit status
     78 bad config.json; 2 a usage error
 Start-up
     The "nothing new" path runs every 10 minutes and has a budget (README: Benchmarks): it
-    imports no data library, and subprocess, statistics, socket and urllib are imported inside
-    the functions that need them, which that path never calls.
+    imports no data library, and subprocess, statistics, socket, ctypes and urllib are imported
+    inside the functions that need them, which that path never calls.
 """
 
 from __future__ import annotations
@@ -246,6 +246,7 @@ class Run:
                 text=True,
                 timeout=self.config["step_timeout_seconds"],
                 pass_fds=self.inherited_fds(),
+                preexec_fn=die_with_parent,
             )
         except subprocess.TimeoutExpired as error:
             seconds = round(time.perf_counter() - started, 3)
@@ -348,7 +349,7 @@ def start_api_server(host: str, port: int, log_path: Path, workers: int | None =
         command[-1:-1] = ["--access-logfile", "/dev/null"]
     with open(log_path, "ab") as output:
         server = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  pass_fds=pass_fds)  # fmt: skip
+                                  pass_fds=pass_fds, preexec_fn=die_with_parent)  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -358,6 +359,16 @@ def start_api_server(host: str, port: int, log_path: Path, workers: int | None =
         time.sleep(0.1)
     stop_process(server)
     raise PipelineError(f"the API on {host}:{port} did not answer within {timeout:g} s: see {log_path}")
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: the kernel sends it SIGTERM when the process that started it dies
+    (Linux's PR_SET_PDEATHSIG), so a killed run leaves no step or temporary server behind."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop_process(process, timeout: float = 20.0) -> None:
