@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove bench bench-growth data clean
+.PHONY: help install install-dev run test drills lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove bench bench-growth data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the 
 
 test: $(DEV) ## run the whole test suite
 	$(PY) -m pytest
+
+drills: $(DEV) ## kill and disk-full drills at full count (about 12 minutes; make test runs a few)
+	RISK_DRILLS=full $(PY) -m pytest -s -p no:randomly tests/test_drills.py
 
 lint: $(DEV) ## ruff check and ruff format --check
 	$(BIN)/ruff check .

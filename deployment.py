@@ -343,6 +343,14 @@ def repair(prod_folder: Path) -> list[str]:
 
     The caller holds the deploy lock, so no other deploy or rollback is half-way.
     """
+    try:
+        return repair_files(prod_folder)
+    except OSError as error:  # a full disk, most likely: nothing live was changed by a failed repair
+        raise PipelineError(f"{prod_folder}: repairing production failed ({error.strerror or error}); "
+                            "the live version is as it was") from None  # fmt: skip
+
+
+def repair_files(prod_folder: Path) -> list[str]:
     repairs = []
     archive = prod_folder / ARCHIVE_DIR
     for folder in (prod_folder, archive):

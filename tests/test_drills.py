@@ -1,0 +1,267 @@
+"""Drills: kill the pipeline and fill its disk at random instants; production must stay whole.
+
+`make test` runs a few of each; `make drills` runs the full counts (RISK_DRILLS=full) and
+writes the figures the README's Reliability section quotes to benchmarks/results/drills.json.
+
+After each event: every file of the live version matches its manifest, the model loads and
+predicts, and then the next fullprocess.py run exits 0, leaves no debris, and the reports
+describe the live version. A run that needed a person would fail the drill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import PROJECT_DIR, Workspace, client_frame, run_ok
+from test_serving import free_port
+
+import deployment
+import riskmodel
+from common import FEATURES, read_jsonl, read_manifest
+
+FULL = os.environ.get("RISK_DRILLS") == "full"
+COUNTS = {
+    "deploy_kills": 120 if FULL else 12,
+    "fullprocess_kills": 50 if FULL else 2,
+    "disk_full": 24 if FULL else 4,
+}
+RESULTS = PROJECT_DIR / "benchmarks" / "results" / "drills.json"
+FIGURES: dict[str, dict] = {}
+ROW = pd.DataFrame([[10.0, 200.0, 30.0]], columns=list(FEATURES))
+
+
+def live_version_problems(prod: Path) -> list[str]:
+    """What a reader would find wrong right now: [] when the live version is whole and predicts."""
+    try:
+        manifest = read_manifest(prod)
+        deployment.check_live_version(prod, manifest)
+        riskmodel.load_deployed(prod).predict(ROW)
+    except Exception as error:  # any failure is a finding, whatever its class
+        return [f"{type(error).__name__}: {error}"]
+    return []
+
+
+def debris(root: Path) -> list[str]:
+    """Temporary files and folders a killed run could leave, anywhere in a workspace."""
+    found = []
+    for path in root.rglob("*"):
+        name = path.name
+        if name.endswith(".tmp") or name.startswith("timing-") or name == "pendingreport.json":
+            found.append(str(path.relative_to(root)))
+    return found
+
+
+def course_copies_match(prod: Path) -> bool:
+    manifest = read_manifest(prod)
+    folder = prod / manifest["folder"]
+    return all((prod / name).read_bytes() == (folder / name).read_bytes() for name in manifest["files"])
+
+
+def record(name: str, **figures) -> None:
+    FIGURES[name] = figures
+    if FULL:
+        RESULTS.parent.mkdir(exist_ok=True)
+        previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        RESULTS.write_text(json.dumps({**previous, name: figures}, indent=2))
+    print(f"\ndrill {name}: {figures}")
+
+
+def copy_workspace(source: Workspace, root: Path, **config) -> Workspace:
+    shutil.copytree(source.root, root, symlinks=True)
+    workspace = Workspace(root, root / "config.json")
+    workspace.set_config(**config)
+    return workspace
+
+
+def run_until_not_locked(workspace: Workspace, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The next cron ticks: a tick that finds the lock still held (children dying) exits 75 and is retried."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = workspace.run("fullprocess.py", timeout=timeout)
+        if result.returncode != 75 or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+def test_kills_inside_deployment_and_rollback_leave_one_whole_version_live(deployed_workspace):
+    workspace = deployed_workspace
+    prod = workspace.path("prod_deployment_path")
+    run_ok(workspace, "deployment.py")
+    started = time.perf_counter()
+    run_ok(workspace, "deployment.py")
+    duration = time.perf_counter() - started
+    rng = random.Random(10)
+    ever_live = {1, 2, 3}
+    kills = {"deploy": 0, "rollback": 0}
+    for _ in range(COUNTS["deploy_kills"]):
+        manifest = read_manifest(prod)
+        action = "rollback" if manifest["lineage"] and rng.random() < 0.4 else "deploy"
+        newest = max(deployment.archived_versions(prod))
+        process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "deployment.py"),
+                                    *(["--rollback"] if action == "rollback" else [])],
+                                   env=workspace.env, stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(rng.uniform(0, duration * 1.2))
+        process.kill()
+        process.wait()
+        kills[action] += 1
+        assert live_version_problems(prod) == [], (action, kills)
+        live = read_manifest(prod)["version"]
+        assert live in ever_live or (action == "deploy" and live > newest), (action, live, ever_live)
+        ever_live.add(live)
+    result = workspace.run("fullprocess.py")
+    assert result.returncode == 0, result.stderr
+    assert debris(workspace.root) == [] and course_copies_match(prod)
+    archived = set(deployment.archived_versions(prod))
+    assert archived <= ever_live  # versions that never went live were removed
+    record("deployment kills", kills=kills, seconds_per_run=round(duration, 3), versions_live=len(ever_live),
+           debris_left=0, runs_that_needed_a_person=0)  # fmt: skip
+
+
+def one_fullprocess_kill(template: Workspace, root: Path, seed: int, duration: float, group: bool) -> dict:
+    workspace = copy_workspace(template, root, drift_tolerance=-1.0, api_port=free_port())
+    workspace.write_csv("input_folder_path", "dataset9.csv", client_frame(300, seed=seed))
+    prod = workspace.path("prod_deployment_path")
+    delay = random.Random(seed).uniform(0, duration)
+    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "fullprocess.py")], env=workspace.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    time.sleep(delay)
+    if group:
+        os.killpg(process.pid, signal.SIGKILL)  # the run and every step
+    else:
+        process.kill()  # the parent alone: its steps and temporary server must not outlive the run's lock
+    process.wait()
+    findings = live_version_problems(prod)
+    result = run_until_not_locked(workspace)
+    if result.returncode != 0:
+        findings.append(f"the next run exited {result.returncode}: {result.stderr[-500:]}")
+    live = read_manifest(prod)["version"]
+    models = workspace.path("output_model_path")
+    if live == 2:
+        answers = (
+            json.loads((models / "apireturns2.txt").read_text())
+            if (models / "apireturns2.txt").is_file()
+            else {}
+        )
+        if (
+            answers.get("scoring", {}).get("model_version") != 2
+            or not (models / "confusionmatrix2.png").is_file()
+        ):
+            findings.append("the reports do not describe live version 2")
+        runs = read_jsonl(prod / "runhistory.jsonl")
+        if not any(2 in (run.get("deployed_version"), run.get("reported_pending_version")) for run in runs):
+            findings.append("no run record for the deployment of version 2")
+    findings += [f"debris: {path}" for path in debris(workspace.root)]
+    if not course_copies_match(prod):
+        findings.append("course copies differ from the live version")
+    shutil.rmtree(root, ignore_errors=True)
+    return {"delay": round(delay, 2), "group": group, "live_after_kill": live, "findings": findings}
+
+
+def test_kills_inside_fullprocess_are_finished_by_the_next_run(deployed_workspace, tmp_path):
+    template = deployed_workspace
+    probe = copy_workspace(template, tmp_path / "probe", drift_tolerance=-1.0, api_port=free_port())
+    probe.write_csv("input_folder_path", "dataset9.csv", client_frame(300, seed=99))
+    started = time.perf_counter()
+    result = probe.run("fullprocess.py", timeout=300)
+    duration = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    outcomes: list[dict] = []
+    seeds = iter(range(COUNTS["fullprocess_kills"]))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                seed = next(seeds, None)
+            if seed is None:
+                return
+            outcome = one_fullprocess_kill(
+                template, tmp_path / f"kill{seed}", seed, duration, group=seed % 2 == 0
+            )
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]  # two workspaces at a time: 2 cores
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = [outcome for outcome in outcomes if outcome["findings"]]
+    assert len(outcomes) == COUNTS["fullprocess_kills"] and failed == [], failed
+    record("fullprocess kills", kills=len(outcomes), process_group=sum(o["group"] for o in outcomes),
+           parent_alone=sum(not o["group"] for o in outcomes), seconds_per_run=round(duration, 1),
+           killed_before_the_switch=sum(o["live_after_kill"] == 1 for o in outcomes),
+           killed_after_the_switch=sum(o["live_after_kill"] == 2 for o in outcomes),
+           debris_left=0, runs_that_needed_a_person=0)  # fmt: skip
+
+
+@pytest.fixture
+def small_disk(deployed_workspace):
+    """The production folder on a 2 MiB tmpfs (root only); skipped where mounting is refused."""
+    prod = deployed_workspace.path("prod_deployment_path")
+    saved = deployed_workspace.root / "prod-saved"
+    shutil.copytree(prod, saved)
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(prod)], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not mounted:
+        pytest.skip("mounting a small tmpfs needs root and mount(8); the drill cannot fill a disk here")
+    try:
+        shutil.copytree(saved, prod, dirs_exist_ok=True)
+        yield deployed_workspace
+    finally:
+        subprocess.run(["umount", "-l", str(prod)], check=False)
+
+
+def fill(folder: Path, leave: int) -> Path:
+    """A filler file taking all but about leave bytes of the file system."""
+    filler = folder / "filler"
+    free = shutil.disk_usage(folder).free
+    with open(filler, "wb") as handle:
+        try:
+            handle.write(b"\0" * max(0, free - leave))
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_during_deploy_and_rollback_leaves_one_whole_version_live(small_disk):
+    workspace = small_disk
+    prod = workspace.path("prod_deployment_path")
+    run_ok(workspace, "deployment.py")
+    version_size = sum(path.stat().st_size for path in (prod / "archive" / "v0002").iterdir())
+    rng = random.Random(7)
+    events = {"deploy": {"failed": 0, "succeeded": 0}, "rollback": {"failed": 0, "succeeded": 0}}
+    for _ in range(COUNTS["disk_full"]):
+        manifest = read_manifest(prod)
+        action = "rollback" if manifest["lineage"] and rng.random() < 0.4 else "deploy"
+        filler = fill(prod, rng.randrange(0, 2 * version_size))
+        result = workspace.run("deployment.py", *(["--rollback"] if action == "rollback" else []))
+        assert "Traceback" not in result.stderr and result.returncode in (0, 1), result.stderr
+        events[action]["succeeded" if result.returncode == 0 else "failed"] += 1
+        if result.returncode:
+            assert "No space left" in result.stderr and (
+                "still live" in result.stderr or "is live" in result.stderr
+            )
+        assert live_version_problems(prod) == [], result.stderr
+        filler.unlink()
+        result = workspace.run("fullprocess.py")  # disk space back: the next run repairs what is left
+        assert result.returncode == 0, result.stderr
+        assert debris(workspace.root) == [] and course_copies_match(prod)
+    assert sum(event["failed"] for event in events.values()) > 0  # the disk did fill up
+    record("disk full", events=events, debris_left=0, runs_that_needed_a_person=0)
