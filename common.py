@@ -528,6 +528,31 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")  # atomic_path's names: .NAME.PID.HEX.tmp
+TIMING_FOLDER = re.compile(r"timing-(\d+)-.+")  # diagnostics' temporary workspaces, in .cache/
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove the temporary files (and timing workspaces) of processes that no longer exist.
+
+    Their names carry the PID of the process that made them, so a live writer's are left alone.
+    """
+    removed = []
+    if not Path(folder).is_dir():
+        return removed
+    for entry in Path(folder).iterdir():
+        match = TEMP_FILE.fullmatch(entry.name) or TIMING_FOLDER.fullmatch(entry.name)
+        if match and not process_alive(int(match.group(1))):
+            if entry.is_dir() and not entry.is_symlink():
+                import shutil
+
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True):
     """An flock on path, held for the block: yields the open lock file, or None when not

@@ -71,6 +71,7 @@ from common import (
     read_jsonl,
     read_manifest,
     read_score,
+    remove_leftovers,
     run_main,
     setup_logging,
     sha256_bytes,
@@ -80,7 +81,6 @@ from common import (
 NAME = "deployment"
 LOCK = ".deploy.lock"
 OPTIONAL_FILES = (MODEL_META, SCORE_METRICS, REFERENCE_DATA, INGESTION_RECORD)
-TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")  # common.atomic_path's names: .NAME.PID.HEX.tmp
 STAGING = re.compile(r"\.v\d+\.(\d+)\.tmp")  # archive_version's staging folders: .vNNNN.PID.tmp
 
 log = logging.getLogger(NAME)
@@ -178,21 +178,27 @@ def archive_version(contents: dict[str, bytes], prod_folder: Path, manifest: dic
 def refresh_course_copies(
     prod_folder: Path, manifest: dict, contents: dict[str, bytes] | None = None
 ) -> list[str]:
-    """Make the plain files of the production folder copies of the live version's; the names changed."""
+    """Make the plain files of the production folder copies of the live version's; the names changed.
+
+    A copy carries its source's modification time, so that a copy already right is known by a
+    stat (size and time), without reading it, on every run.
+    """
     folder = live_folder(prod_folder, manifest)
     changed = []
     for name, entry in manifest["files"].items():
-        target = prod_folder / name
+        target, source = prod_folder / name, folder / name
         try:
-            if (
-                target.stat().st_size == entry["size"]
-                and sha256_bytes(target.read_bytes()) == entry["sha256"]
+            if (target.stat().st_size, target.stat().st_mtime_ns) == (
+                entry["size"],
+                source.stat().st_mtime_ns,
             ):
                 continue
         except OSError:
             pass
-        data = contents[name] if contents is not None else (folder / name).read_bytes()
+        data = contents[name] if contents is not None else source.read_bytes()
         atomic_write_bytes(target, data, sync_folder=False)
+        if folder != prod_folder:
+            os.utime(target, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
         changed.append(name)
     for name in OPTIONAL_FILES:
         if name not in manifest["files"] and (prod_folder / name).exists():
@@ -317,13 +323,19 @@ def rollback(config: Config) -> dict:
     return manifest
 
 
-def check_live_version(prod_folder: Path, manifest: dict) -> None:
-    """Every file of the live version as its manifest says; otherwise ProductionBroken, saying how to recover."""
+def check_live_version(prod_folder: Path, manifest: dict, full: bool = False) -> None:
+    """The live version's files as its manifest says, or ProductionBroken saying how to recover.
+
+    Every run checks that each file is there with its size: cheap enough for the nothing-new path
+    (a sha256 would import hashlib, a tenth of its budget), and every reader checks the model's
+    sha256 before loading it anyway. With full, every file's sha256 too (the drills)."""
     folder = live_folder(prod_folder, manifest)
     for name, entry in manifest["files"].items():
         path = folder / name
         try:
-            ok = path.stat().st_size == entry["size"] and sha256_bytes(path.read_bytes()) == entry["sha256"]
+            ok = path.stat().st_size == entry["size"]
+            if ok and full:
+                ok = sha256_bytes(path.read_bytes()) == entry["sha256"]
         except OSError:
             ok = False
         if not ok:
@@ -351,15 +363,13 @@ def repair(prod_folder: Path) -> list[str]:
 
 
 def repair_files(prod_folder: Path) -> list[str]:
-    repairs = []
+    repairs = [f"removed {path.name}, left by a killed run" for path in remove_leftovers(prod_folder)]
     archive = prod_folder / ARCHIVE_DIR
-    for folder in (prod_folder, archive):
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            match = (STAGING if folder == archive else TEMP_FILE).fullmatch(entry.name)
+    if archive.is_dir():
+        for entry in archive.iterdir():
+            match = STAGING.fullmatch(entry.name)
             if match and not process_alive(int(match.group(1))):
-                remove_tree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+                remove_tree(entry)
                 repairs.append(f"removed {entry.relative_to(prod_folder)}, left by a killed run")
     manifest = current_manifest(prod_folder)
     if manifest is None:

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,8 +60,8 @@ from common import (
     list_csv_files,
     live_folder,
     load_config,
-    process_alive,
     read_manifest,
+    remove_leftovers,
     run_main,
     setup_logging,
     utc_now,
@@ -192,9 +191,7 @@ def input_signature(config: Config) -> list[list]:
 def time_scripts(config: Config) -> list[float]:
     """Run ingestion.py and training.py on a temporary workspace that reads the real input folder."""
     cache = cache_dir(config)
-    for leftover in cache.glob("timing-*-*"):  # a timing run killed with its caller (its PID is in the name)
-        if leftover.is_dir() and not process_alive(int(leftover.name.split("-")[1])):
-            shutil.rmtree(leftover, ignore_errors=True)
+    remove_leftovers(cache)  # a timing workspace whose run was killed with its caller
     with tempfile.TemporaryDirectory(prefix=f"timing-{os.getpid()}-", dir=cache) as temp:
         workspace = Path(temp)
         (workspace / "input").symlink_to(config.input_folder, target_is_directory=True)

@@ -59,6 +59,7 @@ import deployment
 from common import (
     APIRETURNS,
     APIRETURNS_AFTER_REDEPLOY,
+    CACHE_DIR,
     CONFIG_ENV,
     CONFUSION_MATRIX,
     CONFUSION_MATRIX_AFTER_REDEPLOY,
@@ -87,6 +88,7 @@ from common import (
     read_jsonl,
     read_manifest,
     read_score,
+    remove_leftovers,
     run_main,
     setup_logging,
     sha256_file,
@@ -462,6 +464,11 @@ def check_production(run: Run) -> None:
         if lock is None:
             raise Busy(f"{prod / deployment.LOCK}: a deployment.py run is in progress; trying again next run")
         repairs = deployment.repair(prod)
+    config = run.config
+    for folder in (config.output_folder, config.model_folder, config.path.parent / CACHE_DIR):
+        for path in remove_leftovers(folder):  # a killed step's temporary files
+            repairs.append(f"removed {config.relative(path)}, left by a killed run")
+            log.warning("repair: removed %s, left by a killed run", path)
     for message in repairs:
         run.record.setdefault("repairs", []).append(message)
 

@@ -45,7 +45,7 @@ def live_version_problems(prod: Path) -> list[str]:
     """What a reader would find wrong right now: [] when the live version is whole and predicts."""
     try:
         manifest = read_manifest(prod)
-        deployment.check_live_version(prod, manifest)
+        deployment.check_live_version(prod, manifest, full=True)
         riskmodel.load_deployed(prod).predict(ROW)
     except Exception as error:  # any failure is a finding, whatever its class
         return [f"{type(error).__name__}: {error}"]
@@ -107,7 +107,7 @@ def test_kills_inside_deployment_and_rollback_leave_one_whole_version_live(deplo
     for _ in range(COUNTS["deploy_kills"]):
         manifest = read_manifest(prod)
         action = "rollback" if manifest["lineage"] and rng.random() < 0.4 else "deploy"
-        newest = max(deployment.archived_versions(prod))
+        newest = max(ever_live)
         process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "deployment.py"),
                                     *(["--rollback"] if action == "rollback" else [])],
                                    env=workspace.env, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -117,6 +117,7 @@ def test_kills_inside_deployment_and_rollback_leave_one_whole_version_live(deplo
         kills[action] += 1
         assert live_version_problems(prod) == [], (action, kills)
         live = read_manifest(prod)["version"]
+        # a version that was live before, or (a deploy) a new number above every version ever live
         assert live in ever_live or (action == "deploy" and live > newest), (action, live, ever_live)
         ever_live.add(live)
     result = workspace.run("fullprocess.py")
@@ -247,10 +248,14 @@ def test_a_full_disk_during_deploy_and_rollback_leaves_one_whole_version_live(sm
     version_size = sum(path.stat().st_size for path in (prod / "archive" / "v0002").iterdir())
     rng = random.Random(7)
     events = {"deploy": {"failed": 0, "succeeded": 0}, "rollback": {"failed": 0, "succeeded": 0}}
-    for _ in range(COUNTS["disk_full"]):
-        manifest = read_manifest(prod)
-        action = "rollback" if manifest["lineage"] and rng.random() < 0.4 else "deploy"
-        filler = fill(prod, rng.randrange(0, 2 * version_size))
+    for event in range(COUNTS["disk_full"]):
+        if not read_manifest(prod)["lineage"]:
+            run_ok(workspace, "deployment.py")  # somewhere to roll back to
+        action = ["deploy", "rollback"][event % 2] if event < 2 else rng.choice(["deploy", "rollback"])
+        leave = (
+            0 if event < 2 else rng.randrange(0, 3 * version_size)
+        )  # from a full disk to room for a version
+        filler = fill(prod, leave)
         result = workspace.run("deployment.py", *(["--rollback"] if action == "rollback" else []))
         assert "Traceback" not in result.stderr and result.returncode in (0, 1), result.stderr
         events[action]["succeeded" if result.returncode == 0 else "failed"] += 1

@@ -345,3 +345,16 @@ def test_rejected_input_files_show_in_the_decision_the_record_and_the_exit_statu
     assert last["decision"] == "no drift: kept the deployed model; 1 input file(s) rejected"
     assert last["exit_status"] == 3 and [entry["name"] for entry in last["rejected_files"]] == ["broken.csv"]
     assert deployed.run("fullprocess.py").returncode == 0  # decided on: not reported again until it changes
+
+
+def test_a_relative_risk_config_means_the_same_file_to_every_step(deployed):
+    """cd elsewhere && RISK_CONFIG=relative/config.json: the steps start in the project folder, and
+    must still read the same file (they used to resolve it there and deploy into another folder)."""
+    deployed.set_config(drift_tolerance=-1.0)
+    add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
+    env = {**deployed.env, "RISK_CONFIG": f"{deployed.root.name}/config.json"}
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "fullprocess.py")], cwd=deployed.root.parent, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert runs(deployed)[-1]["decision"] == "redeployed" and manifest(deployed)["version"] == 2
+    assert not (PROJECT_DIR / deployed.root.name).exists()
