@@ -518,14 +518,23 @@ def live_folder(prod_folder: Path, manifest: dict) -> Path:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this PID exists: a temporary file named with a dead PID is debris."""
+    """Whether a process with this PID is running: a temporary file named with a dead PID is debris.
+
+    A zombie (killed, not yet reaped: its parent was killed too, and init has not got to it) is dead.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    except PermissionError:  # someone else's process
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process
+            return True
         return True
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")  # atomic_path's names: .NAME.PID.HEX.tmp

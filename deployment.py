@@ -248,7 +248,7 @@ def deploy(config: Config) -> dict:
     prod = config.prod_folder
     prod.mkdir(parents=True, exist_ok=True)
     with file_lock(prod / LOCK):
-        repair(prod)
+        repair(prod, require_whole=False)
         before = current_manifest(prod)
         version = max([0, *archived_versions(prod), *([before["version"]] if before else [])]) + 1
         manifest = {
@@ -303,7 +303,7 @@ def rollback(config: Config) -> dict:
     """Make the version that was live before the current one live again; returns its manifest."""
     prod = config.prod_folder
     with file_lock(prod / LOCK):
-        repair(prod)
+        repair(prod, require_whole=False)
         before = read_manifest(prod)
         earlier = lineage(prod, before)
         if not earlier:
@@ -350,19 +350,21 @@ def check_live_version(prod_folder: Path, manifest: dict, full: bool = False) ->
             )
 
 
-def repair(prod_folder: Path) -> list[str]:
+def repair(prod_folder: Path, require_whole: bool = True) -> list[str]:
     """Finish or clear what a killed run left in the production folder; the repairs made.
 
-    The caller holds the deploy lock, so no other deploy or rollback is half-way.
+    The caller holds the deploy lock, so no other deploy or rollback is half-way. A live version
+    whose own files are damaged raises ProductionBroken, unless require_whole is False: a deploy
+    or a rollback, which are the ways out of that state, go ahead.
     """
     try:
-        return repair_files(prod_folder)
+        return repair_files(prod_folder, require_whole)
     except OSError as error:  # a full disk, most likely: nothing live was changed by a failed repair
         raise PipelineError(f"{prod_folder}: repairing production failed ({error.strerror or error}); "
                             "the live version is as it was") from None  # fmt: skip
 
 
-def repair_files(prod_folder: Path) -> list[str]:
+def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
     repairs = [f"removed {path.name}, left by a killed run" for path in remove_leftovers(prod_folder)]
     archive = prod_folder / ARCHIVE_DIR
     if archive.is_dir():
@@ -382,7 +384,13 @@ def repair_files(prod_folder: Path) -> list[str]:
         if version > max(ever_live):  # written whole, but killed before it went live
             remove_tree(prod_folder / folder_name(version))
             repairs.append(f"removed {folder_name(version)}, a version that never went live")
-    check_live_version(prod_folder, manifest)
+    try:
+        check_live_version(prod_folder, manifest)
+    except ProductionBroken as error:
+        if require_whole:
+            raise
+        log.warning("%s", error)
+        return repairs
     changed = refresh_course_copies(prod_folder, manifest)
     if changed:
         repairs.append(f"refreshed {', '.join(changed)} from live version {manifest['version']}")

@@ -456,14 +456,20 @@ def live_version(config: Config) -> int | None:
     return read_manifest(config.prod_folder)["version"] if (config.prod_folder / MANIFEST).exists() else None
 
 
-def check_production(run: Run) -> None:
+def check_production(run: Run, force: bool = False) -> bool:
     """Finish or clear what a killed run left in production; stop (ProductionBroken) when the live
     version itself is damaged. Under the deploy lock: a deployment.py run by hand is not half-way."""
     prod = run.config.prod_folder
     with file_lock(prod / deployment.LOCK, blocking=False) as lock:
         if lock is None:
             raise Busy(f"{prod / deployment.LOCK}: a deployment.py run is in progress; trying again next run")
-        repairs = deployment.repair(prod)
+        try:
+            repairs = deployment.repair(prod)
+        except deployment.ProductionBroken as error:
+            if not force:
+                raise
+            run.reason(f"{error}; --force: retraining and deploying a new version without a drift check")
+            return False
     config = run.config
     for folder in (config.output_folder, config.model_folder, config.path.parent / CACHE_DIR):
         for path in remove_leftovers(folder):  # a killed step's temporary files
@@ -471,13 +477,19 @@ def check_production(run: Run) -> None:
             log.warning("repair: removed %s, left by a killed run", path)
     for message in repairs:
         run.record.setdefault("repairs", []).append(message)
+    return True
 
 
 def execute(run: Run, args) -> str:
     """The flow; returns the decision. Raises StepFailed when a step fails."""
     config = run.config
     if not args.dry_run:
-        check_production(run)
+        if not check_production(run, args.force):  # broken, and --force: replace the live version
+            ingest(run)
+            run.step("training.py")
+            run.step("scoring.py")
+            deploy(run, second=True)
+            return "redeployed over a broken version"
         finish_pending_report(run)
     bootstrap = not (config.prod_folder / MANIFEST).is_file()
     if bootstrap:

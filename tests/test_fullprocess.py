@@ -13,7 +13,15 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT_DIR, SEED_DATA, assert_one_line_error, client_frame, make_workspace, wait_until
+from conftest import (
+    PROJECT_DIR,
+    SEED_DATA,
+    assert_one_line_error,
+    client_frame,
+    make_workspace,
+    run_ok,
+    wait_until,
+)
 from test_serving import free_port
 
 from fullprocess import EXIT_LOCKED, drift_decision
@@ -358,3 +366,34 @@ def test_a_relative_risk_config_means_the_same_file_to_every_step(deployed):
     assert result.returncode == 0, result.stderr
     assert runs(deployed)[-1]["decision"] == "redeployed" and manifest(deployed)["version"] == 2
     assert not (PROJECT_DIR / deployed.root.name).exists()
+
+
+def test_a_broken_live_version_stops_the_run_and_each_way_out_works(deployed):
+    """Damaged files of the live version: never "nothing new"; a rollback, a deploy or --force recover."""
+    prod = deployed.path("prod_deployment_path")
+    run_ok(deployed, "deployment.py")  # version 2, so that version 1 can be rolled back to
+
+    def damage(name):
+        path = prod / manifest(deployed)["folder"] / name
+        path.chmod(0o644)
+        path.write_text("damaged\n")
+
+    damage("referencedata.csv")
+    result = deployed.run("fullprocess.py")
+    assert result.returncode == 1
+    assert_one_line_error(result, "v0002/referencedata.csv: does not match the manifest of live version 2",
+                          "`python deployment.py --rollback` makes version 1 live again")  # fmt: skip
+    assert runs(deployed)[-1]["exit_status"] == 1 and "nothing new" not in result.stderr
+    for way_out, version in ((["deployment.py", "--rollback"], 1), (["deployment.py"], 3)):
+        result = deployed.run(*way_out)
+        assert result.returncode == 0, result.stderr
+        assert manifest(deployed)["version"] == version and deployed.run("fullprocess.py").returncode == 0
+        damage("latestscore.txt")
+        assert deployed.run("fullprocess.py").returncode == 1
+    result = deployed.run("fullprocess.py", "--force", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (
+        runs(deployed)[-1]["decision"] == "redeployed over a broken version"
+        and manifest(deployed)["version"] == 4
+    )
+    assert deployed.run("fullprocess.py").returncode == 0
