@@ -224,9 +224,8 @@ def switch_to(prod_folder: Path, manifest: dict, contents: dict[str, bytes], bef
     try:
         atomic_write_json(prod_folder / MANIFEST, manifest)
     except OSError as error:
-        live = f"version {before['version']} is still live" if before else "production is still empty"
         raise PipelineError(f"{prod_folder / MANIFEST}: could not switch to version {manifest['version']} "
-                            f"({error.strerror or error}); {live}") from None  # fmt: skip
+                            f"({error.strerror or error}); {still_live(before)}") from None  # fmt: skip
     try:
         refresh_course_copies(prod_folder, manifest, contents)
         append_jsonl(prod_folder / DEPLOYMENT_HISTORY, deployment_record(manifest))
@@ -235,6 +234,11 @@ def switch_to(prod_folder: Path, manifest: dict, contents: dict[str, bytes], bef
             f"version {manifest['version']} is live, but refreshing the copies in {prod_folder} failed "
             f"({error.strerror or error}); the next deployment.py or fullprocess.py run repairs them"
         ) from None
+
+
+def still_live(before: dict | None) -> str:
+    """What a failed switch leaves live, said truthfully."""
+    return f"version {before['version']} is still live" if before else "production is still empty"
 
 
 def current_manifest(prod_folder: Path) -> dict | None:
@@ -265,9 +269,8 @@ def deploy(config: Config) -> dict:
         try:
             archive_version(contents, prod, manifest)
         except OSError as error:
-            live = f"version {before['version']} is still live" if before else "production is still empty"
             raise PipelineError(f"{prod / manifest['folder']}: could not write version {version} "
-                                f"({error.strerror or error}); {live}") from None  # fmt: skip
+                                f"({error.strerror or error}); {still_live(before)}") from None  # fmt: skip
         switch_to(prod, manifest, contents, before)
     return manifest
 

@@ -453,7 +453,8 @@ def finish_pending_report(run: Run) -> None:
 
 
 def live_version(config: Config) -> int | None:
-    return read_manifest(config.prod_folder)["version"] if (config.prod_folder / MANIFEST).exists() else None
+    manifest = deployment.current_manifest(config.prod_folder)
+    return manifest["version"] if manifest else None
 
 
 def check_production(run: Run, force: bool = False) -> bool:
