@@ -7,30 +7,74 @@ is wrong, so that a script exits with one line and the API answers 400.
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from common import FEATURES, ID_COLUMN, TARGET, InputError
 
+MAX_COUNT = 2**53  # the largest count a float64 (what the model computes with) holds exactly
 
-def read_data_file(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """A CSV data file: all its columns, or only those of columns that it has.
+
+def read_csv_strictly(source, **options) -> pd.DataFrame:
+    """pandas.read_csv where a row with more fields than the header is a ParserError, never a
+    silent shift of its first values into an index."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(source, index_col=False, **options)
+        except pd.errors.ParserWarning:
+            raise pd.errors.ParserError("a row has more fields than the header") from None
+
+
+def read_data_file(
+    source: Path | bytes, columns: tuple[str, ...] | None = None, name: str = ""
+) -> pd.DataFrame:
+    """A CSV data file, or a request body's bytes (named name in messages): all its columns,
+    or only those of columns that it has.
 
     corporation is read as a category: the codes repeat, and 10,000 strings plus small
     integer codes take a fraction of the memory of one string object per row.
     """
     usecols = None if columns is None else (lambda column: column in columns)
+    path = name or source
     try:
-        return pd.read_csv(path, encoding="utf-8-sig", dtype={ID_COLUMN: "category"}, usecols=usecols)
+        return read_csv_strictly(
+            io.BytesIO(source) if isinstance(source, bytes) else source,
+            encoding="utf-8-sig",
+            dtype={ID_COLUMN: "category"},
+            usecols=usecols,
+        )
     except FileNotFoundError:
         raise InputError(f"{path}: data file not found") from None
     except IsADirectoryError:
         raise InputError(f"{path}: a folder, not a data file") from None
+    except OSError as error:  # a name too long, permissions, an I/O error
+        raise InputError(f"{path}: cannot be read ({error.strerror or error})") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise InputError(f"{path}: not a readable CSV ({parser_message(error)})") from None
+
+
+def count_problems(values: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(reason, mask of rows) for each kind of value a count cannot be, in a float64 column:
+    too large to hold exactly (inf included), negative, not a whole number. NaN is a missing
+    value, not a problem. Ingestion and the API's rows share this rule."""
+    too_large = np.abs(values) > MAX_COUNT
+    if too_large.any():
+        return [(f"value too large to hold exactly (above {MAX_COUNT:,})", too_large)]
+    problems = []
+    if (values < 0).any():
+        problems.append(("negative value", values < 0))
+    with np.errstate(invalid="ignore"):
+        fractional = ~np.isnan(values) & (np.mod(values, 1) != 0)
+    if fractional.any():
+        problems.append(("non-integer value", fractional))
+    return problems
 
 
 def parser_message(error: Exception) -> str:
@@ -60,7 +104,10 @@ def example(values: pd.Series, mask: pd.Series) -> str:
 
 
 def feature_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The model's feature columns, in order, as float64; any other column is ignored."""
+    """The model's feature columns, in order, as float64; any other column is ignored.
+
+    Every value is a count (count_problems) or missing: the rule ingestion applies.
+    """
     missing = [column for column in FEATURES if column not in frame.columns]
     if missing:
         raise InputError(f"{source}: missing feature column {missing[0]}")
@@ -71,7 +118,12 @@ def feature_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
             raise InputError(
                 f"{source}: column {column} has a non-numeric value {example(frame[column], bad)}"
             )
-        features[column] = numbers.astype("float64")
+        values = numbers.to_numpy(dtype="float64", na_value=np.nan)
+        for reason, mask in count_problems(values):
+            raise InputError(
+                f"{source}: column {column} has a {reason} (data row {int(np.argmax(mask)) + 1})"
+            )
+        features[column] = values
     return pd.DataFrame(features, index=frame.index)
 
 

@@ -71,7 +71,9 @@ OPTIONAL_DEFAULTS = {
     "api_host": "127.0.0.1",
     "api_port": 8000,
     "api_workers": 2,
-    "api_max_body_bytes": 16 * 1024 * 1024,
+    "api_max_body_bytes": 8 * 1024 * 1024,  # a request body, however it is sent (413 beyond)
+    "api_max_rows": 100_000,  # rows of one /prediction request or data file
+    "api_max_columns": 64,  # columns of a CSV body or data file, fields of a JSON row
     "dependency_cache_hours": 24.0,  # how long the pip answer is reused
     "dependency_timeout_seconds": 15.0,  # bound on the pip call
 }
@@ -234,7 +236,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             if not ok:
                 raise ConfigError(f"{path}: config key {key!r} must be {expected.__name__}")
             settings[key] = value
-    for key in ("step_timeout_seconds", "api_workers", "api_max_body_bytes", "dependency_timeout_seconds"):
+    positive = ("step_timeout_seconds", "api_workers", "api_max_body_bytes", "api_max_rows", "api_max_columns",
+                "dependency_timeout_seconds")  # fmt: skip
+    for key in positive:
         if settings[key] <= 0:
             raise ConfigError(f"{path}: config key {key!r} must be positive")
     if not 0 < settings["api_port"] < 65536:

@@ -5,16 +5,16 @@ folder first; one atomic replace of manifest.json then makes it live. So at any 
 kill, a full disk) every reader sees the old version or the new one, whole.
 
 Reads
-    output_model_path/trainedmodel.pkl, output_model_path/latestscore.txt,
+    output_model_path/trainedmodel.pkl, trainedmodel.json (the same model as the
+    numbers the API serves: it must name the pickle's sha256), latestscore.txt,
     output_folder_path/ingestedfiles.txt (required), and beside them, when
-    present, trainedmodel.json, latestscore.json, referencedata.csv,
-    ingestionrecord.json.
+    present, latestscore.json, referencedata.csv, ingestionrecord.json.
 Writes (prod_deployment_path)
     archive/vNNNN/         the version's files and its manifest.json, read-only
     manifest.json          the live version: its number, folder, the sha256 of each file
                            and the versions live before it (what --rollback goes back to);
                            replaced atomically, it is the switch
-    trainedmodel.pkl, latestscore.txt, ingestedfiles.txt (and the extras)
+    trainedmodel.pkl, trainedmodel.json, latestscore.txt, ingestedfiles.txt (and extras)
                            the course's copies of the live version's files, refreshed
                            after the switch (and repaired by the next run if a kill
                            caught them half-way); readers use the version folder
@@ -97,6 +97,7 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
     """
     required = {
         MODEL: config.model_folder / MODEL,
+        MODEL_META: config.model_folder / MODEL_META,
         LATESTSCORE: config.model_folder / LATESTSCORE,
         INGESTEDFILES: config.output_folder / INGESTEDFILES,
     }
@@ -108,7 +109,6 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
     optional = {
         name: folder / name
         for name, folder in [
-            (MODEL_META, config.model_folder),
             (SCORE_METRICS, config.model_folder),
             (REFERENCE_DATA, config.model_folder),
             (INGESTION_RECORD, config.output_folder),
@@ -118,7 +118,17 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
     f1 = read_score(required[LATESTSCORE])  # both must parse before anything is published
     ingested = read_ingested_files(required[INGESTEDFILES])
     contents = {name: path.read_bytes() for name, path in {**required, **optional}.items()}
-    # The score must be the score of this model, not of an earlier one.
+    # The served numbers and the score must be those of this model, not of an earlier one.
+    try:
+        meta = json.loads(contents[MODEL_META])
+    except ValueError:
+        raise InputError(f"{required[MODEL_META]}: not valid JSON; run training.py again") from None
+    if not isinstance(meta, dict) or meta.get("model_sha256") != sha256_bytes(contents[MODEL]):
+        raise InputError(f"{required[MODEL_META]}: describes another model than {required[MODEL]}; "
+                         "run training.py again")  # fmt: skip
+    if "linear_model" not in meta:
+        raise InputError(f"{required[MODEL_META]}: has no linear_model (the numbers the API serves); "
+                         "run training.py again")  # fmt: skip
     if SCORE_METRICS in contents:
         scored = json.loads(contents[SCORE_METRICS]).get("model_sha256")
         if scored and scored != sha256_bytes(contents[MODEL]):

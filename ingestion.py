@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clientdata import example, parser_message, to_numbers
+from clientdata import count_problems, example, parser_message, read_csv_strictly, to_numbers
 from common import (
     COLUMNS,
     EXIT_PARTIAL,
@@ -57,7 +57,6 @@ from common import (
 NAME = "ingestion"
 NUMERIC_COLUMNS = (*FEATURES, TARGET)
 MAX_EXAMPLES = 3
-MAX_COUNT = 2**53  # the largest count a float64 (what the model computes with) holds exactly
 MAX_HEADER_BYTES = 64 * 1024  # five column names need a few dozen
 COLUMN_TYPES = {**{column: "Int64" for column in FEATURES}, TARGET: "int64"}
 MAX_MESSAGE = 300  # characters of one reason or note, in the log and the record
@@ -95,7 +94,7 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
     if len(header) > MAX_HEADER_BYTES:
         return None, [f"header line of {len(header):,} bytes: not this data set's five columns"], []
     try:
-        frame = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", dtype={ID_COLUMN: str})
+        frame = read_csv_strictly(io.BytesIO(data), encoding="utf-8-sig", dtype={ID_COLUMN: str})
     except pd.errors.EmptyDataError:
         return None, ["empty file"], []
     except (pd.errors.ParserError, ValueError) as error:
@@ -131,18 +130,10 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
                 continue
             values = numbers.to_numpy(dtype="float64", na_value=np.nan)
         # every check on one exact type (float64, what the model computes with), whatever pandas guessed
-        too_large = np.abs(values) > MAX_COUNT  # inf included; NaN is not
-        if too_large.any():
-            problems.append(
-                f"{column}: value too large to hold exactly (above {MAX_COUNT:,}; {_lines(too_large)})"
-            )
+        found = count_problems(values)
+        if found:
+            problems.extend(f"{column}: {reason} ({_lines(mask)})" for reason, mask in found)
             continue
-        if (values < 0).any():
-            problems.append(f"{column}: negative value ({_lines(values < 0)})")
-        with np.errstate(invalid="ignore"):
-            fractional = ~np.isnan(values) & (np.mod(values, 1) != 0)
-        if fractional.any():
-            problems.append(f"{column}: non-integer value ({_lines(fractional)})")
         frame[column] = values
         converted.add(column)
     if TARGET in converted:

@@ -3,25 +3,33 @@
 One home for the model; not a script.
     build_model()           the course's logistic regression (training.py fits it)
     load_model(path)        a trained candidate's pickle (scoring.py)
-    load_deployed(prod)     the live model: its bytes checked against manifest.json, then
-                            unpickled and tried on one row. Every failure is a
-                            DeploymentUnavailable (exit 69 in a script, 503 in the API).
+    load_deployed(prod)     the live model for the course's scripts: its bytes checked against
+                            manifest.json, then unpickled and tried on one row. Every failure
+                            is a DeploymentUnavailable (exit 69 in a script, 503 in the API).
+    linear_parameters(model)  the fitted model as plain numbers (training.py writes them into
+                            trainedmodel.json), checked to give the model's own answers
+    load_linear(prod)       the live model for the API: those numbers, checked against
+                            manifest.json, as a LinearScorer. Nothing is unpickled.
     evaluate(model, frame)  F1 and the other metrics on labelled data
     classification_metrics(truth, predicted, probability)  the same, from predictions
 
 Trust: the manifest's sha256 catches a torn or half-copied file, not tampering (whoever can
-write the production folder can write both), and unpickling runs code. Load models only from
-folders that only the pipeline writes.
+write the production folder can write both), and unpickling runs code. The course's scripts
+unpickle models only from folders that only the pipeline writes; the API reads numbers only,
+so a hostile file in production can change its answers but cannot run code in it.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
@@ -32,10 +40,12 @@ from common import (
     FEATURES,
     MANIFEST,
     MODEL,
+    MODEL_META,
     TARGET,
     DeploymentUnavailable,
     InputError,
     ModelIntegrityError,
+    PipelineError,
     live_folder,
     read_manifest,
     sha256_bytes,
@@ -159,3 +169,145 @@ def evaluate(model, frame: pd.DataFrame, source: str = "data") -> dict:
     return classification_metrics(
         frame[TARGET].to_numpy(), model.predict(features), model.predict_proba(features)[:, 1]
     )
+
+
+LINEAR_FORMAT = "imputed-logistic-regression/1"
+
+
+class LinearScorer:
+    """A fitted Pipeline(SimpleImputer, LogisticRegression) in closed form, from plain numbers.
+
+    The arithmetic of scikit-learn's predict and predict_proba without their per-call input
+    validation (which costs more than the prediction on a few rows) and without unpickling.
+    Takes a float matrix with the FEATURES columns in order; NaN is a missing value.
+    """
+
+    def __init__(self, fill, coef, intercept: float, classes):
+        self.fill = np.asarray(fill, dtype=float)
+        self.coef = np.asarray(coef, dtype=float)
+        self.intercept = float(intercept)
+        self.classes = np.asarray(classes)
+
+    def decision_function(self, matrix: np.ndarray) -> np.ndarray:
+        filled = np.where(np.isnan(matrix), self.fill, matrix)
+        return filled @ self.coef + self.intercept
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        positive = expit(self.decision_function(matrix))
+        return np.column_stack([1 - positive, positive])
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        return self.classes[(self.decision_function(matrix) > 0).astype(int)]
+
+    def parameters(self) -> dict:
+        return {
+            "format": LINEAR_FORMAT,
+            "features": list(FEATURES),
+            "impute_fill": self.fill.tolist(),
+            "coefficients": self.coef.tolist(),
+            "intercept": self.intercept,
+            "classes": self.classes.tolist(),
+        }
+
+
+def probe_rows() -> np.ndarray:
+    """Rows spread over the data's range, a tenth of the values missing: what exports are checked on."""
+    rng = np.random.default_rng(0)
+    probe = rng.gamma(1.0, 500.0, size=(256, len(FEATURES)))
+    probe[rng.random(probe.shape) < 0.1] = np.nan
+    return probe
+
+
+def linear_parameters(model) -> dict:
+    """The fitted course model as plain numbers, or PipelineError when it is another kind of model.
+
+    Checked: the closed form gives the model's own predictions and the same probabilities
+    (to 1e-12) on probe rows, so the API serves exactly the model the course's scripts score.
+    """
+    steps = getattr(model, "steps", None)
+    if not (
+        isinstance(model, Pipeline)
+        and len(steps) == 2
+        and type(steps[0][1]) is SimpleImputer
+        and type(steps[1][1]) is LogisticRegression
+        and not steps[0][1].add_indicator
+        and list(steps[1][1].classes_) == [0, 1]
+        and steps[1][1].coef_.shape == (1, len(FEATURES))
+        and list(getattr(model, "feature_names_in_", FEATURES)) == list(FEATURES)
+    ):
+        raise PipelineError(
+            f"the model is a {type(model).__name__}, not the course's Pipeline(SimpleImputer, "
+            "LogisticRegression) on the features; the API can serve only that model"
+        )
+    imputer, regression = steps[0][1], steps[1][1]
+    scorer = LinearScorer(
+        imputer.statistics_, regression.coef_[0], regression.intercept_[0], regression.classes_
+    )
+    probe = probe_rows()
+    frame = pd.DataFrame(probe, columns=list(FEATURES))
+    if not (
+        np.array_equal(scorer.predict(probe), model.predict(frame))
+        and np.allclose(scorer.predict_proba(probe), model.predict_proba(frame), rtol=0, atol=1e-12)
+    ):
+        raise PipelineError("the model's closed form does not reproduce its own answers; not exported")
+    return scorer.parameters()
+
+
+def scorer_from_parameters(parameters, source: str) -> LinearScorer:
+    """A LinearScorer from linear_parameters' numbers, each checked; DeploymentUnavailable otherwise."""
+
+    def numbers(key: str, count: int) -> list[float]:
+        values = parameters.get(key)
+        if not (
+            isinstance(values, list)
+            and len(values) == count
+            and all(type(value) in (int, float) and math.isfinite(value) for value in values)
+        ):
+            raise DeploymentUnavailable(f"{source}: '{key}' must be {count} finite numbers")
+        return values
+
+    if not isinstance(parameters, dict) or parameters.get("format") != LINEAR_FORMAT:
+        raise DeploymentUnavailable(f"{source}: no model parameters of format {LINEAR_FORMAT} "
+                                    "(trained before the API stopped unpickling? retrain and redeploy)")  # fmt: skip
+    if parameters.get("features") != list(FEATURES):
+        raise DeploymentUnavailable(f"{source}: the model is for features {parameters.get('features')!r}, "
+                                    f"not {list(FEATURES)}")  # fmt: skip
+    if parameters.get("classes") != [0, 1]:
+        raise DeploymentUnavailable(f"{source}: the model's classes must be [0, 1]")
+    intercept = parameters.get("intercept")
+    if type(intercept) not in (int, float) or not math.isfinite(intercept):
+        raise DeploymentUnavailable(f"{source}: 'intercept' must be a finite number")
+    scorer = LinearScorer(numbers("impute_fill", len(FEATURES)), numbers("coefficients", len(FEATURES)),
+                          intercept, [0, 1])  # fmt: skip
+    with np.errstate(all="ignore"):
+        decision = scorer.decision_function(probe_rows())
+    if not np.isfinite(decision).all():
+        raise DeploymentUnavailable(f"{source}: the model gives no finite risk on probe rows")
+    return scorer
+
+
+def load_linear(prod_folder: Path) -> tuple[LinearScorer, dict]:
+    """(the live model as a LinearScorer, the manifest): trainedmodel.json of the live version,
+    its bytes checked against the manifest, tied to the deployed pickle by its sha256, its
+    numbers checked and tried on probe rows. Nothing is unpickled: the API's one loader."""
+    manifest = read_manifest(prod_folder)
+    folder = live_folder(prod_folder, manifest)
+    path = folder / MODEL_META
+    entry = manifest["files"].get(MODEL_META)
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise DeploymentUnavailable(f"{Path(prod_folder) / MANIFEST}: version {manifest.get('version')} has no "
+                                    f"{MODEL_META} (deployed before the API stopped unpickling); redeploy")  # fmt: skip
+    try:
+        blob = path.read_bytes()
+    except OSError as error:
+        raise DeploymentUnavailable(f"{path}: unreadable ({error.strerror or error}); redeploy") from None
+    if sha256_bytes(blob) != entry["sha256"]:
+        raise ModelIntegrityError(f"{path}: sha256 does not match {MANIFEST} (version {manifest.get('version')}); "
+                                  "refusing a tampered or half-copied model")  # fmt: skip
+    try:
+        meta = json.loads(blob)
+    except (ValueError, RecursionError):
+        raise DeploymentUnavailable(f"{path}: not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("model_sha256") != manifest["files"][MODEL]["sha256"]:
+        raise DeploymentUnavailable(f"{path}: describes another model than the deployed {MODEL}")
+    return scorer_from_parameters(meta.get("linear_model"), str(path)), manifest

@@ -1,109 +1,57 @@
-"""The API's serving machinery: the deployed model and data files kept in memory, and a fast scorer.
+"""The API's serving machinery: the deployed model and data files kept in memory.
 
 app.py owns this module; nothing else imports it. A worker process keeps
-    the deployed model (riskmodel.load_deployed), loaded again only when manifest.json or
-        trainedmodel.pkl changes; a redeploy half-way (the new model does not verify yet)
-        keeps the verified model in service; a failed load is remembered until the files
-        change, so a broken deployment is not re-read on every request;
-    each data file it read, and its feature matrix, until the file changes;
-    a LinearScorer: the deployed Pipeline(SimpleImputer, LogisticRegression) in closed form.
+    the deployed model as riskmodel.load_linear reads it (plain numbers from the live
+        version's trainedmodel.json, checked against manifest.json: nothing is unpickled),
+        loaded again only when manifest.json changes (every deploy and rollback replaces it);
+        a version that cannot be loaded is remembered until manifest.json changes again, so a
+        broken deployment is read and logged once, not on every request; meanwhile the last
+        model that loaded, if any, stays in service and /health says so;
+    the data files it read, and their feature matrices, until they change: at most
+        MAX_CACHED_FILES of them, the least recently used forgotten first.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
 
 import riskmodel
 from clientdata import feature_frame, read_data_file
-from common import FEATURES, MANIFEST, MODEL, DeploymentUnavailable, ModelIntegrityError
+from common import MANIFEST, MODEL, DeploymentUnavailable
 
 log = logging.getLogger("app")
-
-
-class LinearScorer:
-    """A fitted Pipeline(SimpleImputer, LogisticRegression) in closed form.
-
-    The same arithmetic as scikit-learn's predict and predict_proba without their per-call
-    input validation, which costs more than the prediction itself on a few rows. Built only
-    for that exact pipeline and checked against the model's own answers (compile_scorer).
-    Takes a float matrix with the FEATURES columns in order; NaN is a missing value.
-    """
-
-    def __init__(self, fill: np.ndarray, coef: np.ndarray, intercept: float, classes: np.ndarray):
-        self.fill, self.coef, self.intercept, self.classes = fill, coef, intercept, classes
-
-    def decision_function(self, matrix: np.ndarray) -> np.ndarray:
-        filled = np.where(np.isnan(matrix), self.fill, matrix)
-        return filled @ self.coef + self.intercept
-
-    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
-        positive = expit(self.decision_function(matrix))
-        return np.column_stack([1 - positive, positive])
-
-    def predict(self, matrix: np.ndarray) -> np.ndarray:
-        return self.classes[(self.decision_function(matrix) > 0).astype(int)]
-
-
-def compile_scorer(model) -> LinearScorer | None:
-    """A LinearScorer equal to model on probe rows, or None (then scikit-learn serves)."""
-    steps = getattr(model, "steps", None)
-    if not (
-        isinstance(model, Pipeline)
-        and len(steps) == 2
-        and type(steps[0][1]) is SimpleImputer
-        and type(steps[1][1]) is LogisticRegression
-        and not steps[0][1].add_indicator
-        and len(steps[1][1].classes_) == 2
-        and steps[1][1].coef_.shape == (1, len(FEATURES))
-        and list(getattr(model, "feature_names_in_", FEATURES)) == list(FEATURES)
-    ):
-        return None
-    imputer, regression = steps[0][1], steps[1][1]
-    scorer = LinearScorer(imputer.statistics_.astype(float), regression.coef_[0].astype(float),
-                          float(regression.intercept_[0]), regression.classes_)  # fmt: skip
-    rng = np.random.default_rng(0)
-    probe = rng.gamma(1.0, 500.0, size=(256, len(FEATURES)))
-    probe[rng.random(probe.shape) < 0.1] = np.nan
-    frame = pd.DataFrame(probe, columns=list(FEATURES))
-    if not (
-        np.array_equal(scorer.predict(probe), model.predict(frame))
-        and np.allclose(scorer.predict_proba(probe), model.predict_proba(frame), rtol=0, atol=1e-12)
-    ):
-        return None
-    return scorer
+MAX_CACHED_FILES = 8  # the server's own three, and a few request files: each at most api_max_rows rows
 
 
 @dataclass(frozen=True)
 class ServedModel:
-    """The deployed model as a worker serves it."""
+    """The deployed model as a worker serves it, and what it knows of the live version."""
 
-    deployed: riskmodel.DeployedModel
+    scorer: riskmodel.LinearScorer
+    manifest: dict
     stamp: tuple
-    scorer: LinearScorer | None
+    problem: str | None = None  # why the live version is not the one served, if it is not
 
     @property
     def version(self) -> int | None:
-        return self.deployed.version
+        return self.manifest.get("version")
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest["files"][MODEL]["sha256"]
 
     def predict(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(0/1 predictions, exit probabilities) for a float matrix with the FEATURES columns."""
-        if len(matrix) == 0:
-            return np.zeros(0, dtype=int), np.zeros(0)
-        if self.scorer is not None:
-            decision = self.scorer.decision_function(matrix)  # once for both answers
-            return self.scorer.classes[(decision > 0).astype(int)].astype(int), expit(decision)
-        frame = pd.DataFrame(matrix, columns=list(FEATURES))
-        return self.deployed.predict(frame), self.deployed.exit_probability(frame)
+        decision = self.scorer.decision_function(matrix)  # once for both answers
+        return self.scorer.classes[(decision > 0).astype(int)].astype(int), expit(decision)
 
 
 def file_stamp(*paths: Path) -> tuple:
@@ -122,53 +70,58 @@ def file_stamp(*paths: Path) -> tuple:
 _lock = threading.Lock()
 _models: dict[Path, ServedModel] = {}
 _failures: dict[Path, tuple[tuple, DeploymentUnavailable]] = {}
-_files: dict[tuple[str, Path], tuple[tuple, object]] = {}
+_files: OrderedDict[tuple[str, Path], tuple[tuple, object]] = OrderedDict()
 
 
 def served_model(prod_folder: Path) -> ServedModel:
-    """The deployed model of prod_folder, loaded once per process and again when it changes.
+    """The deployed model of prod_folder, loaded once per process and again when manifest.json changes.
 
-    While a deployment does not verify (a redeploy half-way, or a damaged file), the model
-    already loaded and verified stays in service; with none loaded, DeploymentUnavailable.
+    While the live version cannot be loaded, the model loaded before (if any) stays in service,
+    with .problem saying why; with none, DeploymentUnavailable.
     """
-    stamp = file_stamp(prod_folder / MANIFEST, prod_folder / MODEL)
+    stamp = file_stamp(prod_folder / MANIFEST)
     with _lock:
         current = _models.get(prod_folder)
         if current is not None and current.stamp == stamp:
             return current
         failed = _failures.get(prod_folder)
-        if failed is not None and failed[0] == stamp:
-            if current is not None:
-                return current
-            raise failed[1]
-        try:
-            deployed = riskmodel.load_deployed(prod_folder)
-        except DeploymentUnavailable as error:
-            _failures[prod_folder] = (stamp, error)
-            if current is not None and isinstance(error, ModelIntegrityError):
-                log.warning("%s; still serving version %s", error, current.version)
-                return current
-            _models.pop(prod_folder, None)
-            log.error("%s", error)
-            raise
-        loaded = ServedModel(deployed, stamp, compile_scorer(deployed.model))
-        _models[prod_folder] = loaded
-        _failures.pop(prod_folder, None)
-        if current is not None and current.version != loaded.version:
-            log.info("loaded deployed model version %s (was %s)", loaded.version, current.version)
-        return loaded
+        if failed is None or failed[0] != stamp:
+            try:
+                scorer, manifest = riskmodel.load_linear(prod_folder)
+            except DeploymentUnavailable as error:
+                failed = _failures[prod_folder] = (stamp, error)
+                if current is None:
+                    log.error("%s", error)
+                else:
+                    current = _models[prod_folder] = ServedModel(current.scorer, current.manifest, current.stamp,
+                                                                 f"{error}; still serving version {current.version}")  # fmt: skip
+                    log.error("%s", current.problem)
+            else:
+                loaded = _models[prod_folder] = ServedModel(scorer, manifest, stamp)
+                _failures.pop(prod_folder, None)
+                if current is not None and current.version != loaded.version:
+                    log.info("loaded deployed model version %s (was %s)", loaded.version, current.version)
+                return loaded
+        if current is not None:
+            return current
+        raise failed[1]
 
 
 def _cached(kind: str, path: Path, load):
     """load(path), kept per process and loaded again only when the file changes."""
     stamp = file_stamp(path)
+    key = (kind, path)
     with _lock:
-        cached = _files.get((kind, path))
+        cached = _files.get(key)
         if cached is not None and cached[0] == stamp:
+            _files.move_to_end(key)
             return cached[1]
     value = load(path)
     with _lock:
-        _files[(kind, path)] = (stamp, value)
+        _files[key] = (stamp, value)
+        _files.move_to_end(key)
+        while len(_files) > 2 * MAX_CACHED_FILES:  # a frame and a matrix per file
+            _files.popitem(last=False)
     return value
 
 

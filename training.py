@@ -8,7 +8,10 @@ Writes (output_model_path, each file atomically)
                         max_iter=100, tol=1e-4, no class weights) on
                         lastmonth_activity, lastyear_activity, number_of_employees
     trainedmodel.json   metadata: features, rows, class counts, sha256 of the data and
-                        of the pickle, library versions, timestamp
+                        of the pickle, library versions, timestamp; and "linear_model",
+                        the same model as plain numbers (imputer fill values,
+                        coefficients, intercept), checked to give the pickle's answers:
+                        what the API serves, so that no server ever unpickles
     referencedata.csv   the training features (a seeded sample of at most 20,000
                         rows), the reference for diagnostics' feature-drift check
 Run
@@ -49,7 +52,7 @@ from common import (
     sha256_file,
     utc_now,
 )
-from riskmodel import build_model
+from riskmodel import build_model, linear_parameters
 
 NAME = "training"
 REFERENCE_ROWS = 20_000
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             "class_counts": {str(label): int(count) for label, count in counts.items()},
             "coefficients": dict(zip(FEATURES, model.named_steps["model"].coef_[0].tolist(), strict=True)),
             "intercept": float(model.named_steps["model"].intercept_[0]),
+            "linear_model": linear_parameters(model),  # what the API serves (riskmodel.load_linear)
             "training_data": str(data_path),
             "training_data_sha256": sha256_file(data_path),
             "model_sha256": sha256_bytes(blob),

@@ -172,4 +172,18 @@ def deploy_bytes(workspace: Workspace, blob: bytes) -> None:
     (prod / "manifest.json").write_text(json.dumps(manifest))
 
 
+def deploy_model_meta(workspace: Workspace, change) -> None:
+    """Change the live version's trainedmodel.json (what the API serves) with change(meta) -> meta or
+    bytes, and make manifest.json match it: a deployment that verifies but may not be usable."""
+    prod = workspace.path("prod_deployment_path")
+    path = live_model_path(workspace).with_name("trainedmodel.json")
+    changed = change(json.loads(path.read_text()))
+    blob = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
+    path.chmod(0o644)
+    path.write_bytes(blob)
+    manifest = json.loads((prod / "manifest.json").read_text())
+    manifest["files"]["trainedmodel.json"] = {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+    (prod / "manifest.json").write_text(json.dumps(manifest))
+
+
 __all__ = ["COLUMNS", "SEED_DATA", "Workspace", "client_frame", "make_workspace", "run_ok"]

@@ -8,11 +8,8 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import deploy_bytes, run_ok
-from sklearn.impute import SimpleImputer
+from conftest import deploy_bytes, deploy_model_meta, run_ok
 from sklearn.metrics import confusion_matrix, f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.tree import DecisionTreeClassifier
 
 import serving
 from app import create_app
@@ -165,9 +162,13 @@ def test_paths_outside_the_data_folders_are_refused(client, deployed_workspace, 
         ({"json": [1, 2]}, 400, "malformed JSON"),
         ({"json": {"filepath": 7}}, 400, "filepath must be"),
         ({"json": {"records": "nope"}}, 400, "records must be a list"),
-        ({"json": {"records": [{"lastmonth_activity": 1}]}}, 400, "missing feature column lastyear_activity"),
+        ({"json": {"records": [{"lastmonth_activity": 1}]}}, 400, "row 1 has no lastyear_activity"),
         ({"json": {"records": [dict(ROW, number_of_employees="many")]}}, 400, "non-numeric value 'many'"),
-        ({"json": {"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}}, 400, "one value per column"),
+        (
+            {"json": {"dataframe_split": {"columns": list(FEATURES), "data": [[1, 2]]}}},
+            400,
+            "one value per column",
+        ),
         ({"data": "a,b\n1,2\n", "content_type": "text/csv"}, 400, "missing feature column"),
         ({"data": "", "content_type": "text/csv"}, 400, "give a data file"),
         ({"data": b"\x89PNG", "content_type": "image/png"}, 415, "application/json or text/csv"),
@@ -183,7 +184,8 @@ def test_a_malformed_csv_file_is_400(client, deployed_workspace):
 
 
 def test_a_body_over_the_limit_is_413(deployed_workspace):
-    app = create_app({"RISK_CONFIG": str(deployed_workspace.config_path), "MAX_CONTENT_LENGTH": 1000})
+    deployed_workspace.set_config(api_max_body_bytes=1000)
+    app = create_app({"RISK_CONFIG": str(deployed_workspace.config_path)})
     body = {"records": [ROW] * 100}
     assert_error(app.test_client().post("/prediction", json=body), 413)
 
@@ -287,36 +289,56 @@ def test_runs_lists_the_run_history(client, deployed_workspace):
 
 
 def test_a_model_that_cannot_be_used_is_503_on_every_model_endpoint(deployed_workspace):
-    """A pickle that matches its manifest but is not a usable model: the deployment's fault, never the caller's."""
+    """A deployment that matches its manifest but cannot be served: the deployment's fault, never the caller's."""
     config = str(deployed_workspace.config_path)
-    final = pd.read_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv")
-    two_features = make_pipeline(SimpleImputer(), DecisionTreeClassifier(random_state=0))
-    two_features.fit(final[list(FEATURES[:2])], final["exited"])
-    for blob, fragment in [(b"\x80\x05corrupt", "not a valid model pickle"),
-                           (pickle.dumps({"not": "a model"}), "not a classifier"),
-                           (pickle.dumps(two_features), "cannot score the features")]:  # fmt: skip
-        deploy_bytes(deployed_workspace, blob)
+
+    def linear(**changes):
+        return lambda meta: {**meta, "linear_model": {**meta["linear_model"], **changes}}
+
+    cases = [
+        (lambda meta: b"{not json", "not valid JSON"),
+        (lambda meta: {k: v for k, v in meta.items() if k != "linear_model"}, "no model parameters"),
+        (linear(coefficients=[1.0, 2.0]), "'coefficients' must be 3 finite numbers"),
+        (linear(features=["a", "b", "c"]), "for features"),
+        (linear(intercept="1"), "'intercept' must be a finite number"),
+        (linear(coefficients=[1e308, -1e308, 1.0]), "no finite risk"),
+        (lambda meta: {**meta, "model_sha256": "0" * 64}, "describes another model"),
+    ]
+    for change, fragment in cases:
+        deploy_model_meta(deployed_workspace, change)
         serving.clear()
         client = create_app({"RISK_CONFIG": config}).test_client()
         for request in ("/health", "/prediction?filepath=testdata/testdata.csv", "/scoring"):
             assert_error(client.get(request), 503, "model_unavailable", fragment)
         assert_error(client.post("/prediction", json={"records": [ROW]}), 503, "model_unavailable", fragment)
+        run_ok(deployed_workspace, "deployment.py")  # a good version again, for the next case
 
 
-def test_a_broken_deployment_replaces_the_served_model_and_is_not_reloaded_per_request(client, deployed_workspace,
-                                                                                        monkeypatch):  # fmt: skip
-    assert client.get("/health").status_code == 200
-    deploy_bytes(deployed_workspace, b"not a pickle")
+def test_a_corrupt_pickle_matching_its_manifest_is_503_everywhere_too(deployed_workspace):
+    """The pickle the course's scripts use and the numbers the API serves must be one model."""
+    deploy_bytes(deployed_workspace, b"\x80\x05corrupt")
+    client = create_app({"RISK_CONFIG": str(deployed_workspace.config_path)}).test_client()
+    for request in ("/health", "/prediction?filepath=testdata/testdata.csv", "/scoring"):
+        assert_error(client.get(request), 503, "model_unavailable", "describes another model")
+
+
+def test_a_broken_deployment_is_read_and_logged_once_while_the_last_good_model_serves(
+    client, deployed_workspace, monkeypatch, caplog
+):
+    assert client.get("/health").get_json()["status"] == "ok"
+    deploy_model_meta(deployed_workspace, lambda meta: b"not json")
     loads = []
-    real_load = serving.riskmodel.load_deployed
-    monkeypatch.setattr(
-        serving.riskmodel, "load_deployed", lambda folder: loads.append(1) or real_load(folder)
-    )
+    real_load = serving.riskmodel.load_linear
+    monkeypatch.setattr(serving.riskmodel, "load_linear", lambda folder: loads.append(1) or real_load(folder))
     for _ in range(3):
-        assert_error(client.get("/health"), 503, "model_unavailable")
-    assert len(loads) == 1  # remembered until the files change
+        health = client.get("/health")
+        assert health.status_code == 200 and health.get_json()["status"] == "serving_previous_version"
+        assert "not valid JSON; still serving version 1" in health.get_json()["problem"]
+        assert client.post("/prediction", json={"records": [ROW]}).get_json()["model_version"] == 1
+    assert len(loads) == 1  # remembered until the manifest changes
+    assert sum("still serving" in record.getMessage() for record in caplog.records) == 1
     run_ok(deployed_workspace, "deployment.py")  # a good deployment again
-    assert client.get("/health").status_code == 200 and len(loads) == 2
+    assert client.get("/health").get_json()["status"] == "ok" and len(loads) == 2
 
 
 def test_server_data_problems_are_503_and_failures_500(client, deployed_workspace, monkeypatch):
@@ -332,26 +354,6 @@ def test_server_data_problems_are_503_and_failures_500(client, deployed_workspac
     assert_error(
         client.get("/diagnostics?fresh=1"), 500, "pipeline_error", "timing ingestion.py failed (exit 65)"
     )
-
-
-def test_other_models_are_served_by_scikit_learn(deployed_workspace):
-    """The closed-form scorer is only for the course's pipeline; any other model goes through scikit-learn."""
-    final = pd.read_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv")
-    tree = make_pipeline(
-        SimpleImputer(strategy="median"), DecisionTreeClassifier(max_depth=4, random_state=0)
-    )
-    tree.fit(final[list(FEATURES)], final["exited"])
-    deploy_bytes(deployed_workspace, pickle.dumps(tree))
-    serving.clear()
-    client = create_app({"RISK_CONFIG": str(deployed_workspace.config_path)}).test_client()
-    assert serving.served_model(deployed_workspace.path("prod_deployment_path")).scorer is None
-    test = pd.read_csv(deployed_workspace.path("test_data_path") / "testdata.csv")
-    body = client.get("/prediction?filepath=testdata/testdata.csv&proba=1").get_json()
-    assert body["predictions"] == tree.predict(test[list(FEATURES)]).tolist()
-    np.testing.assert_allclose(body["probabilities"], tree.predict_proba(test[list(FEATURES)])[:, 1])
-    rows = [dict(ROW, lastyear_activity=None)]
-    expected = tree.predict(pd.DataFrame(rows)[list(FEATURES)].astype(float)).tolist()
-    assert client.post("/prediction", json={"records": rows}).get_json()["predictions"] == expected
 
 
 def test_405_names_the_allowed_methods(client):

@@ -49,8 +49,20 @@ def test_refuses_a_score_computed_for_another_model(deployed_workspace):
     prod = deployed_workspace.path("prod_deployment_path")
     before = snapshot(prod)
     model = deployed_workspace.path("output_model_path") / "trainedmodel.pkl"
-    model.write_bytes(model.read_bytes() + b"\n")  # a different model than the one scored
+    meta_path = model.with_name("trainedmodel.json")
+    meta = json.loads(meta_path.read_text())
+    model.write_bytes(
+        model.read_bytes() + b"\n"
+    )  # a different model than the one trained, exported and scored
+    assert_one_line_error(
+        deployed_workspace.run("deployment.py"), "trainedmodel.json: describes another model"
+    )
+    meta["model_sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+    meta_path.write_text(json.dumps(meta))
     assert_one_line_error(deployed_workspace.run("deployment.py"), "computed for another model")
+    del meta["linear_model"]
+    meta_path.write_text(json.dumps(meta))
+    assert_one_line_error(deployed_workspace.run("deployment.py"), "has no linear_model")
     assert snapshot(prod) == before
 
 

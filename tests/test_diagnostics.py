@@ -16,7 +16,13 @@ from scipy.stats import ks_2samp
 import diagnostics
 import riskmodel
 import serving
-from common import FEATURES, DeploymentUnavailable, InputError, ModelIntegrityError, load_config
+from common import (
+    FEATURES,
+    InputError,
+    ModelIntegrityError,
+    PipelineError,
+    load_config,
+)
 
 
 @pytest.fixture
@@ -71,18 +77,16 @@ def test_a_tampered_model_is_refused(config, deployed_workspace):
     assert result.returncode == 69  # DeploymentUnavailable
 
 
-def test_a_verified_model_keeps_serving_while_the_new_one_does_not_verify(config, deployed_workspace):
+def test_a_loaded_model_keeps_serving_while_its_files_are_damaged_in_place(config, deployed_workspace):
     serving.clear()
     loaded = serving.served_model(config.prod_folder)
-    model_path = live_model_path(deployed_workspace)
-    model_path.chmod(0o644)
-    model_path.write_bytes(model_path.read_bytes() + b"junk")  # damaged in place: not what a deploy does
-    assert serving.served_model(config.prod_folder) is loaded
-    with pytest.raises(ModelIntegrityError):
-        riskmodel.load_deployed(config.prod_folder)
+    meta_path = live_model_path(deployed_workspace).with_name("trainedmodel.json")
+    meta_path.chmod(0o644)
+    meta_path.write_bytes(meta_path.read_bytes() + b" ")  # damaged in place: not what a deploy does
+    assert serving.served_model(config.prod_folder) is loaded  # read again only when the manifest changes
     serving.clear()
-    with pytest.raises(DeploymentUnavailable):
-        serving.served_model(config.prod_folder)  # nothing verified to fall back on
+    with pytest.raises(ModelIntegrityError, match="sha256 does not match manifest.json"):
+        serving.served_model(config.prod_folder)  # nothing loaded to fall back on
 
 
 def test_summary_statistics_match_pandas(config):
@@ -200,12 +204,12 @@ def test_main_writes_diagnostics_and_keeps_history(deployed_workspace, monkeypat
     assert (deployed_workspace.root / ".cache" / "dependencies.json").is_file()  # not in the data folders
 
 
-def test_the_serving_scorer_equals_scikit_learn_and_falls_back_for_other_models(config):
+def test_the_served_numbers_equal_the_pickle_and_other_models_are_refused(config):
     from sklearn.tree import DecisionTreeClassifier
 
     model = deployed_pickle(config)
-    scorer = serving.compile_scorer(model)
-    assert scorer is not None
+    scorer, manifest = riskmodel.load_linear(config.prod_folder)
+    assert manifest["version"] == 1
     test = pd.read_csv(config.testdata_file)
     frame = test[list(FEATURES)].astype(float)
     frame.iloc[::7, 1] = np.nan  # missing values go through the imputer's medians
@@ -213,8 +217,10 @@ def test_the_serving_scorer_equals_scikit_learn_and_falls_back_for_other_models(
     np.testing.assert_allclose(
         scorer.predict_proba(frame.to_numpy()), model.predict_proba(frame), rtol=0, atol=1e-12
     )
+    assert riskmodel.linear_parameters(model) == scorer.parameters()
     tree = DecisionTreeClassifier(random_state=0).fit(frame.fillna(0), test["exited"])
-    assert serving.compile_scorer(tree) is None
+    with pytest.raises(PipelineError, match="the API can serve only that model"):
+        riskmodel.linear_parameters(tree)
 
 
 def test_a_recent_timing_of_the_same_inputs_is_reused_only_when_asked(config, deployed_workspace):
