@@ -61,19 +61,21 @@ def read_data_file(
 
 
 def count_problems(values: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """(reason, mask of rows) for each kind of value a count cannot be, in a float64 column:
-    too large to hold exactly (inf included), negative, not a whole number. NaN is a missing
+    """(reason, mask of rows) for each kind of value a count cannot be, in a numeric column as
+    read (integers are compared before any float conversion could round them): too large to
+    hold exactly in a float64 (inf included), negative, not a whole number. NaN is a missing
     value, not a problem. Ingestion and the API's rows share this rule."""
-    too_large = np.abs(values) > MAX_COUNT
+    too_large = (values > MAX_COUNT) | (values < -MAX_COUNT)
     if too_large.any():
         return [(f"value too large to hold exactly (above {MAX_COUNT:,})", too_large)]
     problems = []
     if (values < 0).any():
         problems.append(("negative value", values < 0))
-    with np.errstate(invalid="ignore"):
-        fractional = ~np.isnan(values) & (np.mod(values, 1) != 0)
-    if fractional.any():
-        problems.append(("non-integer value", fractional))
+    if values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            fractional = ~np.isnan(values) & (np.mod(values, 1) != 0)
+        if fractional.any():
+            problems.append(("non-integer value", fractional))
     return problems
 
 
@@ -118,12 +120,12 @@ def feature_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
             raise InputError(
                 f"{source}: column {column} has a non-numeric value {example(frame[column], bad)}"
             )
-        values = numbers.to_numpy(dtype="float64", na_value=np.nan)
+        values = numbers.to_numpy(dtype=None if numbers.dtype.kind in "iuf" else "float64", na_value=np.nan)
         for reason, mask in count_problems(values):
             raise InputError(
                 f"{source}: column {column} has a {reason} (data row {int(np.argmax(mask)) + 1})"
             )
-        features[column] = values
+        features[column] = values.astype("float64")
     return pd.DataFrame(features, index=frame.index)
 
 

@@ -567,21 +567,27 @@ def remove_leftovers(folder: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, blocking: bool = True):
+def file_lock(path: Path, blocking: bool = True, poll: float = 0.0):
     """An flock on path, held for the block: yields the open lock file, or None when not
     blocking and another process holds it.
 
+    With poll, waits by trying again every poll seconds rather than blocking in the kernel:
+    time.sleep is what the API's gevent workers can serve other requests during.
     The kernel drops the lock when the last process holding the open file dies, so a killed
     run never blocks the next; a child that inherits the file keeps the lock while it lives.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield None
-            return
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking and not poll else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if not blocking:
+                    yield None
+                    return
+                time.sleep(poll)
         try:
             yield handle
         finally:

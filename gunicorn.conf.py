@@ -1,10 +1,25 @@
 """gunicorn settings for `make serve`: bind and workers from config.json (or $RISK_CONFIG).
 
 Command-line flags override these (e.g. `-b 127.0.0.1:9000`).
+
+Workers: gevent. gunicorn's sync workers serve one connection each and assume a buffering proxy
+in front (gunicorn's docs, "Design"); with nothing in front, two idle TCP connections made the
+API unavailable. A gevent worker holds each connection in a greenlet: an idle or slow client
+costs a few kilobytes, not a worker, and must send a whole request within `keepalive` seconds
+(gunicorn wraps each request read in gevent.Timeout(keepalive)) or be disconnected. The work
+of a request stays short and bounded (config.json's api_max_* limits); the one long task,
+/diagnostics' timing run, runs in niced subprocesses that the request waits for cooperatively
+(diagnostics.execution_time), so it occupies neither a worker nor a core that serving needs.
+
+Errors gunicorn answers itself (a malformed request line, 414, 431, a bad chunk) are JSON
+like the API's own: {"error": ..., "message": ...}.
 """
 
+import json
 import sys
 from pathlib import Path
+
+import gunicorn.util
 
 # gunicorn imports this file before --chdir applies: find common.py from here, not the cwd.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -15,12 +30,26 @@ _config = load_config()
 
 bind = f"{_config['api_host']}:{_config['api_port']}"
 workers = _config["api_workers"]
-worker_class = "sync"
-timeout = 300  # /diagnostics runs ingestion and training; large data needs minutes
+worker_class = "gevent"
+worker_connections = 1000  # per worker: each idle connection is a greenlet, closed after keepalive
+keepalive = 5  # seconds a client has to send each whole request on a connection
+timeout = 30  # a worker that misses its heartbeat this long is restarted (no request runs this long)
 graceful_timeout = 10
+limit_request_line = 8190  # 414 beyond; the longest path a request may name is 1,024 characters
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 # gunicorn 27's control socket lives at one path per user: two servers (make serve and a test,
 # or fullprocess.py's temporary one) would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+def _json_error(sock, status_int, reason, mesg):
+    """gunicorn.util.write_error's answer as the API's JSON error instead of an HTML page."""
+    body = json.dumps({"error": reason.lower().replace(" ", "_"), "message": mesg or reason}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")  # fmt: skip
+    gunicorn.util.write_nonblock(sock, head + body)
+
+
+gunicorn.util.write_error = _json_error  # read by the workers' handle_error at call time

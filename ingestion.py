@@ -121,19 +121,21 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
     converted = set()
     for column in NUMERIC_COLUMNS:
         raw = frame[column]
-        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-            values = raw.to_numpy(dtype="float64", na_value=np.nan)
+        if raw.dtype.kind in "iuf":  # integers stay integers until checked: 2**53 + 1 must not round
+            values = raw.to_numpy()
         else:
             numbers, bad = to_numbers(raw)
             if bad.any():
                 problems.append(f"{column}: non-numeric value {example(raw, bad)} ({_lines(bad)})")
                 continue
-            values = numbers.to_numpy(dtype="float64", na_value=np.nan)
-        # every check on one exact type (float64, what the model computes with), whatever pandas guessed
+            values = numbers.to_numpy(
+                dtype=None if numbers.dtype.kind in "iuf" else "float64", na_value=np.nan
+            )
         found = count_problems(values)
         if found:
             problems.extend(f"{column}: {reason} ({_lines(mask)})" for reason, mask in found)
             continue
+        values = values.astype("float64")  # what the model computes with
         frame[column] = values
         converted.add(column)
     if TARGET in converted:

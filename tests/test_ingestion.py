@@ -178,7 +178,7 @@ HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,e
 
 
 @pytest.mark.parametrize("value", ["1e300", "1e20", "1e19", str(2**63), str(2**64 - 1), str(2**64), "1" + "0" * 400,
-                                   "inf", str(2**53 + 2)])  # fmt: skip
+                                   "inf", str(2**53 + 2), str(2**53 + 1)])  # fmt: skip
 def test_a_count_a_float64_cannot_hold_exactly_is_rejected_by_line(workspace, value):
     workspace.write_csv("input_folder_path", "good.csv", client_frame(10, seed=8))
     (workspace.path("input_folder_path") / "huge.csv").write_text(
