@@ -127,3 +127,147 @@ def test_answers_from_another_deployment_are_not_recorded(server, deployed_works
     assert "serves another deployment: starting a temporary gunicorn" in result.stderr
     answers = json.loads((other_ws.path("output_model_path") / "apireturns2.txt").read_text())
     assert answers["url"] != server and answers["scoring"]["model_version"] == 3
+
+
+# Hostile clients against gunicorn as `make serve` runs it (issue 11).
+HEADER = "lastmonth_activity,lastyear_activity,number_of_employees\n"
+
+
+@pytest.fixture
+def small_server(deployed_workspace):
+    """A gunicorn whose body limit is 100 kB."""
+    deployed_workspace.set_config(api_max_body_bytes=100_000)
+    port = free_port()
+    process = start_api_server("127.0.0.1", port, deployed_workspace.root / "gunicorn.log", workers=2,
+                               env=deployed_workspace.env)  # fmt: skip
+    yield port
+    stop_process(process)
+
+
+def exchange(port: int, raw: bytes, timeout: float = 30.0) -> tuple[int, dict]:
+    """Send raw bytes on a new connection; (status, JSON body) of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer (and close) before it read everything
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+            if length and len(body) >= int(length[0].split(b":")[1]):
+                break
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), data[:300]
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+def chunked(body: bytes, size: int = 4096) -> bytes:
+    parts = [
+        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)
+    ]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def csv_post(body: bytes, headers: str) -> bytes:
+    return (f"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n{headers}"
+            "Connection: close\r\n\r\n").encode() + body  # fmt: skip
+
+
+def test_a_chunked_body_is_counted_never_cut_short(small_server):
+    rows = HEADER.encode() + b"1,2,3\n" * 5000  # 30 kB: under the limit
+    status, answer = exchange(small_server, csv_post(chunked(rows), "Transfer-Encoding: chunked\r\n"))
+    assert status == 200 and len(answer["predictions"]) == 5000
+    big = HEADER.encode() + b"1,2,3\n" * 50_000  # 300 kB: over, sent without a Content-Length
+    status, answer = exchange(small_server, csv_post(chunked(big), "Transfer-Encoding: chunked\r\n"))
+    assert status == 413 and answer["error"] == "request_entity_too_large", answer
+    body = b'{"records": [' + b",".join([json.dumps(ROW).encode()] * 3000) + b"]}"
+    request = (b"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked(body))  # fmt: skip
+    assert exchange(small_server, request)[0] == 413
+    status, answer = exchange(
+        small_server, csv_post(b"zz\r\n1,2\r\n0\r\n\r\n", "Transfer-Encoding: chunked\r\n")
+    )
+    assert status == 400 and set(answer) == {"error", "message"}, answer
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (
+            b"GET /health HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-%d: y\r\n" % i for i in range(200))
+            + b"\r\n",
+            431,
+        ),
+    ],
+)
+def test_gunicorns_own_errors_are_json(small_server, raw, status):
+    answer_status, answer = exchange(small_server, raw)
+    assert answer_status in (status, 400) and set(answer) == {"error", "message"}, answer
+
+
+def test_idle_and_slow_clients_and_timing_runs_do_not_starve_health(small_server):
+    """Twenty idle connections, ten that stall half-way through their headers, and four clients
+    asking for fresh timings: /health keeps answering (it used to time out for 30 s)."""
+    base = f"http://127.0.0.1:{small_server}"
+    idle = [socket.create_connection(("127.0.0.1", small_server)) for _ in range(20)]
+    slow = [socket.create_connection(("127.0.0.1", small_server)) for _ in range(10)]
+    for sock in slow:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+    stop = threading.Event()
+    timings = []
+
+    def fresh_timings():
+        while not stop.is_set():
+            timings.append(requests.get(f"{base}/diagnostics?fresh=1", timeout=120).status_code)
+
+    threads = [threading.Thread(target=fresh_timings) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    latencies = []
+    try:
+        wait_until(lambda: timings, "a first timing run")
+        for _ in range(50):
+            response = requests.get(f"{base}/health", timeout=10)  # a hang guard, not a speed claim
+            assert response.status_code == 200
+            latencies.append(response.elapsed.total_seconds())
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for sock in idle + slow:
+            sock.close()
+    assert set(timings) == {200}
+    print(
+        f"/health under load: median {sorted(latencies)[25] * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+    )
+    # a connection that sends nothing is closed by the server after keepalive (5 s)
+    with socket.create_connection(("127.0.0.1", small_server), timeout=30) as sock:
+        assert sock.recv(1) == b""
+
+
+def test_the_server_never_unpickles_a_hostile_pickle(server, deployed_workspace, tmp_path):
+    """A pickle that would run code, its manifest and trainedmodel.json made to match it."""
+    import hashlib
+    import pickle
+
+    from conftest import deploy_bytes, deploy_model_meta
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    blob = pickle.dumps(Exploit())
+    deploy_bytes(deployed_workspace, blob)
+    deploy_model_meta(
+        deployed_workspace, lambda meta: {**meta, "model_sha256": hashlib.sha256(blob).hexdigest()}
+    )
+    for path in ("/health", "/scoring", "/prediction?filepath=testdata/testdata.csv", "/summarystats"):
+        assert requests.get(f"{server}{path}", timeout=30).status_code == 200, path
+    assert not marker.exists()
