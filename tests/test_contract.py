@@ -1,0 +1,122 @@
+"""The published contract, openapi.json: kept true by the routes themselves, and fuzzed.
+
+The first tests compare the document with the application's own routes, so that a route or
+method added without documentation (or documented and gone) fails here. The fuzz test runs
+schemathesis against a real gunicorn: examples generated from the document, valid and
+invalid, and every answer checked against it (no 5xx, documented status codes and content
+types, answers that match their schemas, invalid input refused with a 4xx).
+"""
+
+import json
+import shutil
+
+import pytest
+import schemathesis
+from conftest import Workspace
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from test_serving import free_port
+
+from app import OPENAPI, create_app
+from fullprocess import start_api_server, stop_process
+
+DOCUMENT = json.loads(OPENAPI.read_text())
+IGNORED_METHODS = {"HEAD", "OPTIONS"}  # answered by Flask for every route
+EXAMPLES = 30  # per operation and mode: about a minute in all on 2 cores
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(deployed_workspace):
+    app = create_app({"RISK_CONFIG": str(deployed_workspace.config_path)})
+    routes = {
+        rule.rule: sorted(rule.methods - IGNORED_METHODS)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+    }
+    documented = {path: sorted(method.upper() for method in item) for path, item in DOCUMENT["paths"].items()}
+    assert routes == documented
+
+
+def test_every_operation_documents_its_errors_in_the_error_shape():
+    for path, item in DOCUMENT["paths"].items():
+        for method, operation in item.items():
+            statuses = set(operation["responses"])
+            assert {"200", "405", "500"} <= statuses, (method, path)
+            if path not in ("/", "/health", "/openapi.json"):
+                assert "401" in statuses, (method, path)  # the token rule
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    ref = response.get("$ref", "")
+                    content = DOCUMENT["components"]["responses"][ref.rsplit("/", 1)[1]] if ref else response
+                    schema = content["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
+
+
+def test_the_served_document_carries_this_servers_limits(deployed_workspace):
+    deployed_workspace.set_config(api_max_rows=77)
+    client = create_app({"RISK_CONFIG": str(deployed_workspace.config_path)}).test_client()
+    served = client.get("/openapi.json").get_json()
+    assert served["info"]["x-limits"]["api_max_rows"] == 77
+    assert served["paths"] == DOCUMENT["paths"]
+
+
+@pytest.fixture(scope="module")
+def fuzzed_server(deployed_template, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz") / "ws"
+    shutil.copytree(deployed_template, root, symlinks=True)
+    workspace = Workspace(root, root / "config.json")
+    workspace.set_config(api_max_body_bytes=200_000, api_max_rows=2_000)
+    port = free_port()
+    process = start_api_server("127.0.0.1", port, root / "gunicorn.log", workers=2, env=workspace.env)
+    yield f"http://127.0.0.1:{port}"
+    stop_process(process)
+    log = (root / "gunicorn.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+
+
+def operations():
+    """(path, method, mode) of every operation; invalid examples only where there is input to get wrong."""
+    return [
+        (path, method.upper(), mode)
+        for path, item in DOCUMENT["paths"].items()
+        for method, operation in item.items()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        if mode == GenerationMode.POSITIVE or operation.get("parameters") or operation.get("requestBody")
+    ]
+
+
+# what refusing an invalid request may look like here: 400, or 413/414/415 for its size or type
+FUZZ_CONFIG = {"checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "404", "403", "413", "414",
+                                                                            "415"]}}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "method", "mode"), operations())
+def test_the_running_api_keeps_its_contract(fuzzed_server, path, method, mode):
+    """schemathesis' examples for one operation (a bounded number, the same each run)."""
+    config = SchemathesisConfig.from_dict(FUZZ_CONFIG)
+    api_schema = schemathesis.openapi.from_url(f"{fuzzed_server}/openapi.json", config=config)
+    operation = api_schema[path][method]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+              database=None)  # fmt: skip
+    def check(case):
+        case.call_and_validate(checks=CHECKS, timeout=60)
+
+    check()
