@@ -268,7 +268,8 @@ def scorer_from_parameters(parameters, source: str) -> LinearScorer:
 
     if not isinstance(parameters, dict) or parameters.get("format") != LINEAR_FORMAT:
         raise DeploymentUnavailable(f"{source}: no model parameters of format {LINEAR_FORMAT} "
-                                    "(trained before the API stopped unpickling? retrain and redeploy)")  # fmt: skip
+                                    "(trained before the API stopped unpickling: retrain and redeploy with "
+            "`python fullprocess.py --force`)")  # fmt: skip
     if parameters.get("features") != list(FEATURES):
         raise DeploymentUnavailable(f"{source}: the model is for features {parameters.get('features')!r}, "
                                     f"not {list(FEATURES)}")  # fmt: skip
@@ -296,7 +297,8 @@ def load_linear(prod_folder: Path) -> tuple[LinearScorer, dict]:
     entry = manifest["files"].get(MODEL_META)
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
         raise DeploymentUnavailable(f"{Path(prod_folder) / MANIFEST}: version {manifest.get('version')} has no "
-                                    f"{MODEL_META} (deployed before the API stopped unpickling); redeploy")  # fmt: skip
+                                    f"{MODEL_META} (deployed before the API stopped unpickling): retrain and redeploy with "
+            "`python fullprocess.py --force`")  # fmt: skip
     try:
         blob = path.read_bytes()
     except OSError as error:

@@ -2,7 +2,9 @@
 
 Prints requests/s and p50/p99 latency for /prediction with a 1-row JSON body, with a
 100-row CSV file path and with the whole test file path, beside the floor: the "/" route
-(hello-world JSON) of the same server.
+(hello-world JSON) of the same server. Then /health alone, and /health while hostile and
+heavy clients hold the server: 20 idle connections, 10 that stall half-way through their
+headers, and two clients asking /diagnostics?fresh=1 over and over (timing runs).
 Run
     python benchmarks/bench_api.py [--seconds 10] [--connections 4] [--json out.json]
 """
@@ -12,8 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import sys
 import tempfile
+import threading
+import urllib.request
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
@@ -52,6 +57,37 @@ def cases(base: str, test_rows: int) -> list[tuple[str, str, dict]]:
     ]  # fmt: skip
 
 
+class hostile_load:
+    """20 idle connections, 10 stalled mid-headers, 2 clients looping on /diagnostics?fresh=1."""
+
+    def __init__(self, port: int):
+        self.port, self.stop, self.timings = port, threading.Event(), [0]
+
+    def loop(self):
+        while not self.stop.is_set():
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}/diagnostics?fresh=1", timeout=300
+            ) as answer:
+                answer.read()
+            self.timings[0] += 1
+
+    def __enter__(self):
+        self.sockets = [socket.create_connection(("127.0.0.1", self.port)) for _ in range(30)]
+        for sock in self.sockets[20:]:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        self.threads = [threading.Thread(target=self.loop) for _ in range(2)]
+        for thread in self.threads:
+            thread.start()
+        return self.timings
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        for sock in self.sockets:
+            sock.close()
+
+
 def run(config: Path, seconds: int, connections: int, workdir: Path) -> list[dict]:
     port = harness.free_port()
     server = start_api_server("127.0.0.1", port, workdir / "gunicorn.log", env=harness.env_for(config),
@@ -63,6 +99,17 @@ def run(config: Path, seconds: int, connections: int, workdir: Path) -> list[dic
             harness.wrk(url, 1, connections, **options)  # warm-up
             figures = harness.wrk(url, seconds, connections, **options)
             results.append({"figure": name, **figures})
+        health = f"http://127.0.0.1:{port}/health"
+        harness.wrk(health, 1, connections)
+        results.append({"figure": "GET /health", **harness.wrk(health, seconds, connections)})
+        with hostile_load(port) as timings:
+            results.append(
+                {
+                    "figure": "GET /health, hostile and timing load",
+                    **harness.wrk(health, seconds, connections),
+                }
+            )
+        results[-1]["figure"] += f" ({timings[0]} timing runs)"
     finally:
         stop_process(server)
     floor = results[0]["rps"]
