@@ -29,7 +29,7 @@ def test_png_and_pdf_are_valid_and_non_trivial(reported):
     pdf = (models / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF") and len(pdf) > 20_000
     pages = re.findall(rb"/Type\s*/Page\b(?!s)", pdf)
-    assert len(pages) == 5  # summary, plots, score history, data, top clients
+    assert len(pages) == 6  # summary, model and data, plots, score history, data, clients to call
     assert not [p.name for p in models.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -40,7 +40,8 @@ def deployed_pickle(config):
 
 def test_the_plotted_counts_are_sklearns_confusion_matrix(deployed_workspace):
     config = load_config(deployed_workspace.config_path)
-    results = reporting.evaluate_on_testdata(config, riskmodel.load_deployed(config.prod_folder))
+    scorer, manifest = riskmodel.load_linear(config.prod_folder)
+    results = reporting.evaluate_on_testdata(config, scorer, manifest["version"])
     test = pd.read_csv(config.testdata_file)
     model = deployed_pickle(config)
     predicted = model.predict(test[list(FEATURES)])
@@ -61,17 +62,72 @@ def test_output_name_for_the_second_run(deployed_workspace):
     assert result.returncode == 2 and "--output '../x.png': give a file name ending in .png" in result.stderr
 
 
-def test_risk_ranking_is_sorted_and_covers_every_corporation(reported):
+def call_list_oracle(model, final: pd.DataFrame) -> pd.DataFrame:
+    """The call list computed independently: the pickle's probabilities and its own coefficients."""
+    latest = final.drop_duplicates("corporation", keep="last")
+    staying = latest[latest["exited"] != 1].copy()
+    features = staying[list(FEATURES)].astype(float)
+    staying["p"] = model.predict_proba(features)[:, 1]
+    medians = model.named_steps["impute"].statistics_
+    shares = (features.fillna(dict(zip(FEATURES, medians, strict=True))) - medians) * model.named_steps[
+        "model"
+    ].coef_[0]
+    staying["top"] = [FEATURES[i] if shares.iloc[row, i] > 0 else None
+                      for row, i in enumerate(np.argmax(shares.to_numpy(), axis=1))]  # fmt: skip
+    staying["corporation"] = staying["corporation"].astype(str)
+    return staying.sort_values(["p", "corporation"], ascending=[False, True])
+
+
+def test_the_call_list_is_the_clients_still_with_us_riskiest_first_with_reasons(reported):
     config = load_config(reported.config_path)
-    ranking = pd.read_csv(config.model_folder / "riskranking.csv")
-    final = pd.read_csv(config.finaldata_file)
-    assert sorted(ranking["corporation"]) == sorted(final["corporation"].unique())
-    assert ranking["rank"].tolist() == list(range(1, len(ranking) + 1))
-    assert ranking["exit_probability"].is_monotonic_decreasing
-    model = deployed_pickle(config)
-    latest = final.drop_duplicates("corporation", keep="last").set_index("corporation")
-    expected = model.predict_proba(latest.loc[ranking["corporation"], list(FEATURES)])[:, 1]
-    np.testing.assert_allclose(ranking["exit_probability"], expected, atol=1e-6)
+    calls = pd.read_csv(config.model_folder / "riskranking.csv", dtype={"corporation": str})
+    final = pd.read_csv(config.finaldata_file, dtype={"corporation": str})
+    oracle = call_list_oracle(deployed_pickle(config), final)
+    assert calls["corporation"].tolist() == oracle["corporation"].tolist()  # order: probability, then ID
+    np.testing.assert_allclose(calls["exit_probability"], oracle["p"], rtol=0, atol=1e-12)
+    assert calls["rank"].tolist() == list(range(1, len(calls) + 1))
+    latest = final.drop_duplicates("corporation", keep="last")
+    assert not set(calls["corporation"]) & set(latest.loc[latest["exited"] == 1, "corporation"])
+    words = {"lastmonth_activity": "last month's activity", "lastyear_activity": "last year's activity",
+             "number_of_employees": "number of employees"}  # fmt: skip
+    for reason, top in zip(calls["reason"], oracle["top"], strict=True):
+        assert reason.startswith(words[top]) if isinstance(top, str) else reason.startswith("no factor")
+    assert (calls["reason_log_odds"] >= 0).all() and calls["reason"].notna().all()
+    assert set(calls["change"]) == {"new client"}  # the first list
+    lost = pd.read_csv(config.model_folder / "lostclients.csv", dtype={"corporation": str})
+    assert sorted(lost["corporation"]) == sorted(latest.loc[latest["exited"] == 1, "corporation"])
+    kept = reported.path("prod_deployment_path") / "archive" / "v0001" / "reports"
+    assert {"report.pdf", "riskranking.csv", "lostclients.csv", "confusionmatrix.png"} <= {
+        p.name for p in kept.iterdir()
+    }
+
+
+def test_the_change_is_against_the_previous_list_and_a_rerun_keeps_it(reported):
+    config = load_config(reported.config_path)
+    first = pd.read_csv(config.model_folder / "riskranking.csv", dtype={"corporation": str})
+    final = pd.read_csv(config.finaldata_file, dtype={"corporation": str})
+    # a new extract: two clients more active, one gone, one new
+    stay, leave = first["corporation"].iloc[0], first["corporation"].iloc[1]
+    extra = final[final["corporation"].isin([stay, leave])].drop_duplicates("corporation", keep="last").copy()
+    extra.loc[extra["corporation"] == stay, "lastmonth_activity"] += 500
+    extra.loc[extra["corporation"] == leave, "exited"] = 1
+    newcomer = extra.iloc[[0]].assign(corporation="zzzz", exited=0)
+    pd.concat([final, extra, newcomer]).to_csv(config.finaldata_file, index=False)
+    for _ in range(2):  # the second run (same model, same data) says the same
+        result = reported.run("reporting.py", "--ranking-only")
+        assert result.returncode == 0, result.stderr
+        calls = pd.read_csv(config.model_folder / "riskranking.csv", dtype={"corporation": str}).set_index(
+            "corporation"
+        )
+        assert leave not in calls.index and calls.loc["zzzz", "change"] == "new client"
+        before = first.set_index("corporation")["exit_probability"]
+        delta = calls.loc[stay, "exit_probability"] - before[stay]
+        assert calls.loc[stay, "change"] == f"risk {'up' if delta > 0 else 'down'} {abs(delta):.3f}"
+        assert calls.loc[stay, "previous_probability"] == pytest.approx(before[stay], abs=1e-12)
+        others = calls.index.difference([stay, "zzzz"])
+        assert set(calls.loc[others, "change"]) == {"unchanged"}
+        lost = pd.read_csv(config.model_folder / "lostclients.csv", dtype={"corporation": str})
+        assert lost["corporation"].tolist() == [leave]
 
 
 def test_reporting_without_a_deployment_fails_in_one_line(data_workspace):
