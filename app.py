@@ -66,6 +66,7 @@ from clientdata import check_labelled, feature_frame, read_data_file
 from common import (
     DEBUG_ENV,
     FEATURES,
+    ID_COLUMN,
     PROJECT_DIR,
     RUN_HISTORY,
     TARGET,
@@ -312,8 +313,14 @@ def plain_count(value) -> bool:
     return type(value) is float and math.isfinite(value) and 0 <= value <= 2**53 and value.is_integer()
 
 
-def matrix_from_json(body: dict, config: Config) -> np.ndarray:
-    """The feature matrix of the JSON row forms: records, dataframe_records, dataframe_split."""
+def id_list(values) -> list[str | None]:
+    """Client IDs as given (text; null where a row has none)."""
+    return [None if value is None or value != value else str(value) for value in values]
+
+
+def matrix_from_json(body: dict, config: Config) -> tuple[np.ndarray, list | None]:
+    """(the feature matrix, the client IDs if the rows have any) of the JSON row forms: records,
+    dataframe_records, dataframe_split."""
     if "records" in body or "dataframe_records" in body:
         records = body.get("records", body.get("dataframe_records"))
         if not isinstance(records, list) or not all(isinstance(row, dict) for row in records):
@@ -328,6 +335,11 @@ def matrix_from_json(body: dict, config: Config) -> np.ndarray:
             if missing:
                 raise InputError(f"records: row {number} has no {missing[0]} (null marks a missing value)")
         rows = [[row[column] for column in FEATURES] for row in records]
+        ids = (
+            id_list(row.get(ID_COLUMN) for row in records)
+            if any(ID_COLUMN in row for row in records)
+            else None
+        )
     else:
         split = body["dataframe_split"]
         if not (isinstance(split, dict) and isinstance(split.get("columns"), list)
@@ -348,9 +360,11 @@ def matrix_from_json(body: dict, config: Config) -> np.ndarray:
             raise InputError("dataframe_split: every row of 'data' needs one value per column")
         positions = [columns.index(column) for column in FEATURES]
         rows = [[row[position] for position in positions] for row in split["data"]]
+        at = columns.index(ID_COLUMN) if ID_COLUMN in columns else None
+        ids = None if at is None else id_list(row[at] for row in split["data"])
     if all(plain_count(value) for row in rows for value in row):
         # plain numbers (the usual case): straight to NumPy, as a DataFrame costs more than the prediction
-        return np.array(rows, dtype=float).reshape(len(rows), len(FEATURES))
+        return np.array(rows, dtype=float).reshape(len(rows), len(FEATURES)), ids
     for row in rows:  # text such as "12" is parsed as in a CSV; anything else names itself
         for value in row:
             if isinstance(value, (dict, list, bool)):
@@ -358,22 +372,26 @@ def matrix_from_json(body: dict, config: Config) -> np.ndarray:
             if type(value) is int and abs(value) > 2**53:
                 raise InputError(f"JSON rows: value too large to hold exactly (above {2**53:,})")
     frame = pd.DataFrame(rows, columns=list(FEATURES), dtype=object)
-    return feature_frame(frame, "JSON rows").to_numpy()
+    return feature_frame(frame, "JSON rows").to_numpy(), ids
 
 
-def matrix_from_csv(body: bytes, config: Config) -> np.ndarray:
-    """The feature matrix of a CSV body, its size checked before pandas reads it."""
+def matrix_from_csv(body: bytes, config: Config) -> tuple[np.ndarray, list | None]:
+    """(the feature matrix, the client IDs if it has a corporation column) of a CSV body, its size
+    checked before pandas reads it."""
     header = body.split(b"\n", 1)[0]
     if header.count(b",") + 1 > config["api_max_columns"]:
         raise InputError(
             f"CSV body: more than {config['api_max_columns']} columns in the header (api_max_columns)"
         )
     check_rows(body.count(b"\n") - 1 + (not body.endswith(b"\n")), config, "CSV body")
-    return feature_frame(read_data_file(body, name="CSV body"), "CSV body").to_numpy()
+    frame = read_data_file(body, name="CSV body")
+    ids = id_list(frame[ID_COLUMN].astype(object)) if ID_COLUMN in frame.columns else None
+    return feature_frame(frame, "CSV body").to_numpy(), ids
 
 
-def prediction_input(config: Config) -> tuple[np.ndarray, dict]:
-    """(the feature matrix, the JSON or form body's options) of a /prediction request."""
+def prediction_input(config: Config) -> tuple[np.ndarray, list | None, dict]:
+    """(the feature matrix, the client IDs if the input has them, the JSON or form body's options)
+    of a /prediction request."""
     arguments = {key: request.args[key] for key in FILE_KEYS if key in request.args}
     body: dict = {}
     if request.method == "POST":
@@ -383,7 +401,7 @@ def prediction_input(config: Config) -> tuple[np.ndarray, dict]:
             if mimetype == "application/json":
                 body = parse_json(data, config)
             elif mimetype in ("text/csv", "application/csv"):
-                return matrix_from_csv(data, config), {}
+                return *matrix_from_csv(data, config), {}
             elif mimetype == "application/x-www-form-urlencoded":
                 try:
                     body = dict(parse_qsl(data.decode("utf-8"), strict_parsing=True, max_num_fields=16))
@@ -394,7 +412,7 @@ def prediction_input(config: Config) -> tuple[np.ndarray, dict]:
                     f"{mimetype or 'no content type'}: send application/json or text/csv"
                 )
     if any(key in body for key in ROW_KEYS):
-        return matrix_from_json(body, config), body
+        return *matrix_from_json(body, config), body
     for key in FILE_KEYS:
         if key in body:
             arguments.setdefault(key, body[key])
@@ -404,7 +422,7 @@ def prediction_input(config: Config) -> tuple[np.ndarray, dict]:
     path = resolve_data_file(config, raw)
     matrix = serving.feature_matrix_cached(path)
     check_rows(len(matrix), config, config.relative(path))
-    return matrix, body
+    return matrix, serving.client_ids_cached(path), body
 
 
 def wants(name: str, default: bool = False, body: dict | None = None) -> bool:
@@ -451,10 +469,12 @@ def health():
 def prediction():
     config = risk_config()
     loaded = served_model()
-    matrix, body = prediction_input(config)
+    matrix, ids, body = prediction_input(config)
     proba = wants("proba", body=body)
     predictions, probabilities = loaded.predict(matrix)
     answer = {"predictions": predictions.tolist()}
+    if ids is not None:
+        answer["corporations"] = ids
     if proba:
         answer["probabilities"] = probabilities.tolist()
     answer["model_version"] = loaded.version

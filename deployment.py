@@ -8,7 +8,8 @@ Reads
     output_model_path/trainedmodel.pkl, trainedmodel.json (the same model as the
     numbers the API serves: it must name the pickle's sha256), latestscore.txt,
     output_folder_path/ingestedfiles.txt (required), and beside them, when
-    present, latestscore.json, referencedata.csv, ingestionrecord.json.
+    present, latestscore.json, referencedata.csv, ingestionrecord.json, and decision.json
+    (why fullprocess.py deploys this model) when it names this model's sha256.
 Writes (prod_deployment_path)
     archive/vNNNN/         the version's files and its manifest.json, read-only
     manifest.json          the live version: its number, folder, the sha256 of each file
@@ -26,7 +27,8 @@ Repairs (before every deploy and rollback, and at the start of every fullprocess
     its manifest is not repaired: the run stops and says how to recover.
 Run
     python deployment.py               # deploy what training/scoring produced
-    python deployment.py --rollback    # go back to the version that was live before
+    python deployment.py --rollback    # go back to the version that was live before, then
+                                       # refresh the report and call list for it (reporting.py)
 Exit status
     0 deployed or rolled back; 65 a required file is missing or inconsistent, 1 nothing to
     roll back to, a damaged archive, a broken live version or a full disk: production
@@ -46,6 +48,8 @@ from pathlib import Path
 
 from common import (
     ARCHIVE_DIR,
+    CONFIG_ENV,
+    DECISION,
     DEPLOYMENT_HISTORY,
     INGESTEDFILES,
     INGESTION_RECORD,
@@ -53,6 +57,7 @@ from common import (
     MANIFEST,
     MODEL,
     MODEL_META,
+    PROJECT_DIR,
     REFERENCE_DATA,
     SCORE_METRICS,
     Config,
@@ -115,6 +120,9 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
         ]
         if (folder / name).is_file()
     }
+    decision = config.model_folder / DECISION  # fullprocess.py's reasons, for this model only
+    if decision.is_file() and _names_model(decision, required[MODEL]):
+        optional[DECISION] = decision
     f1 = read_score(required[LATESTSCORE])  # both must parse before anything is published
     ingested = read_ingested_files(required[INGESTEDFILES])
     contents = {name: path.read_bytes() for name, path in {**required, **optional}.items()}
@@ -137,6 +145,16 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
                 "run scoring.py first"
             )
     return contents, f1, ingested
+
+
+def _names_model(decision: Path, model: Path) -> bool:
+    """Whether decision.json was written for this very model (not left by an earlier run)."""
+    try:
+        return json.loads(decision.read_text(encoding="utf-8")).get("model_sha256") == sha256_bytes(
+            model.read_bytes()
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def archived_versions(prod_folder: Path) -> list[int]:
@@ -422,6 +440,23 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
     return repairs
 
 
+def refresh_reports(config: Config, version: int) -> None:
+    """After a rollback, the report and the call list describe the version live again (reporting.py
+    in its own process). A failure leaves the rollback done and says so; the next fullprocess.py
+    run refreshes them."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "reporting.py")], capture_output=True, text=True,
+                            env={**os.environ, CONFIG_ENV: str(config.path)})  # fmt: skip
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        log.warning("version %d is live; its reports were not refreshed (%s); the next fullprocess.py run "
+                    "refreshes them", version, last)  # fmt: skip
+    else:
+        log.info("refreshed the report and the call list for version %d", version)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_switches(__doc__, {"--rollback": "go back to the version that was live before"}, argv)
     setup_logging(NAME)
@@ -430,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = rollback(config)
         log.info("rolled back %s from version %d to version %d (F1 %s)", config.prod_folder,
                  manifest["rolled_back_from"], manifest["version"], manifest["f1"])  # fmt: skip
+        refresh_reports(config, manifest["version"])
     else:
         manifest = deploy(config)
         log.info("deployed version %d (F1 %s) to %s", manifest["version"], manifest["f1"], config.prod_folder)

@@ -63,6 +63,7 @@ from common import (
     CONFIG_ENV,
     CONFUSION_MATRIX,
     CONFUSION_MATRIX_AFTER_REDEPLOY,
+    DECISION,
     DEPLOYMENT_HISTORY,
     EXIT_PARTIAL,
     FULLPROCESS_LOG,
@@ -74,6 +75,7 @@ from common import (
     PROCESSED_FILES,
     PROJECT_DIR,
     RISK_RANKING,
+    RISK_RANKING_BASIS,
     RUN_HISTORY,
     Config,
     PipelineError,
@@ -418,10 +420,23 @@ def ingest(run: Run) -> None:
         run.reason(f"{len(rejected)} input file(s) rejected, the others ingested: {names}{more}")
 
 
-def deploy(run: Run, second: bool) -> None:
+def write_decision(run: Run, summary: str) -> None:
+    """decision.json beside the model: why this run deploys it. deployment.py deploys it with the
+    model (when it names the model's sha256) and the report of that version states it."""
+    config = run.config
+    atomic_write_json(
+        config.model_folder / DECISION,
+        {"model_sha256": sha256_file(config.model_folder / MODEL), "summary": summary, "run_start": run.record["start"],
+         "drift": run.record.get("drift"), "gate": run.record.get("gate"), "new_files": run.record.get("new_files", []),
+         "rejected_files": run.record.get("rejected_files", []), "reasons": list(run.record["reasons"])},
+    )  # fmt: skip
+
+
+def deploy(run: Run, second: bool, summary: str) -> None:
     """deployment.py, then the reports; a run killed in between leaves a note the next run finishes."""
     config = run.config
     before = live_version(config)
+    write_decision(run, summary)
     atomic_write_json(config.prod_folder / PENDING_REPORT, {"after_version": before, "second": second})
     run.step("deployment.py")
     run.record["deployed_version"] = live_version(config)
@@ -450,6 +465,22 @@ def finish_pending_report(run: Run) -> None:
     run.record["reported_pending_version"] = version
     report(run, bool(pending.get("second", True)))
     path.unlink(missing_ok=True)
+
+
+def refresh_stale_reports(run: Run) -> None:
+    """The call list and report describe another version than the live one (a rollback whose report
+    refresh was killed or failed): report on the live version now."""
+    config = run.config
+    try:
+        basis = json.loads((config.model_folder / RISK_RANKING_BASIS).read_text(encoding="utf-8"))
+        manifest = read_manifest(config.prod_folder)
+    except (FileNotFoundError, ValueError, PipelineError):
+        return  # no report yet (the bootstrap writes one), or nothing live
+    if basis.get("model_sha256") == manifest["files"][MODEL]["sha256"]:
+        return
+    run.reason(f"the call list describes version {basis.get('model_version')}, version {manifest['version']} "
+               "is live: reporting on it")  # fmt: skip
+    run.step("reporting.py")
 
 
 def live_version(config: Config) -> int | None:
@@ -489,9 +520,10 @@ def execute(run: Run, args) -> str:
             ingest(run)
             run.step("training.py")
             run.step("scoring.py")
-            deploy(run, second=True)
+            deploy(run, second=True, summary="Retrained and deployed over a broken live version (--force)")
             return "redeployed over a broken version"
         finish_pending_report(run)
+        refresh_stale_reports(run)
     bootstrap = not (config.prod_folder / MANIFEST).is_file()
     if bootstrap:
         new = (
@@ -507,7 +539,11 @@ def execute(run: Run, args) -> str:
         ingest(run)
         run.step("training.py")
         run.step("scoring.py")
-        deploy(run, second=False)
+        deploy(
+            run,
+            second=False,
+            summary=f"First deployment: trained on the files of {config.relative(config.input_folder)}",
+        )
         return "bootstrapped"
 
     new, _ = find_new_files(config)
@@ -564,7 +600,15 @@ def execute(run: Run, args) -> str:
             return "gate refused: kept the deployed model"
         else:
             run.reason("promotion_gate is off: deploying anyway")
-    deploy(run, second=True)
+    if not decision["drift"]:
+        why = "Retrained and redeployed on request (--force), without drift"
+    elif candidate >= deployed_score:
+        why = "Retrained because the model then live lost accuracy on the new data (drift), and redeployed because the retrained model scored at least as well"
+    else:
+        why = "Retrained because of drift, and redeployed although the retrained model scored lower (" + (
+            "--force)" if args.force else "promotion_gate is off)"
+        )
+    deploy(run, second=True, summary=why)
     return "redeployed"
 
 

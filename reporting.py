@@ -147,7 +147,9 @@ def previous_call_list(config: Config, basis: dict) -> pd.DataFrame | None:
         lost = pd.read_csv(config.model_folder / LOST_CLIENTS, dtype={ID_COLUMN: str})
     except (FileNotFoundError, ValueError):
         lost = pd.DataFrame(columns=[ID_COLUMN, "previous_probability"])
-    earlier = pd.concat([frame[[ID_COLUMN, "previous_probability"]], lost[[ID_COLUMN, "previous_probability"]]])
+    earlier = pd.concat(
+        [frame[[ID_COLUMN, "previous_probability"]], lost[[ID_COLUMN, "previous_probability"]]]
+    )
     earlier = earlier[earlier["previous_probability"].notna()]
     return pd.DataFrame({ID_COLUMN: earlier[ID_COLUMN], "exit_probability": earlier["previous_probability"]})
 

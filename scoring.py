@@ -12,6 +12,10 @@ Run
     python scoring.py --deployed --data ingesteddata/finaldata.csv
                                                       # print the deployed model's F1, write nothing
     python scoring.py --model M.pkl --data D.csv --json
+    python scoring.py --rank clients.csv [--output calls.csv]
+                                  # rank a client file (exited not needed) with the deployed
+                                  # model: the call list's format (calllist.py), written to
+                                  # output_model_path/clients-calllist.csv unless --output
 Exit status
     0 scored; 65 a missing or unusable model or data file; 69 (--deployed) no usable
     deployed model; 78 bad config.json; 2 a usage error.
@@ -23,14 +27,18 @@ import json
 import logging
 from pathlib import Path
 
+import calllist
 import riskmodel
-from clientdata import read_labelled_data
+from clientdata import read_data_file, read_labelled_data
 from common import (
+    FEATURES,
     LATESTSCORE,
     MODEL,
     SCORE_HISTORY,
     SCORE_METRICS,
+    InputError,
     append_jsonl,
+    atomic_path,
     atomic_write_json,
     atomic_write_text,
     command_line,
@@ -72,6 +80,17 @@ def write_scores(metrics: dict, model_folder: Path) -> None:
     append_jsonl(model_folder / SCORE_HISTORY, record)
 
 
+def rank_clients(prod_folder: Path, data_path: Path, output: Path) -> tuple[int, int]:
+    """The deployed model's call list for a client file (calllist.py's format); (clients listed, left out as exited)."""
+    scorer, _ = riskmodel.load_linear(prod_folder)
+    frame = read_data_file(data_path)
+    calls, lost = calllist.call_list(frame, scorer, None, str(data_path))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as temp:
+        calls.astype({feature: "Int64" for feature in FEATURES}).to_csv(temp, index=False)
+    return len(calls), len(lost)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = command_line(__doc__)
     parser.add_argument("--model", type=Path, help="model pickle (default: the trained model)")
@@ -81,11 +100,25 @@ def main(argv: list[str] | None = None) -> int:
         "--no-write", action="store_true", help="print only; implied by --model/--data/--deployed"
     )
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    parser.add_argument(
+        "--rank", type=Path, metavar="CLIENTS.csv", help="rank a client file with the deployed model"
+    )
+    parser.add_argument("--output", type=Path, help="with --rank: where the call list goes")
     args = parser.parse_args(argv)
+    if args.output and not args.rank:
+        parser.error("--output goes with --rank")
     if args.model and args.deployed:
         parser.error("use --model or --deployed, not both")
     setup_logging(NAME)
     config = load_config()
+    if args.rank:
+        output = args.output or config.model_folder / f"{args.rank.stem}-calllist.csv"
+        if output.resolve() == args.rank.resolve():
+            raise InputError(f"{output}: the call list would overwrite the client file")
+        listed, exited = rank_clients(config.prod_folder, args.rank, output)
+        log.info("ranked %d clients of %s with the deployed model (%d left out: exited=1); wrote %s", listed,
+                 args.rank, exited, output)  # fmt: skip
+        return 0
     data_path = args.data or config.testdata_file
     if args.deployed:
         metrics = score_deployed(config.prod_folder, data_path)

@@ -25,7 +25,7 @@ from scipy.special import expit
 
 import riskmodel
 from clientdata import feature_frame, read_data_file
-from common import MANIFEST, MODEL, DeploymentUnavailable
+from common import ID_COLUMN, MANIFEST, MODEL, DeploymentUnavailable
 
 log = logging.getLogger("app")
 MAX_CACHED_FILES = 8  # the server's own three, and a few request files: each at most api_max_rows rows
@@ -120,7 +120,7 @@ def _cached(kind: str, path: Path, load):
     with _lock:
         _files[key] = (stamp, value)
         _files.move_to_end(key)
-        while len(_files) > 2 * MAX_CACHED_FILES:  # a frame and a matrix per file
+        while len(_files) > 3 * MAX_CACHED_FILES:  # a frame, a matrix and the IDs per file
             _files.popitem(last=False)
     return value
 
@@ -139,6 +139,18 @@ def feature_matrix_cached(path: Path) -> np.ndarray:
         return matrix
 
     return _cached("matrix", path, load)
+
+
+def client_ids_cached(path: Path) -> list | None:
+    """The corporation column of a data file as text (None where blank), or None without one."""
+
+    def load(path: Path) -> list | None:
+        frame = read_csv_cached(path)
+        if ID_COLUMN not in frame.columns:
+            return None
+        return [None if value != value else str(value) for value in frame[ID_COLUMN].astype(object)]
+
+    return _cached("ids", path, load)
 
 
 def clear() -> None:

@@ -360,3 +360,15 @@ def test_405_names_the_allowed_methods(client):
     response = client.delete("/scoring")
     assert_error(response, 405, "method_not_allowed")
     assert set(response.headers["Allow"].split(", ")) >= {"GET"}
+
+
+def test_answers_carry_the_client_ids_when_the_input_has_them(client, deployed_workspace):
+    test = pd.read_csv(deployed_workspace.path("test_data_path") / "testdata.csv", dtype={"corporation": str})
+    body = client.get("/prediction?filepath=testdata/testdata.csv").get_json()
+    assert body["corporations"] == test["corporation"].tolist()
+    rows = [dict(ROW, corporation="ab<1>"), {k: v for k, v in ROW.items() if k != "corporation"}]
+    assert client.post("/prediction", json={"records": rows}).get_json()["corporations"] == ["ab<1>", None]
+    csv = "corporation,lastmonth_activity,lastyear_activity,number_of_employees\nxy,1,2,3\n"
+    assert client.post("/prediction", data=csv, content_type="text/csv").get_json()["corporations"] == ["xy"]
+    bare = "lastmonth_activity,lastyear_activity,number_of_employees\n1,2,3\n"
+    assert "corporations" not in client.post("/prediction", data=bare, content_type="text/csv").get_json()

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_one_line_error, run_ok
+from conftest import assert_one_line_error, client_frame, run_ok
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
@@ -134,3 +134,29 @@ def test_scoring_errors_are_one_line(deployed_workspace, tmp_path):
     assert_one_line_error(
         deployed_workspace.run("scoring.py", "--model", str(two_features)), "cannot score the features"
     )
+
+
+def test_scoring_ranks_an_unlabelled_client_file_with_the_deployed_model(deployed_workspace, tmp_path):
+    import pickle
+
+    clients = client_frame(50, seed=21).drop(columns="exited")
+    path = tmp_path / "newclients.csv"
+    clients.to_csv(path, index=False)
+    result = deployed_workspace.run("scoring.py", "--rank", str(path))
+    assert result.returncode == 0, result.stderr
+    calls = pd.read_csv(
+        deployed_workspace.path("output_model_path") / "newclients-calllist.csv", dtype={"corporation": str}
+    )
+    with open(deployed_workspace.path("prod_deployment_path") / "trainedmodel.pkl", "rb") as handle:
+        model = pickle.load(handle)
+    expected = clients.assign(
+        p=model.predict_proba(clients[list(FEATURES)])[:, 1], corporation=clients["corporation"].astype(str)
+    )
+    expected = expected.sort_values(["p", "corporation"], ascending=[False, True])
+    assert calls["corporation"].tolist() == expected["corporation"].tolist()
+    assert (
+        set(calls.columns) >= {"rank", "exit_probability", "reason", "change"}
+        and calls["reason"].notna().all()
+    )
+    result = deployed_workspace.run("scoring.py", "--rank", str(tmp_path / "missing.csv"))
+    assert result.returncode == 65 and "missing.csv: data file not found" in result.stderr
