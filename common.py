@@ -74,6 +74,9 @@ OPTIONAL_DEFAULTS = {
     "api_max_body_bytes": 8 * 1024 * 1024,  # a request body, however it is sent (413 beyond)
     "api_max_rows": 100_000,  # rows of one /prediction request or data file
     "api_max_columns": 64,  # columns of a CSV body or data file, fields of a JSON row
+    "notify_urls": [],  # apprise URLs told of every run that matters (fullprocess.py)
+    "heartbeat_url": "",  # pinged after every run (a dead-man's switch); + "/fail" after a failed one
+    "notify_timeout_seconds": 10.0,  # bound on sending the notifications of one run
     "dependency_cache_hours": 24.0,  # how long the pip answer is reused
     "dependency_timeout_seconds": 15.0,  # bound on the pip call
 }
@@ -240,8 +243,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             if not ok:
                 raise ConfigError(f"{path}: config key {key!r} must be {expected.__name__}")
             settings[key] = value
+    if not all(isinstance(url, str) and url.strip() for url in settings["notify_urls"]):
+        raise ConfigError(f"{path}: config key 'notify_urls' must be a list of apprise URLs (strings)")
     positive = ("step_timeout_seconds", "api_workers", "api_max_body_bytes", "api_max_rows", "api_max_columns",
-                "dependency_timeout_seconds")  # fmt: skip
+                "dependency_timeout_seconds", "notify_timeout_seconds")  # fmt: skip
     for key in positive:
         if settings[key] <= 0:
             raise ConfigError(f"{path}: config key {key!r} must be positive")

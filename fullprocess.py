@@ -631,6 +631,95 @@ def main(argv: list[str] | None = None) -> int:
         return finish(run, args)
 
 
+def worth_telling(record: dict) -> bool:
+    """A run a person should hear of: a deployment, a failure, rejected input, drift the gate kept
+    out, a repair of production. Not: nothing new, no drift, another run holding the lock."""
+    decision = record["decision"]
+    return decision.startswith(("bootstrapped", "redeployed", "gate refused", "failed")) or bool(
+        record.get("rejected_files") or record.get("repairs") or record.get("reported_pending_version")
+    )
+
+
+def message(config: Config, record: dict) -> tuple[str, str]:
+    """(title, body) of a run's notification: short, and true of the state the run left."""
+    live = safe_live_version(config)
+    title = f"risk model: {record['decision']}"[:200]
+    lines = [f"{record['decision']} (exit {record['exit_status']}); version {live} is live." if live is not None
+             else f"{record['decision']} (exit {record['exit_status']}); no version is live."]  # fmt: skip
+    drift = record.get("drift")
+    if drift:
+        lines.append(f"Drift ({drift['test_used']}): F1 {drift['new_score']:.4f} on the new data vs threshold "
+                     f"{drift['threshold']:.4f}: {'drift' if drift['drift'] else 'no drift'}.")  # fmt: skip
+    gate = record.get("gate")
+    if gate:
+        lines.append(f"Gate: candidate F1 {gate['candidate_f1']:.4f} vs deployed {gate['deployed_f1']:.4f}: "
+                     f"{'passed' if gate['passed'] else 'failed'}.")  # fmt: skip
+    for entry in record.get("rejected_files", [])[:5]:
+        lines.append(f"Rejected {entry['name']}: {'; '.join(entry.get('reasons', []))[:200]}")
+    for repair in record.get("repairs", [])[:5]:
+        lines.append(f"Repaired: {repair}")
+    lines.append(f"Host {os.uname().nodename}, production {config.relative(config.prod_folder)}; "
+                 f"details: {config.relative(config.prod_folder / RUN_HISTORY)}.")  # fmt: skip
+    return title, "\n".join(lines)
+
+
+def notify(config: Config, record: dict) -> None:
+    """Tell notify_urls of a run that matters (apprise), and ping heartbeat_url after every run.
+    Bounded by notify_timeout_seconds in all; a failure to notify is logged and never fails the run."""
+    import threading
+
+    timeout = config["notify_timeout_seconds"]
+    jobs = []
+    if config["notify_urls"] and worth_telling(record):
+        jobs.append(("notification", lambda: send_notification(config, *message(config, record))))
+    if config["heartbeat_url"]:
+        failed = record["exit_status"] not in (0, EXIT_PARTIAL, EXIT_LOCKED)
+        jobs.append(("heartbeat", lambda: ping(config["heartbeat_url"].rstrip("/") + ("/fail" if failed else ""),
+                                                timeout)))  # fmt: skip
+    deadline = time.monotonic() + timeout
+    for name, job in jobs:
+        outcome = []
+        worker = threading.Thread(
+            target=lambda job=job, outcome=outcome: outcome.append(_attempt(job)), daemon=True
+        )
+        worker.start()
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            log.warning(
+                "%s: not sent within notify_timeout_seconds (%g s); the run is unaffected", name, timeout
+            )
+        elif outcome and outcome[0]:
+            log.warning("%s: not sent (%s); the run is unaffected", name, outcome[0])
+
+
+def _attempt(job) -> str | None:
+    """None when job() succeeded, else why not."""
+    try:
+        return job()
+    except Exception as error:  # a notification must never fail the run
+        return f"{type(error).__name__}: {error}"[:300]
+
+
+def send_notification(config: Config, title: str, body: str) -> str | None:
+    import apprise
+
+    sender = apprise.Apprise()
+    for url in config["notify_urls"]:
+        if not sender.add(url):
+            return f"{url.split(':', 1)[0]}://...: not an apprise URL apprise can use"
+    return (
+        None if sender.notify(title=title, body=body) else "apprise reported a failed delivery (see its log)"
+    )
+
+
+def ping(url: str, timeout: float) -> str | None:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (the operator's URL)
+        answer.read(1024)
+    return None
+
+
 def safe_live_version(config: Config) -> int | None:
     try:
         return live_version(config)
@@ -666,6 +755,7 @@ def finish(run: Run, args) -> int:
     run.record.update(end=utc_now(), decision=decision, exit_status=status)
     if not args.dry_run:
         append_jsonl(run.config.prod_folder / RUN_HISTORY, run.record)
+        notify(run.config, run.record)
     took = sum(step["seconds"] for step in run.record["steps"])
     (log.warning if status else log.info)(
         "decision: %s (%d steps, %.1f s)", decision, len(run.record["steps"]), took
