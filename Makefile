@@ -29,9 +29,9 @@ install: $(RUNTIME) ## create .venv and install requirements.txt
 
 install-dev: $(DEV) ## also install requirements-dev.txt (pytest, ruff)
 
-run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the deployment)
-	$(PY) fullprocess.py
-	@$(PY) -c 'from common import load_config as l; c = l(); print(f"\nOutputs:\n  ingested data   {c.output_folder}\n  model, reports  {c.model_folder}  (report.pdf, riskranking.csv, confusionmatrix.png)\n  production      {c.prod_folder}  (runhistory.jsonl, fullprocess.log)\nNext: make serve (the API), or switch config.json to sourcedata/models and make run again (README: walkthrough)")'
+run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the deployment), then what it wrote
+	$(PY) fullprocess.py || { status=$$?; $(PY) fullprocess.py --summary; exit $$status; }
+	@echo; $(PY) fullprocess.py --summary
 
 test: $(DEV) ## run the whole test suite
 	$(PY) -m pytest

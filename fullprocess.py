@@ -34,6 +34,7 @@ Run
     python fullprocess.py              # what cron runs
     python fullprocess.py --dry-run    # say what would happen, change nothing
     python fullprocess.py --force      # retrain and redeploy whatever drift and gate say
+    python fullprocess.py --summary    # the last run: its decision, the files it wrote, what next
 Exit status
     0 success (also: nothing new, no drift, the gate kept the deployed model)
     3 success, but ingestion rejected some input files (named in the log and the run record)
@@ -105,6 +106,7 @@ MIN_HISTORY = {"raw": 0, "parametric": 2, "nonparametric": 4}
 SWITCHES = {
     "--force": "retrain and redeploy whatever drift and gate say",
     "--dry-run": "say what would happen, change nothing",
+    "--summary": "print what the last run decided and wrote, and what to do next; run nothing",
 }
 
 log = logging.getLogger(NAME)
@@ -616,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_switches(__doc__, SWITCHES, argv)
     setup_logging(NAME)
     config = load_config()
+    if args.summary:
+        print(summary(config))
+        return 0
     os.environ[CONFIG_ENV] = str(config.path)  # absolute: the children start in another folder
     run = Run(config, args)
     if run.log_file is not None:
@@ -718,6 +723,40 @@ def ping(url: str, timeout: float) -> str | None:
     with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (the operator's URL)
         answer.read(1024)
     return None
+
+
+def summary(config: Config) -> str:
+    """The last run, for a person at a terminal (make run): its decision, the files it wrote (by
+    modification time, in the folders of the configuration in force), and the next step."""
+    runs = read_jsonl(config.prod_folder / RUN_HISTORY)
+    if not runs:
+        return f"No fullprocess.py run recorded in {config.relative(config.prod_folder)} yet."
+    last = runs[-1]
+    import calendar
+
+    started = calendar.timegm(time.strptime(last["start"][:19], "%Y-%m-%dT%H:%M:%S")) - 1
+    folders = [config.output_folder, config.model_folder, config.prod_folder]
+    manifest = (
+        deployment.current_manifest(config.prod_folder) if (config.prod_folder / MANIFEST).is_file() else None
+    )
+    if manifest and manifest.get("folder"):
+        folders += [
+            config.prod_folder / manifest["folder"],
+            config.prod_folder / manifest["folder"] / "reports",
+        ]
+    written = sorted({config.relative(path) for folder in folders if folder.is_dir() for path in folder.iterdir()
+                      if path.is_file() and not path.name.startswith(".") and path.stat().st_mtime >= started})  # fmt: skip
+    lines = [f"Last run ({last['start'][:19]} UTC): {last['decision']} (exit {last['exit_status']}); "
+             + (f"version {manifest['version']} is live." if manifest else "nothing is live."),
+             "Files it wrote:" if written else "It wrote no file."]  # fmt: skip
+    lines += [f"  {name}" for name in written]
+    if config.relative(config.input_folder) == "practicedata":
+        lines.append("Next: `make serve` for the API, or point config.json at sourcedata and models and "
+                     "`make run` again (README: walkthrough).")  # fmt: skip
+    else:
+        lines.append(f"Next: `make serve` for the API; the call list is {config.relative(config.model_folder)}/"
+                     f"{RISK_RANKING}, the report {config.relative(config.model_folder)}/report.pdf.")  # fmt: skip
+    return "\n".join(lines)
 
 
 def safe_live_version(config: Config) -> int | None:

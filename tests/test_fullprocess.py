@@ -74,6 +74,13 @@ def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
         p.name for p in practice.iterdir()
     }
     assert manifest(workspace)["version"] == 1
+    summary = workspace.run("fullprocess.py", "--summary")
+    assert summary.returncode == 0 and "Last run" in summary.stdout and "bootstrapped" in summary.stdout
+    assert (
+        "  practicemodels/riskranking.csv" in summary.stdout
+        and "point config.json at sourcedata" in summary.stdout
+    )
+    assert str(workspace.root) not in summary.stdout
 
     workspace.set_config(input_folder_path="sourcedata", output_model_path="models")
     result = workspace.run("fullprocess.py", timeout=300)
@@ -90,6 +97,19 @@ def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
     assert (
         workspace.root / "production_deployment" / "ingestedfiles.txt"
     ).read_text() == "dataset3.csv\ndataset4.csv\n"
+    # issue 12's walkthrough: the call list holds only clients still with us, each with a reason and a change
+    calls = pd.read_csv(models / "riskranking.csv", dtype={"corporation": str})
+    final = pd.read_csv(workspace.root / "ingesteddata" / "finaldata.csv", dtype={"corporation": str})
+    latest = final.drop_duplicates("corporation", keep="last")
+    assert not set(calls["corporation"]) & set(latest.loc[latest["exited"] == 1, "corporation"])
+    assert calls["reason"].notna().all() and calls["change"].notna().all()
+    version2 = workspace.root / "production_deployment" / "archive" / "v0002"
+    decision = json.loads((version2 / "decision.json").read_text())
+    assert decision["drift"]["new_score"] == last["drift"]["new_score"] and decision["gate"] == last["gate"]
+    assert decision["summary"].startswith("Retrained because the model then live lost accuracy")
+    assert (version2 / "reports" / "report.pdf").read_bytes().startswith(b"%PDF-")
+    summary = workspace.run("fullprocess.py", "--summary")
+    assert "  models/riskranking.csv" in summary.stdout and "make serve" in summary.stdout
 
     result = workspace.run("fullprocess.py")  # its speed is measured by make bench, not here
     assert result.returncode == 0 and "no new data" in result.stderr
@@ -105,6 +125,17 @@ def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
     assert last["decision"] == "redeployed" and last["force"] and not last["drift"]["drift"]
     assert manifest(workspace)["version"] == 3
     assert json.loads((models / "apireturns2.txt").read_text())["scoring"]["model_version"] == 3
+    assert json.loads((models / "riskranking.json").read_text())["model_version"] == 3
+
+    result = workspace.run("deployment.py", "--rollback", timeout=300)
+    assert result.returncode == 0 and "refreshed the report and the call list for version 2" in result.stderr
+    basis = json.loads((models / "riskranking.json").read_text())
+    assert basis["model_version"] == 2 == manifest(workspace)["version"]
+    rolled = pd.read_csv(models / "riskranking.csv", dtype={"corporation": str})
+    assert sorted(rolled["corporation"]) == sorted(calls["corporation"])  # today's clients, version 2's risks
+    assert (
+        workspace.root / "production_deployment" / "archive" / "v0002" / "reports" / "riskranking.csv"
+    ).is_file()
 
 
 def test_changed_content_is_new_data_but_a_touch_is_not(deployed):
