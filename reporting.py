@@ -202,14 +202,14 @@ def decision_lines(config: Config, manifest: dict) -> list[str]:
         decision = json.loads((folder / DECISION).read_text())
     except (FileNotFoundError, ValueError):
         decision = None
+    lines = []
     if manifest.get("action") == "rollback":
-        return [f"Rolled back from version {manifest.get('rolled_back_from')} at {manifest.get('timestamp')} "
-                "(deployment.py --rollback): this version is live again, reporting on today's data."]  # fmt: skip
+        lines.append(f"Rolled back from version {manifest.get('rolled_back_from')} at {manifest.get('timestamp')} "
+                     "(deployment.py --rollback): this version is live again, scored on today's data. "
+                     "When it was first deployed:")  # fmt: skip
     if decision is None:
-        return [
-            f"Deployed by hand with deployment.py at {manifest.get('timestamp')} (no fullprocess.py decision)."
-        ]
-    lines = [f"{decision.get('summary', 'deployed by fullprocess.py')}."]
+        return [*lines, "Deployed by hand with deployment.py (no fullprocess.py decision)."]
+    lines.append(f"{decision.get('summary', 'deployed by fullprocess.py')}.")
     drift = decision.get("drift")
     if drift:
         lines.append(f"Drift test ({drift['test_used']}): the model then live scored F1 {drift['new_score']:.4f} on "
