@@ -8,8 +8,9 @@ scoring.py --rank for any client file, and the API's answers carry the same reas
 
 The rules, stated once:
 - A client's state is its latest row (the last one in the data: extracts are ingested in
-  order). Clients whose latest row has exited=1 are not on the call list; those of them who
-  were on the previous list (or, with no previous list, all of them) are the lost list.
+  order). Clients whose latest row has exited=1 are not on the call list. The lost list: those
+  of them who were on the previous list, or whose row before the latest had not exited (they
+  left between the last two extracts that mention them).
 - Riskiest first: exit probability at full precision, ties broken by client ID (ascending).
 - The reason for a score: the logistic regression's log-odds are a sum over features of
   coefficient x (value - reference), plus the reference client's log-odds. The reference
@@ -77,6 +78,18 @@ def latest_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(subset=[ID_COLUMN], keep="last")
 
 
+def clients_who_left_since_their_previous_row(frame: pd.DataFrame) -> list[str]:
+    """Clients whose latest row says exited=1 and whose row before it did not."""
+    if TARGET not in frame.columns:
+        return []
+    ids = frame[ID_COLUMN].astype(str)
+    latest = frame[~ids.duplicated(keep="last")]
+    earlier = frame[ids.duplicated(keep="last")]
+    before_latest = earlier[~earlier[ID_COLUMN].astype(str).duplicated(keep="last")]
+    stayed = set(before_latest.loc[before_latest[TARGET] != 1, ID_COLUMN].astype(str))
+    return [client for client in latest.loc[latest[TARGET] == 1, ID_COLUMN].astype(str) if client in stayed]
+
+
 def call_list(
     frame: pd.DataFrame, scorer: LinearScorer, previous: pd.DataFrame | None = None, source: str = "data"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,7 +118,8 @@ def call_list(
     calls = calls.sort_values(["exit_probability", ID_COLUMN], ascending=[False, True], kind="stable")
     calls.insert(0, "rank", np.arange(1, len(calls) + 1))
     lost_ids = lost[ID_COLUMN].astype(str).to_numpy()
-    keep = np.array([previous is None or client in before for client in lost_ids], dtype=bool)
+    left_lately = set(clients_who_left_since_their_previous_row(frame))
+    keep = np.array([client in before or client in left_lately for client in lost_ids], dtype=bool)
     lost = lost[keep]
     lost_list = pd.DataFrame({ID_COLUMN: lost_ids[keep],
                               "previous_probability": [before.get(c, np.nan) for c in lost_ids[keep]]})  # fmt: skip

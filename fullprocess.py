@@ -29,7 +29,11 @@ An empty production folder is bootstrapped: ingest, train, score, deploy, report
 Reads/writes
     the other scripts' files; in prod_deployment_path: runhistory.jsonl (one JSON line
     per run), fullprocess.log (the log), processedfiles.json (the input files already
-    decided on), .fullprocess.lock.
+    decided on), .fullprocess.lock; decision.json beside a model it deploys (why).
+Tells
+    notify_urls (apprise) of a run that matters: a deployment, a failure, rejected input,
+    drift the gate kept out, a repair; heartbeat_url after every run (+ "/fail" after a
+    failed one). Bounded by notify_timeout_seconds; never fails the run.
 Run
     python fullprocess.py              # what cron runs
     python fullprocess.py --dry-run    # say what would happen, change nothing

@@ -308,6 +308,10 @@ def f1_history_figure(config: Config) -> Figure:
     if points:
         low, high = min(points), max(points)
         axis.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05))
+    times = pd.to_datetime([entry["timestamp"] for entry in history + deployments])
+    if len(times) and times.max() - times.min() < pd.Timedelta(hours=1):  # one point: an hour around it
+        middle = times.min() + (times.max() - times.min()) / 2
+        axis.set_xlim(middle - pd.Timedelta(minutes=30), middle + pd.Timedelta(minutes=30))
     axis.xaxis.set_major_locator(AutoDateLocator(maxticks=8))
     axis.xaxis.set_major_formatter(ConciseDateFormatter(axis.xaxis.get_major_locator()))
     axis.set_title("F1 score history")

@@ -95,7 +95,11 @@ def test_the_call_list_is_the_clients_still_with_us_riskiest_first_with_reasons(
     assert (calls["reason_log_odds"] >= 0).all() and calls["reason"].notna().all()
     assert set(calls["change"]) == {"new client"}  # the first list
     lost = pd.read_csv(config.model_folder / "lostclients.csv", dtype={"corporation": str})
-    assert sorted(lost["corporation"]) == sorted(latest.loc[latest["exited"] == 1, "corporation"])
+    rows = final.groupby("corporation", sort=False)["exited"].apply(list)
+    left = [
+        client for client, states in rows.items() if len(states) > 1 and states[-1] == 1 and states[-2] != 1
+    ]
+    assert sorted(lost["corporation"]) == sorted(left)
     kept = reported.path("prod_deployment_path") / "archive" / "v0001" / "reports"
     assert {"report.pdf", "riskranking.csv", "lostclients.csv", "confusionmatrix.png"} <= {
         p.name for p in kept.iterdir()
@@ -138,3 +142,44 @@ def test_bad_test_data_is_named(deployed_workspace):
     testdata = deployed_workspace.path("test_data_path") / "testdata.csv"
     testdata.write_text("corporation,exited\nab,1\n")
     assert_one_line_error(deployed_workspace.run("reporting.py"), str(testdata), "missing feature column")
+
+
+@pytest.mark.parametrize("points", [1, 300])
+def test_the_f1_chart_is_readable_with_one_point_and_with_hundreds(deployed_workspace, points):
+    import json as json_module
+    from datetime import datetime, timedelta
+
+    config = load_config(deployed_workspace.config_path)
+    start = datetime(2026, 1, 1)
+    with open(config.model_folder / "scorehistory.jsonl", "w") as history:
+        for index in range(points):
+            stamp = (start + timedelta(minutes=10 * index)).isoformat() + "Z"
+            history.write(json_module.dumps({"timestamp": stamp, "f1": 0.7 + 0.1 * (index % 3) / 3}) + "\n")
+    (config.prod_folder / "deployments.jsonl").write_text(
+        json_module.dumps({"timestamp": start.isoformat() + "Z", "version": 1, "f1": 0.75}) + "\n"
+    )
+    figure = reporting.f1_history_figure(config)
+    figure.canvas.draw()
+    axis = figure.axes[0]
+    labels = [label.get_text() for label in axis.get_xticklabels() if label.get_text()]
+    assert 2 <= len(labels) <= 10, labels
+    if points == 1:  # the old chart showed three identical labels around a single point
+        assert len(labels) == len(set(labels)), labels
+    legend = axis.get_legend().get_window_extent()
+    assert legend.x0 >= axis.get_window_extent().x1  # the legend sits beside the plot, not over the line
+
+
+def test_page_one_states_the_decision_with_both_scores(deployed_workspace):
+    import json as json_module
+
+    config = load_config(deployed_workspace.config_path)
+    manifest = json_module.loads((config.prod_folder / "manifest.json").read_text())
+    assert reporting.decision_lines(config, manifest)[0].startswith("Deployed by hand with deployment.py")
+    decision = {"summary": "Retrained because of drift", "drift": {"test_used": "raw", "new_score": 0.6644,
+                "threshold": 0.7856, "rule": "new F1 < deployed F1", "drift": True},
+                "gate": {"candidate_f1": 0.8714, "deployed_f1": 0.7856, "passed": True}, "new_files": ["d3.csv"]}  # fmt: skip
+    folder = config.prod_folder / manifest["folder"]
+    (folder / "decision.json").write_text(json_module.dumps(decision))
+    text = " ".join(reporting.decision_lines(config, manifest))
+    for fragment in ("0.6644", "0.7856", "0.8714", "drift", "passed", "d3.csv"):
+        assert fragment in text
