@@ -7,11 +7,13 @@ Endpoints (JSON; the contract, with every parameter and error, is GET /openapi.j
     GET|POST /prediction   predictions of the deployed model for a data file
                         (?filepath= / ?filename=, or JSON {"filepath": ...}) or for
                         rows (JSON {"records": [...]}, MLflow's dataframe_records /
-                        dataframe_split, or a text/csv body); ?proba=1 adds risks
+                        dataframe_split, or a text/csv body); ?proba=1 adds risks,
+                        ?reasons=1 each row's top reason (calllist.py)
     GET  /scoring       F1 and other metrics of the deployed model on testdata
     GET  /summarystats  mean, median, mode, std of each numeric column of finaldata.csv
     GET  /diagnostics   timing, missing data, dependency table (?timing=0 skips timing;
                         a timing of the same inputs up to 10 minutes old is reused, ?fresh=1)
+    GET  /calllist      the call list reporting.py last wrote, a page at a time (?limit=, ?offset=)
     GET  /runs          the last fullprocess.py runs (?limit=N, 1-1000)
     GET  /openapi.json  the OpenAPI 3 document of all of the above
 Errors (mapped once, from the classes of common.py): {"error": code, "message": text}
@@ -59,6 +61,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+import calllist
 import diagnostics
 import riskmodel
 import serving
@@ -68,6 +71,8 @@ from common import (
     FEATURES,
     ID_COLUMN,
     PROJECT_DIR,
+    RISK_RANKING,
+    RISK_RANKING_BASIS,
     RUN_HISTORY,
     TARGET,
     TOKEN_ENV,
@@ -91,7 +96,16 @@ FALSE = ("0", "false", "no", "off")
 TIMING_MAX_AGE = 600  # s: the cron period; /diagnostics?fresh=1 always times anew
 MAX_PATH_CHARS = 1024  # a data file's location, as given
 OPENAPI = PROJECT_DIR / "openapi.json"
-ENDPOINTS = ["/health", "/prediction", "/scoring", "/summarystats", "/diagnostics", "/runs", "/openapi.json"]
+ENDPOINTS = [
+    "/health",
+    "/prediction",
+    "/scoring",
+    "/summarystats",
+    "/diagnostics",
+    "/calllist",
+    "/runs",
+    "/openapi.json",
+]
 PUBLIC = ("/health", "/openapi.json")  # answered without the token
 
 log = logging.getLogger(NAME)
@@ -412,6 +426,8 @@ def prediction_input(config: Config) -> tuple[np.ndarray, list | None, dict]:
                     f"{mimetype or 'no content type'}: send application/json or text/csv"
                 )
     if any(key in body for key in ROW_KEYS):
+        if arguments or any(key in body for key in FILE_KEYS):
+            raise InputError("give either a data file or rows, not both")
         return *matrix_from_json(body, config), body
     for key in FILE_KEYS:
         if key in body:
@@ -470,13 +486,15 @@ def prediction():
     config = risk_config()
     loaded = served_model()
     matrix, ids, body = prediction_input(config)
-    proba = wants("proba", body=body)
+    proba, explain = wants("proba", body=body), wants("reasons", body=body)
     predictions, probabilities = loaded.predict(matrix)
     answer = {"predictions": predictions.tolist()}
     if ids is not None:
         answer["corporations"] = ids
     if proba:
         answer["probabilities"] = probabilities.tolist()
+    if explain:
+        answer["reasons"] = calllist.reasons(loaded.scorer, matrix)[0]
     answer["model_version"] = loaded.version
     return jsonify(answer)
 
@@ -511,12 +529,38 @@ def diagnostics_endpoint():
     return jsonify(answer)
 
 
+@api.get("/calllist")
+def call_list():
+    """The call list reporting.py last wrote (riskranking.csv), a page at a time: what the team calls from."""
+    config = risk_config()
+    limit, offset = whole_number("limit", 50, 1, 1000), whole_number("offset", 0, 0, 10**9)
+    path = config.model_folder / RISK_RANKING
+    frame = server_data(path)
+    if ID_COLUMN not in frame.columns or "exit_probability" not in frame.columns:
+        raise DataUnavailable(f"{config.relative(path)}: not a call list; run reporting.py")
+    try:
+        basis = json.loads((config.model_folder / RISK_RANKING_BASIS).read_text())
+    except (OSError, ValueError):
+        basis = {}
+    page = frame.iloc[offset : offset + limit].astype(object)
+    rows = [{key: None if value != value else value.item() if hasattr(value, "item") else value
+             for key, value in row.items()} for row in page.to_dict(orient="records")]  # fmt: skip
+    return jsonify(model_version=basis.get("model_version"), written=basis.get("written"),
+                   data=basis.get("data"), total=len(frame), offset=offset, rows=rows)  # fmt: skip
+
+
+def whole_number(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query option within [low, high]; anything else is 400."""
+    raw = request.args.get(name, str(default))
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InputError(f"{name} must be a whole number from {low} to {high:,}, not {raw[:20]!r}")
+    return int(raw)
+
+
 @api.get("/runs")
 def runs():
-    raw = request.args.get("limit", "10")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise InputError(f"limit must be a whole number from 1 to 1000, not {raw[:20]!r}")
-    return jsonify(runs=read_jsonl(risk_config().prod_folder / RUN_HISTORY)[-int(raw) :])
+    limit = whole_number("limit", 10, 1, 1000)
+    return jsonify(runs=read_jsonl(risk_config().prod_folder / RUN_HISTORY)[-limit:])
 
 
 def openapi_document(config: Config) -> dict:

@@ -372,3 +372,20 @@ def test_answers_carry_the_client_ids_when_the_input_has_them(client, deployed_w
     assert client.post("/prediction", data=csv, content_type="text/csv").get_json()["corporations"] == ["xy"]
     bare = "lastmonth_activity,lastyear_activity,number_of_employees\n1,2,3\n"
     assert "corporations" not in client.post("/prediction", data=bare, content_type="text/csv").get_json()
+
+
+def test_the_call_list_and_reasons_through_the_api(client, deployed_workspace):
+    assert_error(client.get("/calllist"), 503, "data_unavailable")  # no report yet
+    run_ok(deployed_workspace, "reporting.py")
+    calls = pd.read_csv(
+        deployed_workspace.path("output_model_path") / "riskranking.csv", dtype={"corporation": str}
+    )
+    page = client.get("/calllist?limit=5&offset=2").get_json()
+    assert page["total"] == len(calls) and page["model_version"] == 1 and page["offset"] == 2
+    assert [row["corporation"] for row in page["rows"]] == calls["corporation"].iloc[2:7].tolist()
+    assert page["rows"][0]["exit_probability"] == calls["exit_probability"].iloc[2]
+    assert_error(client.get("/calllist?limit=0"), 400, fragment="limit must be a whole number")
+    top = calls.iloc[0]
+    row = {feature: int(top[feature]) for feature in FEATURES}
+    answer = client.post("/prediction?reasons=1", json={"records": [row]}).get_json()
+    assert answer["reasons"] == [top["reason"]]

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 import schemathesis
-from conftest import Workspace
+from conftest import Workspace, run_ok
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -73,6 +73,7 @@ def fuzzed_server(deployed_template, tmp_path_factory):
     shutil.copytree(deployed_template, root, symlinks=True)
     workspace = Workspace(root, root / "config.json")
     workspace.set_config(api_max_body_bytes=200_000, api_max_rows=2_000)
+    run_ok(workspace, "reporting.py")  # the call list /calllist serves
     port = free_port()
     process = start_api_server("127.0.0.1", port, root / "gunicorn.log", workers=2, env=workspace.env)
     yield f"http://127.0.0.1:{port}"

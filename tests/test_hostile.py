@@ -134,6 +134,12 @@ def test_json_values_that_are_not_counts_are_400(client, value):
     assert_error(client.post("/prediction", json={"dataframe_split": split}), 400)
 
 
+def test_a_file_and_rows_in_one_request_is_400(client):
+    body = {"records": [ROW], "filepath": "testdata/testdata.csv"}
+    assert_error(client.post("/prediction", json=body), 400, "either a data file or rows")
+    assert_error(client.post("/prediction?filename=x.csv", json={"records": [ROW]}), 400, "not both")
+
+
 def test_counts_as_text_and_whole_floats_are_accepted_like_a_csv(client):
     rows = [ROW, {"lastmonth_activity": "10", "lastyear_activity": 200.0, "number_of_employees": " 30 "}]
     body = strict_json(client.post("/prediction?proba=1", json={"records": rows}))
