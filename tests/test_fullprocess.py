@@ -168,7 +168,9 @@ def test_no_drift_keeps_the_model_and_is_not_reconsidered(deployed):
     assert runs(deployed)[-1]["decision"] == "no drift: kept the deployed model"
     assert production(deployed) == before
     ranking = pd.read_csv(deployed.path("output_model_path") / "riskranking.csv")  # the new clients ranked
-    assert set(client_frame(100, seed=9)["corporation"]) <= set(ranking["corporation"])
+    new = client_frame(100, seed=9)
+    assert set(new.loc[new["exited"] == 0, "corporation"]) <= set(ranking["corporation"])
+    assert not set(new.loc[new["exited"] == 1, "corporation"]) & set(ranking["corporation"])
     result = deployed.run("fullprocess.py")
     assert runs(deployed)[-1]["decision"] == "nothing new"
 
