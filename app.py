@@ -16,6 +16,9 @@ Endpoints (JSON; the contract, with every parameter and error, is GET /openapi.j
     GET  /calllist      the call list reporting.py last wrote, a page at a time (?limit=, ?offset=)
     GET  /runs          the last fullprocess.py runs (?limit=N, 1-1000)
     GET  /openapi.json  the OpenAPI 3 document of all of the above
+Pages (dashboard.py, for a browser)
+    GET  /              the dashboard when the browser asks for text/html; /clients, /clients/<id>,
+                        /calllist.csv, /reports/<version>/report.pdf, /login
 Errors (mapped once, from the classes of common.py): {"error": code, "message": text}
     400 bad input (InputError), 401 no token, 403 a file outside the data folders,
     404, 405 (with Allow), 413 a body over api_max_body_bytes however it is sent, 415 content
@@ -51,7 +54,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 import pandas as pd
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, redirect, render_template, request, url_for
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import (
     Forbidden,
@@ -62,6 +65,7 @@ from werkzeug.exceptions import (
 )
 
 import calllist
+import dashboard
 import diagnostics
 import riskmodel
 import serving
@@ -139,6 +143,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
     app.register_blueprint(api)
+    app.register_blueprint(dashboard.pages)
     return app
 
 
@@ -174,12 +179,17 @@ def error_response(status: int, code: str, message: str):
 
 
 def check_token():
-    """With a token configured, every endpoint but /health and /openapi.json needs it as a Bearer token."""
+    """With a token configured, every endpoint but /health, /openapi.json and /login needs it: as a
+    Bearer token, or as the cookie /login sets. A browser without either is sent to /login."""
     token = current_app.config["API_TOKEN"]
-    if not token or request.path in PUBLIC:
+    if not token or request.path in PUBLIC or request.path.startswith(("/login", "/static/")):
+        return None
+    if dashboard.cookie_token_ok(token):
         return None
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        if dashboard.is_page(request.path) and dashboard.wants_html():
+            return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")), code=303)
         response = error_response(401, "unauthorized", "send Authorization: Bearer <token>")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -202,6 +212,9 @@ def pipeline_error(error: PipelineError):
 
 
 def http_error(error: HTTPException):
+    if dashboard.is_page(request.path) and dashboard.wants_html():  # a person in a browser: a page
+        page = render_template("error.html", status=f"{error.code} {error.name}", message=error.description)
+        return page, error.code or 500
     code = (error.name or "error").lower().replace(" ", "_")
     response = error_response(error.code or 500, code, error.description or error.name)
     for header, value in error.get_headers():
@@ -458,7 +471,10 @@ def wants(name: str, default: bool = False, body: dict | None = None) -> bool:
 
 @api.get("/")
 def index():
-    return jsonify(service="attrition risk model", endpoints=ENDPOINTS)
+    """The endpoints for a JSON client (curl, apicalls.py, the benchmarks' floor); the dashboard for a browser."""
+    if dashboard.wants_html():
+        return dashboard.overview()
+    return jsonify(service="attrition risk model", endpoints=ENDPOINTS, dashboard="open / in a browser")
 
 
 @api.get("/openapi.json")

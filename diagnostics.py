@@ -330,6 +330,21 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = PSI_BINS, epsilo
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
+def histogram(reference: np.ndarray, current: np.ndarray, bins: int = 12) -> dict:
+    """Both distributions on common bins up to the 99th percentile of both (the last bin takes
+    the tail), as shares: what the dashboard draws side by side."""
+    top = float(max(np.quantile(reference, 0.99), np.quantile(current, 0.99)))
+    low = float(min(reference.min(), current.min()))
+    edges = np.linspace(low, top if top > low else low + 1.0, bins + 1)
+    shares = []
+    for values in (reference, current):
+        counts = np.bincount(
+            np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1), minlength=bins
+        )
+        shares.append((counts / len(values)).round(6).tolist())
+    return {"edges": edges.round(3).tolist(), "reference": shares[0], "current": shares[1]}
+
+
 def psi_band(value: float) -> str:
     if math.isnan(value):
         return "unknown"
@@ -358,6 +373,7 @@ def compare_features(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
                 "drift": bool(test.pvalue <= KS_THRESHOLD),
                 "reference_mean": float(expected.mean()),
                 "current_mean": float(actual.mean()),
+                "histogram": histogram(expected, actual),
             }
         )
     drifted = sum(feature["drift"] for feature in features)

@@ -1,0 +1,319 @@
+"""The web dashboard: the model's health, its decisions and the clients to call, at a glance.
+
+Server-rendered HTML (templates/, static/dashboard.css), registered by app.py. A page view
+reads only what the pipeline wrote (manifest.json and the live version's files, the run and
+deployment histories, diagnostics.json, the call list, finaldata.csv); it never retrains or
+rescores. Charts are inline SVG; nothing is loaded from the internet.
+
+Pages
+    /  (a browser: Accept text/html)   now, decisions over time, drift, clients, data
+    /clients?q=&sort=&order=&page=     the call list: search, sort, pages of 50
+    /clients/<id>                      one client: the reason for its score, its history
+    /calllist.csv                      the call list as reporting.py wrote it
+    /reports/<version>/report.pdf      each version's report
+    /login                             with RISK_API_TOKEN set: the token, once, as a cookie
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+
+import serving
+from common import (
+    ARCHIVE_DIR,
+    DEPLOYMENT_HISTORY,
+    DIAGNOSTICS,
+    FEATURES,
+    ID_COLUMN,
+    INGESTEDFILES,
+    LOST_CLIENTS,
+    REPORT,
+    REPORTS_DIR,
+    RISK_RANKING,
+    RISK_RANKING_BASIS,
+    RUN_HISTORY,
+    SCORE_METRICS,
+    TARGET,
+    Config,
+    PipelineError,
+    live_folder,
+    read_jsonl,
+    read_manifest,
+)
+
+PAGE_SIZE = 50
+SORTS = {"rank": "rank", "risk": "exit_probability", "client": ID_COLUMN, "change": "change"}
+TOKEN_COOKIE = "risk_token"
+FEATURE_WORDS = {
+    "lastmonth_activity": "Last month's activity",
+    "lastyear_activity": "Last year's activity",
+    "number_of_employees": "Number of employees",
+}
+
+pages = Blueprint("dashboard", __name__, template_folder="templates")
+
+
+def config() -> Config:
+    return current_app.extensions["risk_config"]
+
+
+def wants_html() -> bool:
+    """A browser (text/html asked for explicitly), not curl or a JSON client (*/* or JSON)."""
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return (
+        best == "text/html"
+        and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]
+    )
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def live_state(cfg: Config) -> dict:
+    """The live version as the pipeline wrote it, and whether the API can serve it."""
+    try:
+        manifest = read_manifest(cfg.prod_folder)
+    except PipelineError as error:
+        return {"manifest": None, "problem": str(error)}
+    folder = live_folder(cfg.prod_folder, manifest)
+    ingested = folder / INGESTEDFILES
+    state = {
+        "manifest": manifest,
+        "metrics": read_json(folder / SCORE_METRICS) or {},
+        "decision": read_json(folder / "decision.json"),
+        "ingested": ingested.read_text(encoding="utf-8").split() if ingested.is_file() else [],
+        "problem": None,
+        "serving": None,
+    }
+    try:
+        served = serving.served_model(cfg.prod_folder)
+        state["serving"] = served.version
+        state["problem"] = served.problem
+    except PipelineError as error:
+        state["problem"] = str(error)
+    return state
+
+
+def f1_chart(deployments: list[dict], width: int = 640, height: int = 180) -> dict | None:
+    """Points of the live version's F1 over time (a step line), scaled into an SVG box."""
+    points = [(entry.get("timestamp"), entry.get("f1"), entry.get("version"), entry.get("action", "deploy"))
+              for entry in deployments if isinstance(entry.get("f1"), (int, float))]  # fmt: skip
+    if not points:
+        return None
+    times = pd.to_datetime([time for time, *_ in points], errors="coerce", utc=True)
+    seconds = [(time - times.min()).total_seconds() if not pd.isna(time) else 0.0 for time in times]
+    span = max(seconds) or 1.0
+    scores = [score for _, score, *_ in points]
+    low, high = min(scores) - 0.02, max(scores) + 0.02
+    pad = 30
+
+    def x(value):
+        return pad + (width - 2 * pad) * (value / span if len(points) > 1 else 0.5)
+
+    def y(value):
+        return height - pad - (height - 2 * pad) * (value - low) / (high - low)
+
+    marks = [{"x": round(x(sec), 1), "y": round(y(score), 1), "label": f"v{version} {score:.3f}", "action": action}
+             for sec, (_, score, version, action) in zip(seconds, points, strict=True)]  # fmt: skip
+    path = []
+    for index, mark in enumerate(marks):
+        if index:
+            path.append(f"L{mark['x']},{marks[index - 1]['y']}")
+        path.append(f"{'M' if not index else 'L'}{mark['x']},{mark['y']}")
+    if len(marks) == 1:
+        path.append(f"L{width - pad},{marks[0]['y']}")
+    return {"width": width, "height": height, "path": " ".join(path), "marks": marks[-40:],
+            "low": round(low, 3), "high": round(high, 3), "first": str(times.min())[:16], "last": str(times.max())[:16]}  # fmt: skip
+
+
+def histogram_bars(histogram: dict, width: int = 260, height: int = 90) -> dict | None:
+    """Reference and latest distributions as side-by-side bars in an SVG box."""
+    if not histogram:
+        return None
+    reference, current = histogram["reference"], histogram["current"]
+    top = max(reference + current) or 1.0
+    slot = width / len(reference)
+    bars = []
+    for index, (ref, cur) in enumerate(zip(reference, current, strict=True)):
+        for offset, share, kind in ((0.1, ref, "reference"), (0.5, cur, "current")):
+            bar = (height - 14) * share / top
+            bars.append({"x": round(index * slot + offset * slot, 1), "y": round(height - 14 - bar, 1),
+                         "w": round(0.4 * slot, 1), "h": round(bar, 1), "kind": kind})  # fmt: skip
+    edges = histogram["edges"]
+    return {"width": width, "height": height, "bars": bars, "low": edges[0], "high": edges[-1]}
+
+
+def call_list_frame(cfg: Config) -> pd.DataFrame | None:
+    path = cfg.model_folder / RISK_RANKING
+    if not path.is_file():
+        return None
+    try:
+        return serving.read_csv_cached(path)
+    except PipelineError:
+        return None
+
+
+def report_links(cfg: Config) -> list[dict]:
+    archive = cfg.prod_folder / ARCHIVE_DIR
+    if not archive.is_dir():
+        return []
+    links = []
+    for folder in sorted(archive.iterdir(), reverse=True):
+        if (
+            folder.name.startswith("v")
+            and folder.name[1:].isdigit()
+            and (folder / REPORTS_DIR / REPORT).is_file()
+        ):
+            links.append(
+                {
+                    "version": int(folder.name[1:]),
+                    "url": url_for("dashboard.report", version=int(folder.name[1:])),
+                }
+            )
+    return links
+
+
+def overview():
+    """The dashboard's main page (app.py's / for a browser)."""
+    cfg = config()
+    runs = read_jsonl(cfg.prod_folder / RUN_HISTORY)[-30:][::-1]
+    deployments = read_jsonl(cfg.prod_folder / DEPLOYMENT_HISTORY)
+    diagnostics = read_json(cfg.model_folder / DIAGNOSTICS) or {}
+    drift = diagnostics.get("feature_drift") or {}
+    for feature in drift.get("features", []):
+        feature["bars"] = histogram_bars(feature.get("histogram"))
+        feature["words"] = FEATURE_WORDS.get(feature["feature"], feature["feature"])
+    calls = call_list_frame(cfg)
+    top = calls.head(10).to_dict(orient="records") if calls is not None else []
+    lost = cfg.model_folder / LOST_CLIENTS
+    lost_count = max(0, sum(1 for _ in lost.open()) - 1) if lost.is_file() else None
+    return render_template(
+        "dashboard.html",
+        live=live_state(cfg),
+        runs=runs,
+        last_run=runs[0] if runs else None,
+        chart=f1_chart(deployments),
+        deployments=deployments[::-1][:20],
+        drift=drift,
+        diagnostics=diagnostics,
+        calls_total=None if calls is None else len(calls),
+        top=top,
+        lost_count=lost_count,
+        basis=read_json(cfg.model_folder / RISK_RANKING_BASIS) or {},
+        reports=report_links(cfg),
+        features=FEATURES,
+    )
+
+
+@pages.get("/clients")
+def clients():
+    cfg = config()
+    calls = call_list_frame(cfg)
+    query = request.args.get("q", "").strip()[:100]
+    sort = request.args.get("sort", "rank")
+    order = request.args.get("order", "asc")
+    if sort not in SORTS or order not in ("asc", "desc"):
+        abort(400, "sort must be rank, risk, client or change, and order asc or desc")
+    raw_page = request.args.get("page", "1")
+    if not raw_page.isdigit() or int(raw_page) < 1:
+        abort(400, "page must be a whole number from 1")
+    page = int(raw_page)
+    if calls is None:
+        return render_template("clients.html", rows=[], total=0, query=query, sort=sort, order=order, page=1,
+                               pages=0, empty=True)  # fmt: skip
+    view = calls
+    if query:
+        view = view[view[ID_COLUMN].astype(str).str.contains(query, case=False, regex=False)]
+    if sort != "rank" or order != "asc":
+        view = view.sort_values(SORTS[sort], ascending=order == "asc", kind="stable")
+    pages_total = max(1, math.ceil(len(view) / PAGE_SIZE))
+    page = min(page, pages_total)
+    rows = view.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE].to_dict(orient="records")
+    return render_template("clients.html", rows=rows, total=len(view), all_total=len(calls), query=query, sort=sort,
+                           order=order, page=page, pages=pages_total, empty=False, features=FEATURES)  # fmt: skip
+
+
+@pages.get("/clients/<client>")
+def client_page(client: str):
+    cfg = config()
+    calls = call_list_frame(cfg)
+    row = None
+    if calls is not None:
+        match = calls[calls[ID_COLUMN].astype(str) == client]
+        row = match.iloc[0].to_dict() if len(match) else None
+    history = []
+    try:
+        final = serving.read_csv_cached(cfg.finaldata_file)
+        history = final[final[ID_COLUMN].astype(str) == client].to_dict(orient="records")
+    except PipelineError:
+        pass
+    if row is None and not history:
+        abort(404, f"no client {client!r} in the call list or the ingested data")
+    lost = row is None and bool(history) and history[-1].get(TARGET) == 1
+    return render_template("client.html", client=client, row=row, history=history, lost=lost, features=FEATURES,
+                           words=FEATURE_WORDS)  # fmt: skip
+
+
+@pages.get("/calllist.csv")
+def calllist_csv():
+    path = config().model_folder / RISK_RANKING
+    if not path.is_file():
+        abort(404, "no call list yet: run reporting.py (fullprocess.py runs it)")
+    return send_file(path, mimetype="text/csv", as_attachment=True, download_name=RISK_RANKING, max_age=0)
+
+
+@pages.get("/reports/<int:version>/report.pdf")
+def report(version: int):
+    path = config().prod_folder / ARCHIVE_DIR / f"v{version:04d}" / REPORTS_DIR / REPORT
+    if not path.is_file():
+        abort(404, f"no report for version {version}")
+    return send_file(path, mimetype="application/pdf", download_name=f"report-v{version:04d}.pdf", max_age=0)
+
+
+@pages.route("/login", methods=["GET", "POST"])
+def login():
+    """The token, asked once: a cookie (HttpOnly, SameSite=Strict) then stands in for the Bearer header."""
+    token = current_app.config["API_TOKEN"]
+    target = request.args.get("next", "/")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"
+    if request.method == "GET" or not token:
+        return render_template("login.html", failed=False, next=target, needed=bool(token))
+    given = request.form.get("token", "")
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return render_template("login.html", failed=True, next=target, needed=True), 401
+    response = make_response(redirect(target, code=303))
+    response.set_cookie(
+        TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/"
+    )
+    return response
+
+
+def cookie_token_ok(token: str) -> bool:
+    given = request.cookies.get(TOKEN_COOKIE, "")
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def is_page(path: str) -> bool:
+    """The dashboard's own pages (HTML), which send an unauthenticated browser to /login."""
+    return path == "/" or path.startswith(("/clients", "/calllist.csv", "/reports/"))
