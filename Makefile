@@ -21,8 +21,11 @@ $(RUNTIME): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# The dashboard's browser test drives Debian's chromium (Playwright, no browser download): installed when missing.
 $(DEV): requirements-dev.txt $(RUNTIME)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
+	  || echo "could not install Debian's chromium: the browser test will be skipped"
 	touch $@
 
 install: $(RUNTIME) ## create .venv and install requirements.txt

@@ -253,7 +253,7 @@ def clients():
                            order=order, page=page, pages=pages_total, empty=False, features=FEATURES)  # fmt: skip
 
 
-@pages.get("/clients/<client>")
+@pages.get("/clients/<path:client>")
 def client_page(client: str):
     cfg = config()
     calls = call_list_frame(cfg)
