@@ -243,7 +243,8 @@ def clients():
                                pages=0, empty=True)  # fmt: skip
     view = calls
     if query:
-        view = view[view[ID_COLUMN].astype(str).str.contains(query, case=False, regex=False)]
+        _, lower = serving.client_positions_cached(cfg.model_folder / RISK_RANKING)
+        view = view[lower.str.contains(query.lower(), regex=False).to_numpy()]
     if sort != "rank" or order != "asc":
         view = view.sort_values(SORTS[sort], ascending=order == "asc", kind="stable")
     pages_total = max(1, math.ceil(len(view) / PAGE_SIZE))
@@ -259,12 +260,13 @@ def client_page(client: str):
     calls = call_list_frame(cfg)
     row = None
     if calls is not None:
-        match = calls[calls[ID_COLUMN].astype(str) == client]
-        row = match.iloc[0].to_dict() if len(match) else None
+        positions, _ = serving.client_positions_cached(cfg.model_folder / RISK_RANKING)
+        row = calls.iloc[positions[client][0]].to_dict() if client in positions else None
     history = []
     try:
         final = serving.read_csv_cached(cfg.finaldata_file)
-        history = final[final[ID_COLUMN].astype(str) == client].to_dict(orient="records")
+        positions, _ = serving.client_positions_cached(cfg.finaldata_file)
+        history = final.iloc[positions.get(client, [])].to_dict(orient="records")
     except PipelineError:
         pass
     if row is None and not history:
