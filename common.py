@@ -554,6 +554,16 @@ TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")  # atomic_path's names: .
 TIMING_FOLDER = re.compile(r"timing-(\d+)-.+")  # diagnostics' temporary workspaces, in .cache/
 
 
+def die_with_parent() -> None:
+    """In a child, before exec: the kernel sends it SIGTERM when the process that started it dies
+    (Linux's PR_SET_PDEATHSIG), so a killed run leaves no step, report or temporary server behind."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def remove_leftovers(folder: Path) -> list[Path]:
     """Remove the temporary files (and timing workspaces) of processes that no longer exist.
 

@@ -66,6 +66,7 @@ from common import (
     append_jsonl,
     atomic_write_bytes,
     atomic_write_json,
+    die_with_parent,
     file_lock,
     fsync_folder,
     live_folder,
@@ -448,7 +449,7 @@ def refresh_reports(config: Config, version: int) -> None:
     import sys
 
     result = subprocess.run([sys.executable, str(PROJECT_DIR / "reporting.py")], capture_output=True, text=True,
-                            env={**os.environ, CONFIG_ENV: str(config.path)})  # fmt: skip
+                            env={**os.environ, CONFIG_ENV: str(config.path)}, preexec_fn=die_with_parent)  # fmt: skip
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         log.warning("version %d is live; its reports were not refreshed (%s); the next fullprocess.py run "

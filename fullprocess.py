@@ -64,6 +64,7 @@ import deployment
 from common import (
     APIRETURNS,
     APIRETURNS_AFTER_REDEPLOY,
+    ARCHIVE_DIR,
     CACHE_DIR,
     CONFIG_ENV,
     CONFUSION_MATRIX,
@@ -79,6 +80,7 @@ from common import (
     MODEL,
     PROCESSED_FILES,
     PROJECT_DIR,
+    REPORTS_DIR,
     RISK_RANKING,
     RISK_RANKING_BASIS,
     RUN_HISTORY,
@@ -86,6 +88,7 @@ from common import (
     PipelineError,
     append_jsonl,
     atomic_write_json,
+    die_with_parent,
     file_lock,
     list_csv_files,
     live_folder,
@@ -371,16 +374,6 @@ def start_api_server(host: str, port: int, log_path: Path, workers: int | None =
     raise PipelineError(f"the API on {host}:{port} did not answer within {timeout:g} s: see {log_path}")
 
 
-def die_with_parent() -> None:
-    """In a child, before exec: the kernel sends it SIGTERM when the process that started it dies
-    (Linux's PR_SET_PDEATHSIG), so a killed run leaves no step or temporary server behind."""
-    import ctypes
-    import signal
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def stop_process(process, timeout: float = 20.0) -> None:
     """SIGTERM, then SIGKILL if it is still there after timeout seconds."""
     import subprocess
@@ -509,7 +502,8 @@ def check_production(run: Run, force: bool = False) -> bool:
             run.reason(f"{error}; --force: retraining and deploying a new version without a drift check")
             return False
     config = run.config
-    for folder in (config.output_folder, config.model_folder, config.path.parent / CACHE_DIR):
+    reports = sorted((prod / ARCHIVE_DIR).glob(f"v*/{REPORTS_DIR}"))  # a killed report of a version
+    for folder in (config.output_folder, config.model_folder, config.path.parent / CACHE_DIR, *reports):
         for path in remove_leftovers(folder):  # a killed step's temporary files
             repairs.append(f"removed {config.relative(path)}, left by a killed run")
             log.warning("repair: removed %s, left by a killed run", path)
