@@ -349,6 +349,7 @@ def test_a_hanging_step_is_stopped_and_the_next_run_finishes_the_reports(deploye
     models = deployed.path("output_model_path")
     assert not (models / "apireturns2.txt").exists()
 
+    deployed.set_config(step_timeout_seconds=900)  # the steps' real work must not race the short bound
     result = deployed.run("fullprocess.py", timeout=300)  # what the killed run started, this one finishes
     assert result.returncode == 0, result.stderr
     assert "version 2 went live in an earlier run that stopped before its reports" in result.stderr
