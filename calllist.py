@@ -38,7 +38,6 @@ FEATURE_WORDS = {
 UNCHANGED = 0.0005  # a change in probability smaller than this is "unchanged"
 CALL_COLUMNS = ["rank", ID_COLUMN, "exit_probability", "reason", "reason_log_odds", "change",
                 "previous_probability", *FEATURES]  # fmt: skip
-LOST_COLUMNS = [ID_COLUMN, "previous_probability", *FEATURES]
 
 
 def contributions(scorer: LinearScorer, matrix: np.ndarray) -> np.ndarray:

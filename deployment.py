@@ -121,18 +121,16 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
         ]
         if (folder / name).is_file()
     }
-    decision = config.model_folder / DECISION  # fullprocess.py's reasons, for this model only
-    if decision.is_file() and _names_model(decision, required[MODEL]):
-        optional[DECISION] = decision
     f1 = read_score(required[LATESTSCORE])  # both must parse before anything is published
     ingested = read_ingested_files(required[INGESTEDFILES])
     contents = {name: path.read_bytes() for name, path in {**required, **optional}.items()}
-    # The served numbers and the score must be those of this model, not of an earlier one.
+    model_sha = sha256_bytes(contents[MODEL])
+    # The served numbers, the score and the reasons must be those of this model, not of an earlier one.
     try:
         meta = json.loads(contents[MODEL_META])
     except ValueError:
         raise InputError(f"{required[MODEL_META]}: not valid JSON; run training.py again") from None
-    if not isinstance(meta, dict) or meta.get("model_sha256") != sha256_bytes(contents[MODEL]):
+    if not isinstance(meta, dict) or meta.get("model_sha256") != model_sha:
         raise InputError(f"{required[MODEL_META]}: describes another model than {required[MODEL]}; "
                          "run training.py again")  # fmt: skip
     if "linear_model" not in meta:
@@ -140,22 +138,24 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
                          "run training.py again")  # fmt: skip
     if SCORE_METRICS in contents:
         scored = json.loads(contents[SCORE_METRICS]).get("model_sha256")
-        if scored and scored != sha256_bytes(contents[MODEL]):
+        if scored and scored != model_sha:
             raise InputError(
                 f"{required[LATESTSCORE]}: was computed for another model than {required[MODEL]}; "
                 "run scoring.py first"
             )
+    decision = _decision_for(config.model_folder / DECISION, model_sha)  # fullprocess.py's reasons
+    if decision is not None:
+        contents[DECISION] = decision
     return contents, f1, ingested
 
 
-def _names_model(decision: Path, model: Path) -> bool:
-    """Whether decision.json was written for this very model (not left by an earlier run)."""
+def _decision_for(path: Path, model_sha: str) -> bytes | None:
+    """decision.json's bytes when it was written for this very model (not left by an earlier run)."""
     try:
-        return json.loads(decision.read_text(encoding="utf-8")).get("model_sha256") == sha256_bytes(
-            model.read_bytes()
-        )
+        blob = path.read_bytes()
+        return blob if json.loads(blob).get("model_sha256") == model_sha else None
     except (OSError, ValueError, AttributeError):
-        return False
+        return None
 
 
 def archived_versions(prod_folder: Path) -> list[int]:
