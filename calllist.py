@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from clientdata import feature_frame
-from common import FEATURES, ID_COLUMN, TARGET
+from common import FEATURES, ID_COLUMN, TARGET, atomic_path
 from riskmodel import LinearScorer
 
 FEATURE_WORDS = {
@@ -138,3 +138,9 @@ def change_words(now: np.ndarray, before: np.ndarray) -> list[str]:
         else:
             words.append(f"risk {'up' if current > earlier else 'down'} {abs(current - earlier):.3f}")
     return words
+
+
+def write_csv(frame: pd.DataFrame, path) -> None:
+    """A call list or lost list, atomically, its counts as integers (blank where missing)."""
+    with atomic_path(path) as temp:
+        frame.astype({feature: "Int64" for feature in FEATURES}).to_csv(temp, index=False)

@@ -34,6 +34,7 @@ from flask import (
     url_for,
 )
 
+import deployment
 import serving
 from common import (
     ARCHIVE_DIR,
@@ -286,7 +287,7 @@ def calllist_csv():
 
 @pages.get("/reports/<int:version>/report.pdf")
 def report(version: int):
-    path = config().prod_folder / ARCHIVE_DIR / f"v{version:04d}" / REPORTS_DIR / REPORT
+    path = config().prod_folder / deployment.folder_name(version) / REPORTS_DIR / REPORT
     if not path.is_file():
         abort(404, f"no report for version {version}")
     return send_file(path, mimetype="application/pdf", download_name=f"report-v{version:04d}.pdf", max_age=0)

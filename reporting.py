@@ -38,18 +38,18 @@ from matplotlib.figure import Figure
 from sklearn.metrics import RocCurveDisplay, confusion_matrix
 
 import calllist
+import deployment
 import diagnostics
 import riskmodel
 from clientdata import feature_frame, read_data_file, read_labelled_data
 from common import (
-    ARCHIVE_DIR,
     CONFUSION_MATRIX,
     DECISION,
     DEPLOYMENT_HISTORY,
-    FEATURES,
     ID_COLUMN,
     INGESTEDFILES,
     LOST_CLIENTS,
+    MANIFEST,
     MODEL,
     REFERENCE_DATA,
     REPORT,
@@ -154,10 +154,6 @@ def previous_call_list(config: Config, basis: dict) -> pd.DataFrame | None:
     return pd.DataFrame({ID_COLUMN: earlier[ID_COLUMN], "exit_probability": earlier["previous_probability"]})
 
 
-def counts_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype({feature: "Int64" for feature in FEATURES})  # counts, with blanks
-
-
 def write_call_list(config: Config, scorer: riskmodel.LinearScorer, manifest: dict,
                     final: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """riskranking.csv (the call list), lostclients.csv and riskranking.json (their basis)."""
@@ -167,10 +163,8 @@ def write_call_list(config: Config, scorer: riskmodel.LinearScorer, manifest: di
     previous = previous_call_list(config, basis)
     calls, lost = calllist.call_list(final, scorer, previous, config.relative(config.finaldata_file))
     basis["previous_list"] = previous is not None
-    with atomic_path(config.model_folder / RISK_RANKING) as temp:
-        counts_as_integers(calls).to_csv(temp, index=False)
-    with atomic_path(config.model_folder / LOST_CLIENTS) as temp:
-        counts_as_integers(lost).to_csv(temp, index=False)
+    calllist.write_csv(calls, config.model_folder / RISK_RANKING)
+    calllist.write_csv(lost, config.model_folder / LOST_CLIENTS)
     atomic_write_json(config.model_folder / RISK_RANKING_BASIS, basis)
     return calls, lost
 
@@ -237,9 +231,7 @@ def previous_version(config: Config, manifest: dict) -> dict | None:
     if not earlier:
         return None
     try:
-        return json.loads(
-            (config.prod_folder / ARCHIVE_DIR / f"v{earlier[-1]:04d}" / "manifest.json").read_text()
-        )
+        return json.loads((config.prod_folder / deployment.folder_name(earlier[-1]) / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
 
@@ -337,7 +329,7 @@ def write_report(config: Config, manifest: dict, results: Evaluation, final: pd.
     before = previous_version(config, manifest)
     reference = None
     if before is not None and manifest.get("action") != "rollback":
-        reference = config.prod_folder / ARCHIVE_DIR / f"v{before['version']:04d}" / REFERENCE_DATA
+        reference = config.prod_folder / deployment.folder_name(before["version"]) / REFERENCE_DATA
     if reference is None or not reference.is_file():
         reference = live_folder(config.prod_folder, manifest) / REFERENCE_DATA
     try:

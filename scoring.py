@@ -31,14 +31,12 @@ import calllist
 import riskmodel
 from clientdata import read_data_file, read_labelled_data
 from common import (
-    FEATURES,
     LATESTSCORE,
     MODEL,
     SCORE_HISTORY,
     SCORE_METRICS,
     InputError,
     append_jsonl,
-    atomic_path,
     atomic_write_json,
     atomic_write_text,
     command_line,
@@ -86,8 +84,7 @@ def rank_clients(prod_folder: Path, data_path: Path, output: Path) -> tuple[int,
     frame = read_data_file(data_path)
     calls, lost = calllist.call_list(frame, scorer, None, str(data_path))
     output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output) as temp:
-        calls.astype({feature: "Int64" for feature in FEATURES}).to_csv(temp, index=False)
+    calllist.write_csv(calls, output)
     return len(calls), len(lost)
 
 
