@@ -28,17 +28,15 @@ from pathlib import Path
 
 import requests
 
+import production
 from common import (
     APIRETURNS,
-    MANIFEST,
-    MODEL,
     TOKEN_ENV,
     PipelineError,
     Unavailable,
     atomic_write_text,
     command_line,
     load_config,
-    read_manifest,
     run_main,
     setup_logging,
     utc_now,
@@ -74,8 +72,7 @@ def check_deployment(health: dict, manifest: dict | None, url: str) -> None:
     """Refuse a server that serves another deployment than this production folder's live one."""
     if manifest is None:
         return  # nothing deployed here: the endpoints will say so
-    expected = (manifest["files"][MODEL]["sha256"], manifest.get("timestamp"))
-    if (health.get("model_sha256"), health.get("deployed_at")) != expected:
+    if not production.serves_live_version(health, manifest):
         raise PipelineError(
             f"{url}: the API serves model version {health.get('model_version')} deployed at "
             f"{health.get('deployed_at')}, not this production folder's live version {manifest['version']} "
@@ -119,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         data_file = str(testdata.relative_to(config.path.parent))
     except ValueError:
         data_file = str(testdata)
-    manifest = read_manifest(config.prod_folder) if (config.prod_folder / MANIFEST).exists() else None
+    manifest = production.current_manifest(config.prod_folder)
     answers = call_all(url, data_file, os.environ.get(TOKEN_ENV), args.timeout, manifest)
     target = config.model_folder / args.output
     atomic_write_text(target, json.dumps(answers, indent=2) + "\n")

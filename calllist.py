@@ -3,14 +3,20 @@
 One home for it; not a script. reporting.py writes it for the ingested data (riskranking.csv),
 scoring.py --rank for any client file, and the API's answers carry the same reasons.
 
-    call_list(frame, scorer, previous)   (the call list, the clients lost since the last list)
+    call_list(frame, scorer, previous, extracts)  (the call list, the clients lost since the last list)
+    previous_list(model_folder, stamp)    the list the team saw before this one
+    read_extracts(path, frame)            each row's extracts, when they belong to frame
     reasons(scorer, matrix)               each row's top reason, in words, and its log-odds
 
 The rules, stated once:
-- A client's state is its latest row (the last one in the data: extracts are ingested in
-  order). Clients whose latest row has exited=1 are not on the call list. The lost list: those
-  of them who were on the previous list, or whose row before the latest had not exited (they
-  left between the last two extracts that mention them).
+- A client's state is its row in its newest extract: the last one in finaldata.csv, which holds
+  the extracts in order and keeps the last copy of a row repeated exactly (extracts A, B, A: A's).
+  Clients whose newest row has exited=1 are not on the call list.
+- The lost list (LOST_MEANS): clients gone now (newest row exited=1) who were on the previous
+  list, or still clients at the previous extract (their newest row in the extracts before the
+  latest had not exited). A client who left before that is not "lost since the last list".
+  The extracts come from ingestion.py's finaldataextracts.csv (each row's first and last
+  extract); without it, the row before a client's latest stands for the previous extract.
 - Riskiest first: exit probability at full precision, ties broken by client ID (ascending).
 - The reason for a score: the logistic regression's log-odds are a sum over features of
   coefficient x (value - reference), plus the reference client's log-odds. The reference
@@ -23,11 +29,13 @@ The rules, stated once:
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from clientdata import feature_frame
-from common import FEATURES, ID_COLUMN, TARGET, atomic_path
+from common import FEATURES, ID_COLUMN, LOST_CLIENTS, RISK_RANKING, RISK_RANKING_BASIS, TARGET, atomic_path
 from riskmodel import LinearScorer
 
 FEATURE_WORDS = {
@@ -35,6 +43,7 @@ FEATURE_WORDS = {
     "lastyear_activity": "last year's activity",
     "number_of_employees": "number of employees",
 }
+LOST_MEANS = "on the last list or still clients at the previous extract, gone in the latest"
 UNCHANGED = 0.0005  # a change in probability smaller than this is "unchanged"
 CALL_COLUMNS = ["rank", ID_COLUMN, "exit_probability", "reason", "reason_log_odds", "change",
                 "previous_probability", *FEATURES]  # fmt: skip
@@ -77,24 +86,77 @@ def latest_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(subset=[ID_COLUMN], keep="last")
 
 
-def clients_who_left_since_their_previous_row(frame: pd.DataFrame) -> list[str]:
-    """Clients whose latest row says exited=1 and whose row before it did not."""
+def still_clients_at_previous_extract(frame: pd.DataFrame, extracts: pd.DataFrame | None) -> set[str]:
+    """Clients whose newest row in the extracts before the latest had not exited.
+
+    A row stands for an extract up to the previous one by the last extract it appears in there:
+    its last extract when that is not the latest, else its first (a row repeated into the latest
+    extract stood in an earlier one too). Without extracts: each client's row before its latest.
+    """
     if TARGET not in frame.columns:
-        return []
-    ids = frame[ID_COLUMN].astype(str)
-    latest = frame[~ids.duplicated(keep="last")]
-    earlier = frame[ids.duplicated(keep="last")]
-    before_latest = earlier[~earlier[ID_COLUMN].astype(str).duplicated(keep="last")]
-    stayed = set(before_latest.loc[before_latest[TARGET] != 1, ID_COLUMN].astype(str))
-    return [client for client in latest.loc[latest[TARGET] == 1, ID_COLUMN].astype(str) if client in stayed]
+        return set()
+    ids = frame[ID_COLUMN].astype(str).to_numpy()
+    if extracts is None:
+        earlier = pd.Series(ids).duplicated(keep="last").to_numpy()
+        before_latest = frame[earlier][~pd.Series(ids[earlier]).duplicated(keep="last").to_numpy()]
+        return set(before_latest.loc[before_latest[TARGET] != 1, ID_COLUMN].astype(str))
+    first, last = extracts["first_extract"].to_numpy(), extracts["last_extract"].to_numpy()
+    previous = int(last.max(initial=0)) - 1
+    stood = np.where(last <= previous, last, np.where(first <= previous, first, 0))
+    rows = pd.DataFrame({"id": ids, "stood": stood, "order": np.arange(len(ids)),
+                         "exited": frame[TARGET].to_numpy()})[stood > 0]  # fmt: skip
+    newest = rows.sort_values(["id", "stood", "order"], kind="stable").drop_duplicates("id", keep="last")
+    return set(newest.loc[newest["exited"] != 1, "id"])
 
 
-def call_list(
-    frame: pd.DataFrame, scorer: LinearScorer, previous: pd.DataFrame | None = None, source: str = "data"
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_extracts(path, frame: pd.DataFrame) -> pd.DataFrame | None:
+    """ingestion.py's finaldataextracts.csv when it describes frame row by row, else None."""
+    try:
+        extracts = pd.read_csv(path, dtype={ID_COLUMN: str})
+    except (OSError, ValueError):
+        return None
+    if len(extracts) != len(frame) or not {"first_extract", "last_extract"} <= set(extracts.columns):
+        return None
+    if not (extracts[ID_COLUMN].fillna("").to_numpy() == frame[ID_COLUMN].astype(str).to_numpy()).all():
+        return None
+    return extracts
+
+
+def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
+    """The list the team saw before this one (its corporation and exit_probability): the current
+    riskranking.csv; or, when that one was made for the same model and data (a report run
+    again), the list it was itself compared with."""
+    try:
+        frame = pd.read_csv(model_folder / RISK_RANKING, dtype={ID_COLUMN: str})
+    except (FileNotFoundError, ValueError):  # pandas' parser errors are ValueErrors
+        return None
+    if ID_COLUMN not in frame.columns or "exit_probability" not in frame.columns:
+        return None
+    try:
+        old = json.loads((model_folder / RISK_RANKING_BASIS).read_text())
+    except (FileNotFoundError, ValueError):
+        old = {}
+    if (old.get("model_sha256"), old.get("data_sha256")) != (stamp["model_sha256"], stamp["data_sha256"]):
+        return frame[[ID_COLUMN, "exit_probability"]]
+    if not old.get("previous_list") or "previous_probability" not in frame.columns:
+        return None
+    try:  # that list's clients: those still listed, and those lost since
+        lost = pd.read_csv(model_folder / LOST_CLIENTS, dtype={ID_COLUMN: str})
+    except (FileNotFoundError, ValueError):
+        lost = pd.DataFrame(columns=[ID_COLUMN, "previous_probability"])
+    earlier = pd.concat(
+        [frame[[ID_COLUMN, "previous_probability"]], lost[[ID_COLUMN, "previous_probability"]]]
+    )
+    earlier = earlier[earlier["previous_probability"].notna()]
+    return pd.DataFrame({ID_COLUMN: earlier[ID_COLUMN], "exit_probability": earlier["previous_probability"]})
+
+
+def call_list(frame: pd.DataFrame, scorer: LinearScorer, previous: pd.DataFrame | None = None, source: str = "data",
+              extracts: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """(the call list, the lost list) of a client table (exited may be absent: then nobody is lost).
 
     previous: an earlier call list (its corporation and exit_probability columns), or None.
+    extracts: each row's first and last extract (read_extracts), or None.
     """
     latest = latest_rows(frame).reset_index(drop=True)
     gone = (latest[TARGET] == 1).to_numpy() if TARGET in latest.columns else np.zeros(len(latest), dtype=bool)
@@ -117,8 +179,8 @@ def call_list(
     calls = calls.sort_values(["exit_probability", ID_COLUMN], ascending=[False, True], kind="stable")
     calls.insert(0, "rank", np.arange(1, len(calls) + 1))
     lost_ids = lost[ID_COLUMN].astype(str).to_numpy()
-    left_lately = set(clients_who_left_since_their_previous_row(frame))
-    keep = np.array([client in before or client in left_lately for client in lost_ids], dtype=bool)
+    were_clients = still_clients_at_previous_extract(frame, extracts) if len(lost_ids) else set()
+    keep = np.array([client in before or client in were_clients for client in lost_ids], dtype=bool)
     lost = lost[keep]
     lost_list = pd.DataFrame({ID_COLUMN: lost_ids[keep],
                               "previous_probability": [before.get(c, np.nan) for c in lost_ids[keep]]})  # fmt: skip

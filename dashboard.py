@@ -16,36 +16,31 @@ Pages
 
 from __future__ import annotations
 
-import hmac
-import json
 import math
-from pathlib import Path
 
 import pandas as pd
 from flask import (
     Blueprint,
     abort,
     current_app,
-    make_response,
-    redirect,
     render_template,
     request,
     send_file,
     url_for,
 )
 
-import deployment
+import calllist
+import production
 import serving
 from common import (
-    ARCHIVE_DIR,
     DEPLOYMENT_HISTORY,
     DIAGNOSTICS,
+    DRIFT,
     FEATURES,
     ID_COLUMN,
     INGESTEDFILES,
     LOST_CLIENTS,
     REPORT,
-    REPORTS_DIR,
     RISK_RANKING,
     RISK_RANKING_BASIS,
     RUN_HISTORY,
@@ -53,14 +48,11 @@ from common import (
     TARGET,
     Config,
     PipelineError,
-    live_folder,
-    read_jsonl,
-    read_manifest,
 )
+from records import read_ingested_files, read_jsonl
 
 PAGE_SIZE = 50
 SORTS = {"rank": "rank", "risk": "exit_probability", "client": ID_COLUMN, "change": "change"}
-TOKEN_COOKIE = "risk_token"
 FEATURE_WORDS = {
     "lastmonth_activity": "Last month's activity",
     "lastyear_activity": "Last year's activity",
@@ -83,36 +75,34 @@ def wants_html() -> bool:
     )
 
 
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def live_state(cfg: Config) -> dict:
-    """The live version as the pipeline wrote it, and whether the API can serve it."""
+    """The live version (production.py), how it went live, and whether the API can serve it."""
     try:
-        manifest = read_manifest(cfg.prod_folder)
+        state = production.live(cfg)
     except PipelineError as error:
-        return {"manifest": None, "problem": str(error)}
-    folder = live_folder(cfg.prod_folder, manifest)
-    ingested = folder / INGESTEDFILES
-    state = {
-        "manifest": manifest,
-        "metrics": read_json(folder / SCORE_METRICS) or {},
-        "decision": read_json(folder / "decision.json"),
-        "ingested": ingested.read_text(encoding="utf-8").split() if ingested.is_file() else [],
-        "problem": None,
-        "serving": None,
-    }
+        return {"state": None, "problem": str(error)}
+    if state is None:
+        return {"state": None, "problem": None}
+    ingested = state.folder / INGESTEDFILES
+    live = {"state": state, "manifest": state.manifest, "how": state.how(), "problem": None, "serving": None,
+            "metrics": production.read_json(state.folder / SCORE_METRICS) or {}, "decision": state.decision,
+            "ingested": read_ingested_files(ingested) if ingested.is_file() else []}  # fmt: skip
     try:
         served = serving.served_model(cfg.prod_folder)
-        state["serving"] = served.version
-        state["problem"] = served.problem
+        live["serving"], live["problem"] = served.version, served.problem
     except PipelineError as error:
-        state["problem"] = str(error)
-    return state
+        live["problem"] = str(error)
+    return live
+
+
+def stamped(cfg: Config, path, live: dict, model: bool = True) -> tuple[dict, str | None]:
+    """(a derived JSON file, None when it describes the live version (model) and the latest data,
+    else the words saying what it describes)."""
+    value = production.read_json(path)
+    if not isinstance(value, dict):
+        return {}, None
+    stamp = value.get("stamp", value)  # riskranking.json is its own stamp
+    return value, production.stamp_problem(stamp, live.get("state"), production.data_fingerprint(cfg), model)
 
 
 def f1_chart(deployments: list[dict], width: int = 640, height: int = 180) -> dict | None:
@@ -174,23 +164,22 @@ def call_list_frame(cfg: Config) -> pd.DataFrame | None:
         return None
 
 
-def report_links(cfg: Config) -> list[dict]:
-    archive = cfg.prod_folder / ARCHIVE_DIR
-    if not archive.is_dir():
-        return []
+def report_time(stem: str) -> str:
+    """'2026-11-28 22:43:12 UTC' of a later report's name (report-20261128T224312Z)."""
+    digits = stem.removeprefix("report-")
+    return f"{digits[:4]}-{digits[4:6]}-{digits[6:8]} {digits[9:11]}:{digits[11:13]}:{digits[13:15]} UTC"
+
+
+def report_links(cfg: Config, live_version: int | None) -> list[dict]:
+    """Every version's reports, newest version first: the one made at its deployment, then each
+    later one (new data, a rollback); the live version's newest is marked."""
     links = []
-    for folder in sorted(archive.iterdir(), reverse=True):
-        if (
-            folder.name.startswith("v")
-            and folder.name[1:].isdigit()
-            and (folder / REPORTS_DIR / REPORT).is_file()
-        ):
-            links.append(
-                {
-                    "version": int(folder.name[1:]),
-                    "url": url_for("dashboard.report", version=int(folder.name[1:])),
-                }
-            )
+    for version in reversed(production.archived_versions(cfg.prod_folder)):
+        files = production.report_files(cfg, version)
+        for index, path in enumerate(files):
+            links.append({"version": version, "name": path.name, "url": url_for("dashboard.report", version=version,
+                          name=path.name), "when": "at deployment" if path.name == REPORT else report_time(path.stem),
+                          "live": version == live_version and index == len(files) - 1})  # fmt: skip
     return links
 
 
@@ -199,31 +188,28 @@ def overview():
     cfg = config()
     runs = read_jsonl(cfg.prod_folder / RUN_HISTORY)[-30:][::-1]
     deployments = read_jsonl(cfg.prod_folder / DEPLOYMENT_HISTORY)
-    diagnostics = read_json(cfg.model_folder / DIAGNOSTICS) or {}
-    drift = diagnostics.get("feature_drift") or {}
-    for feature in drift.get("features", []):
-        feature["bars"] = histogram_bars(feature.get("histogram"))
-        feature["words"] = FEATURE_WORDS.get(feature["feature"], feature["feature"])
+    live = live_state(cfg)
+    diagnostics, diagnostics_note = stamped(cfg, cfg.model_folder / DIAGNOSTICS, live, model=False)
+    figures, drift_note = stamped(cfg, cfg.model_folder / DRIFT, live)
+    comparisons = [
+        figures[key] for key in ("triggered", "since_training") if isinstance(figures.get(key), dict)
+    ]
+    for comparison in comparisons:
+        for feature in comparison.get("features", []):
+            feature["bars"] = histogram_bars(feature.get("histogram"))
+            feature["words"] = FEATURE_WORDS.get(feature["feature"], feature["feature"])
     calls = call_list_frame(cfg)
     top = calls.head(10).to_dict(orient="records") if calls is not None else []
     lost = cfg.model_folder / LOST_CLIENTS
     lost_count = max(0, sum(1 for _ in lost.open()) - 1) if lost.is_file() else None
+    basis, calls_note = stamped(cfg, cfg.model_folder / RISK_RANKING_BASIS, live)
     return render_template(
-        "dashboard.html",
-        live=live_state(cfg),
-        runs=runs,
-        last_run=runs[0] if runs else None,
-        chart=f1_chart(deployments),
-        deployments=deployments[::-1][:20],
-        drift=drift,
-        diagnostics=diagnostics,
-        calls_total=None if calls is None else len(calls),
-        top=top,
-        lost_count=lost_count,
-        basis=read_json(cfg.model_folder / RISK_RANKING_BASIS) or {},
-        reports=report_links(cfg),
-        features=FEATURES,
-    )
+        "dashboard.html", live=live, runs=runs, last_run=runs[0] if runs else None, chart=f1_chart(deployments),
+        deployments=deployments[::-1][:20], comparisons=comparisons, drift_note=drift_note,
+        diagnostics=diagnostics, diagnostics_note=diagnostics_note, calls_total=None if calls is None else len(calls),
+        top=top, lost_count=lost_count, lost_means=calllist.LOST_MEANS, basis=basis, calls_note=calls_note,
+        reports=report_links(cfg, live["state"].version if live.get("state") else None), features=FEATURES,
+    )  # fmt: skip
 
 
 @pages.get("/clients")
@@ -285,36 +271,13 @@ def calllist_csv():
     return send_file(path, mimetype="text/csv", as_attachment=True, download_name=RISK_RANKING, max_age=0)
 
 
-@pages.get("/reports/<int:version>/report.pdf")
-def report(version: int):
-    path = config().prod_folder / deployment.folder_name(version) / REPORTS_DIR / REPORT
-    if not path.is_file():
-        abort(404, f"no report for version {version}")
-    return send_file(path, mimetype="application/pdf", download_name=f"report-v{version:04d}.pdf", max_age=0)
-
-
-@pages.route("/login", methods=["GET", "POST"])
-def login():
-    """The token, asked once: a cookie (HttpOnly, SameSite=Strict) then stands in for the Bearer header."""
-    token = current_app.config["API_TOKEN"]
-    target = request.args.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/"
-    if request.method == "GET" or not token:
-        return render_template("login.html", failed=False, next=target, needed=bool(token))
-    given = request.form.get("token", "")
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        return render_template("login.html", failed=True, next=target, needed=True), 401
-    response = make_response(redirect(target, code=303))
-    response.set_cookie(
-        TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/"
-    )
-    return response
-
-
-def cookie_token_ok(token: str) -> bool:
-    given = request.cookies.get(TOKEN_COOKIE, "")
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+@pages.get("/reports/<int:version>/<name>")
+def report(version: int, name: str):
+    """A version's report: report.pdf (made at its deployment) or a later report-<UTC time>.pdf."""
+    path = next((path for path in production.report_files(config(), version) if path.name == name), None)
+    if path is None:
+        abort(404, f"no report {name!r} for version {version}")
+    return send_file(path, mimetype="application/pdf", download_name=f"v{version:04d}-{name}", max_age=0)
 
 
 def is_page(path: str) -> bool:

@@ -30,16 +30,16 @@ Run
     python deployment.py --rollback    # go back to the version that was live before, then
                                        # refresh the report and call list for it (reporting.py)
 Exit status
-    0 deployed or rolled back; 65 a required file is missing or inconsistent, 1 nothing to
-    roll back to, a damaged archive, a broken live version or a full disk: production
+    0 deployed or rolled back; 65 a required file is missing or inconsistent; 1 nothing to
+    roll back to, a damaged archive or a broken live version; 74 a full disk: production
     unchanged in each case unless the line says otherwise; 78 bad config.json.
 Start-up
-    A light path with a budget (README: Benchmarks): it imports no data library, and shutil
-    only to remove a leftover folder.
+    It imports no data library: a rollback is a file switch, and answers in tens of milliseconds.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -61,28 +61,30 @@ from common import (
     REFERENCE_DATA,
     SCORE_METRICS,
     Config,
+    DiskFull,
     InputError,
     PipelineError,
-    append_jsonl,
     atomic_write_bytes,
     atomic_write_json,
-    die_with_parent,
-    file_lock,
+    command_line,
     fsync_folder,
-    live_folder,
     load_config,
-    parse_switches,
-    process_alive,
-    read_ingested_files,
-    read_jsonl,
-    read_manifest,
-    read_score,
-    remove_leftovers,
     run_main,
     setup_logging,
     sha256_bytes,
     utc_now,
 )
+from processes import die_with_parent, file_lock, process_alive, remove_leftovers
+from production import (
+    archived_versions,
+    current_manifest,
+    folder_name,
+    lineage,
+    live_folder,
+    read_manifest,
+    still_live,
+)
+from records import append_jsonl, read_ingested_files, read_jsonl, read_score
 
 NAME = "deployment"
 LOCK = ".deploy.lock"
@@ -90,6 +92,17 @@ OPTIONAL_FILES = (MODEL_META, SCORE_METRICS, REFERENCE_DATA, INGESTION_RECORD)
 STAGING = re.compile(r"\.v\d+\.(\d+)\.tmp")  # archive_version's staging folders: .vNNNN.PID.tmp
 
 log = logging.getLogger(NAME)
+
+
+WRITE_ERRORS = (OSError, DiskFull)  # a failed write: atomic_path names a full disk DiskFull
+
+
+def write_failed(error: Exception, message: str) -> PipelineError:
+    """The error a failed write of production ends with: DiskFull (exit 74) for a full disk, else
+    PipelineError; message says what is live now, and the cause follows it in brackets."""
+    full = isinstance(error, DiskFull) or getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    cause = "No space left on device" if full else (getattr(error, "strerror", None) or error)
+    return (DiskFull if full else PipelineError)(message.replace("{cause}", str(cause)))
 
 
 class ProductionBroken(PipelineError):
@@ -156,22 +169,6 @@ def _decision_for(path: Path, model_sha: str) -> bytes | None:
         return blob if json.loads(blob).get("model_sha256") == model_sha else None
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def archived_versions(prod_folder: Path) -> list[int]:
-    archive = prod_folder / ARCHIVE_DIR
-    if not archive.is_dir():
-        return []
-    return sorted(
-        int(entry.name[1:])
-        for entry in archive.iterdir()
-        if entry.is_dir() and entry.name.startswith("v") and entry.name[1:].isdigit()
-    )
-
-
-def folder_name(version: int) -> str:
-    """A version's folder, relative to the production folder: what manifest.json names."""
-    return f"{ARCHIVE_DIR}/v{version:04d}"
 
 
 def remove_tree(path: Path) -> None:
@@ -252,27 +249,18 @@ def switch_to(prod_folder: Path, manifest: dict, contents: dict[str, bytes], bef
     """
     try:
         atomic_write_json(prod_folder / MANIFEST, manifest)
-    except OSError as error:
-        raise PipelineError(f"{prod_folder / MANIFEST}: could not switch to version {manifest['version']} "
-                            f"({error.strerror or error}); {still_live(before)}") from None  # fmt: skip
+    except WRITE_ERRORS as error:
+        raise write_failed(error, f"{prod_folder / MANIFEST}: could not switch to version {manifest['version']} "
+                                  f"({{cause}}); {still_live(before)}") from None  # fmt: skip
     try:
         refresh_course_copies(prod_folder, manifest, contents)
         append_jsonl(prod_folder / DEPLOYMENT_HISTORY, deployment_record(manifest))
-    except OSError as error:
-        raise PipelineError(
-            f"version {manifest['version']} is live, but refreshing the copies in {prod_folder} failed "
-            f"({error.strerror or error}); the next deployment.py or fullprocess.py run repairs them"
+    except WRITE_ERRORS as error:
+        raise write_failed(
+            error,
+            f"version {manifest['version']} is live, but refreshing the copies in {prod_folder} "
+            "failed ({cause}); the next deployment.py or fullprocess.py run repairs them",
         ) from None
-
-
-def still_live(before: dict | None) -> str:
-    """What a failed switch leaves live, said truthfully."""
-    return f"version {before['version']} is still live" if before else "production is still empty"
-
-
-def current_manifest(prod_folder: Path) -> dict | None:
-    """The live manifest, or None for an empty production folder."""
-    return read_manifest(prod_folder) if (prod_folder / MANIFEST).exists() else None
 
 
 def deploy(config: Config) -> dict:
@@ -297,19 +285,11 @@ def deploy(config: Config) -> dict:
         }
         try:
             archive_version(contents, prod, manifest)
-        except OSError as error:
-            raise PipelineError(f"{prod / manifest['folder']}: could not write version {version} "
-                                f"({error.strerror or error}); {still_live(before)}") from None  # fmt: skip
+        except WRITE_ERRORS as error:
+            raise write_failed(error, f"{prod / manifest['folder']}: could not write version {version} "
+                                      f"({{cause}}); {still_live(before)}") from None  # fmt: skip
         switch_to(prod, manifest, contents, before)
     return manifest
-
-
-def lineage(prod_folder: Path, manifest: dict) -> list[int]:
-    """The versions live before this one, oldest first (for a deployment made before manifests
-    carried it: the earlier archived versions)."""
-    if isinstance(manifest.get("lineage"), list):
-        return [int(version) for version in manifest["lineage"]]
-    return [version for version in archived_versions(prod_folder) if version < manifest["version"]]
 
 
 def read_archived_version(version_dir: Path) -> tuple[dict, dict[str, bytes]]:
@@ -391,8 +371,8 @@ def repair(prod_folder: Path, require_whole: bool = True) -> list[str]:
     """
     try:
         return repair_files(prod_folder, require_whole)
-    except OSError as error:  # a full disk, most likely: nothing live was changed by a failed repair
-        raise PipelineError(f"{prod_folder}: repairing production failed ({error.strerror or error}); "
+    except WRITE_ERRORS as error:  # a full disk, most likely: nothing live was changed by a failed repair
+        raise write_failed(error, f"{prod_folder}: repairing production failed ({{cause}}); "
                             "the live version is as it was") from None  # fmt: skip
 
 
@@ -459,7 +439,9 @@ def refresh_reports(config: Config, version: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_switches(__doc__, {"--rollback": "go back to the version that was live before"}, argv)
+    parser = command_line(__doc__)
+    parser.add_argument("--rollback", action="store_true", help="go back to the version that was live before")
+    args = parser.parse_args(argv)
     setup_logging(NAME)
     config = load_config()
     if args.rollback:

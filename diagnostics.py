@@ -1,15 +1,22 @@
-"""Model and data diagnostics: predictions, statistics, missing data, timing, dependencies, drift.
+"""Model and data diagnostics: the course's functions, for the live version and the ingested data.
 
-The course's diagnostics functions and the feature-drift check. They return values; app.py,
-reporting.py and fullprocess.py (through this script) call them.
+The course's diagnostics functions return values; app.py (the API's routes), reporting.py and
+this script call them. Underneath they use the API's fast path (serving.py): the live model's
+closed form (plain numbers of trainedmodel.json, checked against manifest.json: nothing is
+unpickled) and data files cached until they change.
+    predict(data, config)           the live version's predictions and probabilities (model_predictions)
+    dataframe_summary(config)       mean, median, mode, std of each numeric column of finaldata.csv
+    missing_data(config)            percent missing in each column of finaldata.csv
+    execution_time(config)          seconds of ingestion.py and training.py, timed on a copy
+    outdated_packages_list(config)  installed and latest version of each requirement
+Drift has its own home (drift.py); diagnostics.json carries drift since the live version was
+trained, stamped with the version and data it describes.
 
 Reads
-    prod_deployment_path/trainedmodel.pkl (riskmodel.load_deployed: checked against
-    manifest.json before it is unpickled), prod_deployment_path/referencedata.csv (the
-    deployed model's training features), output_folder_path/finaldata.csv,
+    the live version (production.py), output_folder_path/finaldata.csv,
     test_data_path/testdata.csv, requirements.txt.
 Writes (main() only; output_model_path, atomically)
-    diagnostics.json                     everything below, for the deployed model
+    diagnostics.json                     everything above, stamped (model_version, data_sha256)
     diagnostics_history/diagnostics-<UTC time>.json  each run, kept for trends
     Caches (timing, pip's answer) and the timing runs' temporary workspaces go to .cache/ beside
     the config file, never to the data folders; a workspace left by a killed run is removed by the
@@ -17,8 +24,8 @@ Writes (main() only; output_model_path, atomically)
 Run
     python diagnostics.py
 Exit status
-    0 written; 65 a data file is missing or unusable; 69 no usable deployed model;
-    1 the timing run failed; 78 bad config.json.
+    0 written; 69 no usable deployed model, or finaldata.csv / testdata.csv missing or unusable;
+    1 the timing run failed; 74 disk full; 78 bad config.json.
 """
 
 from __future__ import annotations
@@ -33,46 +40,39 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ks_2samp
 
+import drift
+import production
 import riskmodel
-from clientdata import feature_frame, read_data_file
+import serving
+from clientdata import feature_frame
 from common import (
-    CACHE_DIR,
     CONFIG_ENV,
     DIAGNOSTICS,
     DIAGNOSTICS_HISTORY,
     EXIT_PARTIAL,
-    FEATURES,
     PROJECT_DIR,
-    REFERENCE_DATA,
     REQUIRED_KEYS,
     Config,
     DeploymentUnavailable,
     PipelineError,
     atomic_write_json,
     command_line,
-    file_lock,
-    list_csv_files,
-    live_folder,
     load_config,
-    read_manifest,
-    remove_leftovers,
     run_main,
     setup_logging,
     utc_now,
 )
+from processes import file_lock, remove_leftovers
+from records import list_csv_files
 
 NAME = "diagnostics"
 REQUIREMENTS = PROJECT_DIR / "requirements.txt"
-KS_THRESHOLD = 0.05  # drift when the KS p-value is at or below this (Evidently's default)
-PSI_BANDS = (0.1, 0.25)  # below: no change; between: moderate; above: significant
-DRIFT_SHARE = 0.5  # the data set drifts when at least this share of features drifts
-PSI_BINS = 10
 FAILED_PIP_CACHE_SECONDS = 3600  # an offline answer is retried after an hour
 TIMED_SCRIPTS = ("ingestion.py", "training.py")
 TIMING_NICENESS = 10  # the timed scripts yield the CPU to the API's requests and to cron's runs
@@ -80,27 +80,34 @@ TIMING_NICENESS = 10  # the timed scripts yield the CPU to the API's requests an
 log = logging.getLogger(NAME)
 
 
-def cache_dir(config: Config) -> Path:
-    """Caches and locks live beside the config file, outside the data folders."""
-    return config.path.parent / CACHE_DIR
+@dataclass(frozen=True)
+class Predictions:
+    """The live version's answers for some rows."""
+
+    version: int | None
+    scorer: riskmodel.LinearScorer
+    predictions: np.ndarray  # 0/1
+    probabilities: np.ndarray  # of exited=1
+
+
+def predict(
+    data: pd.DataFrame | np.ndarray, config: Config | None = None, source: str = "input data"
+) -> Predictions:
+    """The live version's predictions for data: a frame with the feature columns (any others and
+    their order do not matter; a missing feature column is an InputError naming it) or a float
+    matrix of the FEATURES columns in order."""
+    config = config or load_config()
+    served = serving.served_model(config.prod_folder)
+    matrix = data if isinstance(data, np.ndarray) else feature_frame(data, source).to_numpy()
+    predictions, probabilities = served.predict(matrix)
+    return Predictions(served.version, served.scorer, predictions, probabilities)
 
 
 def model_predictions(
     frame: pd.DataFrame, config: Config | None = None, source: str = "input data"
 ) -> list[int]:
-    """The deployed model's 0/1 prediction for every row of frame, in row order.
-
-    Any other columns (corporation, exited) and their order do not matter; a missing feature
-    column is an InputError naming it.
-    """
-    config = config or load_config()
-    return riskmodel.load_deployed(config.prod_folder).predict(feature_frame(frame, source)).tolist()
-
-
-def risk_scores(frame: pd.DataFrame, config: Config | None = None, source: str = "input data") -> list[float]:
-    """The deployed model's exit probability for every row of frame, in row order."""
-    config = config or load_config()
-    return riskmodel.load_deployed(config.prod_folder).exit_probability(feature_frame(frame, source)).tolist()
+    """The course's model_predictions: the live version's 0/1 prediction for every row, in row order."""
+    return predict(frame, config, source).predictions.tolist()
 
 
 def _float_or_none(value) -> float | None:
@@ -132,7 +139,7 @@ def dataframe_summary(config: Config | None = None) -> dict[str, dict[str, float
     stats.values()]: mean, median, mode, std of the first column, then of the next, ...
     """
     config = config or load_config()
-    return summary_statistics(read_data_file(config.finaldata_file))
+    return summary_statistics(serving.server_data(config.finaldata_file))
 
 
 def missing_percent(frame: pd.DataFrame) -> dict[str, float]:
@@ -146,7 +153,7 @@ def missing_data(config: Config | None = None) -> dict[str, float]:
     """Percent of NA values in each column of finaldata.csv, in column order (the course's list
     is list(missing_data().values()))."""
     config = config or load_config()
-    return missing_percent(read_data_file(config.finaldata_file))
+    return missing_percent(serving.server_data(config.finaldata_file))
 
 
 def execution_time(config: Config | None = None, max_age: float = 0.0) -> list[float]:
@@ -162,7 +169,7 @@ def execution_time(config: Config | None = None, max_age: float = 0.0) -> list[f
     run by polling the lock, which an API worker serves other requests during.
     """
     config = config or load_config()
-    cache = cache_dir(config)
+    cache = config.cache_folder
     cache.mkdir(parents=True, exist_ok=True)
     result_path = cache / "timing.json"
     requested = time.time()
@@ -193,7 +200,7 @@ def input_signature(config: Config) -> list[list]:
 
 def time_scripts(config: Config) -> list[float]:
     """Run ingestion.py and training.py on a temporary workspace that reads the real input folder."""
-    cache = cache_dir(config)
+    cache = config.cache_folder
     remove_leftovers(cache)  # a timing workspace whose run was killed with its caller
     with tempfile.TemporaryDirectory(prefix=f"timing-{os.getpid()}-", dir=cache) as temp:
         workspace = Path(temp)
@@ -277,7 +284,7 @@ def outdated_packages_list(config: Config | None = None, refresh: bool = False) 
     answer is cached (dependency_cache_hours; an offline answer for an hour).
     """
     config = config or load_config()
-    cache = cache_dir(config) / "dependencies.json"
+    cache = config.cache_folder / "dependencies.json"
     pins = requirement_pins()
     if not refresh:
         try:
@@ -313,117 +320,29 @@ def outdated_packages_list(config: Config | None = None, refresh: bool = False) 
     return table
 
 
-def psi(reference: np.ndarray, current: np.ndarray, bins: int = PSI_BINS, epsilon: float = 1e-4) -> float:
-    """Population stability index of current against reference, on the reference's quantile bins."""
-    reference = np.asarray(reference, dtype=float)
-    current = np.asarray(current, dtype=float)
-    reference, current = reference[~np.isnan(reference)], current[~np.isnan(current)]
-    if len(reference) == 0 or len(current) == 0:
-        return float("nan")
-    inner_edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1))[1:-1])
-    expected = np.bincount(
-        np.searchsorted(inner_edges, reference, side="right"), minlength=len(inner_edges) + 1
-    )
-    actual = np.bincount(np.searchsorted(inner_edges, current, side="right"), minlength=len(inner_edges) + 1)
-    expected = np.clip(expected / len(reference), epsilon, None)
-    actual = np.clip(actual / len(current), epsilon, None)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
-
-
-def histogram(reference: np.ndarray, current: np.ndarray, bins: int = 12) -> dict:
-    """Both distributions on common bins up to the 99th percentile of both (the last bin takes
-    the tail), as shares: what the dashboard draws side by side."""
-    top = float(max(np.quantile(reference, 0.99), np.quantile(current, 0.99)))
-    low = float(min(reference.min(), current.min()))
-    edges = np.linspace(low, top if top > low else low + 1.0, bins + 1)
-    shares = []
-    for values in (reference, current):
-        counts = np.bincount(
-            np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1), minlength=bins
-        )
-        shares.append((counts / len(values)).round(6).tolist())
-    return {"edges": edges.round(3).tolist(), "reference": shares[0], "current": shares[1]}
-
-
-def psi_band(value: float) -> str:
-    if math.isnan(value):
-        return "unknown"
-    return "none" if value < PSI_BANDS[0] else "moderate" if value < PSI_BANDS[1] else "significant"
-
-
-def compare_features(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
-    """Per feature KS test and PSI, and the data-set verdict."""
-    features = []
-    for feature in FEATURES:
-        expected = pd.to_numeric(reference[feature], errors="coerce").dropna().to_numpy(float)
-        actual = pd.to_numeric(current[feature], errors="coerce").dropna().to_numpy(float)
-        if len(expected) == 0 or len(actual) == 0:
-            features.append({"feature": feature, "ks_statistic": None, "ks_p_value": None, "psi": None,
-                             "psi_band": "unknown", "drift": False})  # fmt: skip
-            continue
-        test = ks_2samp(expected, actual)
-        value = psi(expected, actual)
-        features.append(
-            {
-                "feature": feature,
-                "ks_statistic": float(test.statistic),
-                "ks_p_value": float(test.pvalue),
-                "psi": value,
-                "psi_band": psi_band(value),
-                "drift": bool(test.pvalue <= KS_THRESHOLD),
-                "reference_mean": float(expected.mean()),
-                "current_mean": float(actual.mean()),
-                "histogram": histogram(expected, actual),
-            }
-        )
-    drifted = sum(feature["drift"] for feature in features)
-    return {
-        "features": features,
-        "drifted_features": drifted,
-        "share_drifted": drifted / len(features),
-        "dataset_drift": drifted / len(features) >= DRIFT_SHARE,
-        "thresholds": {
-            "ks_p_value": KS_THRESHOLD,
-            "psi_bands": list(PSI_BANDS),
-            "dataset_share": DRIFT_SHARE,
-        },
-    }
-
-
-def feature_drift(config: Config | None = None, current: pd.DataFrame | None = None) -> dict:
-    """The deployed model's training data against the latest ingested data (current: finaldata.csv,
-    when the caller has read it already)."""
-    config = config or load_config()
-    reference_path = live_folder(config.prod_folder, read_manifest(config.prod_folder)) / REFERENCE_DATA
-    if not reference_path.is_file():
-        raise DeploymentUnavailable(
-            f"{reference_path}: the deployment has no training reference; redeploy a new model"
-        )
-    if current is None:
-        current = read_data_file(config.finaldata_file)
-    result = compare_features(read_data_file(reference_path), current)
-    return {"reference": str(reference_path), "current": str(config.finaldata_file), **result}
-
-
 def run_all(config: Config) -> dict:
-    """Every diagnostic of the deployed model and the ingested data."""
-    deployed = riskmodel.load_deployed(config.prod_folder)
-    test = read_data_file(config.testdata_file)
-    final = read_data_file(config.finaldata_file)
+    """Every diagnostic of the live version and the ingested data, stamped with what it describes."""
+    state = production.live(config)
+    if state is None:
+        raise DeploymentUnavailable(
+            f"{config.prod_folder}: no deployment yet; run deployment.py (or fullprocess.py)"
+        )
+    data_sha256 = production.data_fingerprint(config)
+    test = serving.server_data(config.testdata_file)
+    final = serving.server_data(config.finaldata_file)
     return {
         "timestamp": utc_now(),
-        "deployed_version": deployed.version,
-        "model_sha256": deployed.sha256,
-        "predictions": {
-            "data": str(config.testdata_file),
-            "values": deployed.predict(feature_frame(test, str(config.testdata_file))).tolist(),
-        },
-        "summary_statistics": summary_statistics(final),
-        "missing_data_percent": missing_percent(final),
+        "stamp": production.stamp(config, state, data_sha256),
+        "deployed_version": state.version,
+        "model_sha256": state.model_sha256,
+        "predictions": {"data": config.relative(config.testdata_file),
+                        "values": model_predictions(test, config, config.relative(config.testdata_file))},
+        "summary_statistics": dataframe_summary(config),
+        "missing_data_percent": missing_data(config),
         "execution_time_seconds": dict(zip(("ingestion", "training"), execution_time(config), strict=True)),
         "dependencies": outdated_packages_list(config),
-        "feature_drift": feature_drift(config, final),
-    }
+        "feature_drift": drift.since_training(config, state, final),
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -437,16 +356,16 @@ def main(argv: list[str] | None = None) -> int:
     stamp = report["timestamp"].replace(":", "").replace("-", "")
     atomic_write_json(history / f"diagnostics-{stamp}.json", report)
     atomic_write_json(target, report)
-    drift = report["feature_drift"]
+    figures = report["feature_drift"]
     outdated = [row["module"] for row in report["dependencies"] if row["outdated"]]
     log.info(
-        "deployed version %s: %d predictions, ingestion %.2fs, training %.2fs, drifted features %d/%d, "
+        "deployed version %s: %d predictions, ingestion %.2fs, training %.2fs, %s %s, "
         "outdated packages %s; wrote %s",
         report["deployed_version"],
         len(report["predictions"]["values"]),
         *report["execution_time_seconds"].values(),
-        drift["drifted_features"],
-        len(drift["features"]),
+        drift.SINCE,
+        drift.verdict(figures),
         ", ".join(outdated) or "none",
         target,
     )

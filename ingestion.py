@@ -5,7 +5,10 @@ Reads
     in name order. Each file is validated; every problem of a file is reported
     at once, and a rejected file does not stop the valid ones.
 Writes (output_folder_path, each file atomically)
-    finaldata.csv          the valid files combined, exact duplicate rows dropped
+    finaldata.csv          the valid files combined in name order (extract order), exact duplicate
+                           rows dropped keeping the last copy: a client's last row is its newest
+    finaldataextracts.csv  for each row of finaldata.csv: its client, the first and the last
+                           extract (position in ingestedfiles.txt) it appears in
     ingestedfiles.txt      the names of the files read into finaldata.csv, one per line
     ingestionrecord.json   this run: per file name, size, sha256, rows read and kept,
                            reasons if rejected; totals, duplicates, missing values, duration
@@ -33,6 +36,7 @@ from clientdata import count_problems, example, parser_message, read_csv_strictl
 from common import (
     COLUMNS,
     EXIT_PARTIAL,
+    EXTRACTS,
     FEATURES,
     FINALDATA,
     ID_COLUMN,
@@ -41,7 +45,6 @@ from common import (
     INGESTION_RECORD,
     TARGET,
     InputError,
-    append_jsonl,
     atomic_path,
     atomic_write_json,
     atomic_write_text,
@@ -53,6 +56,7 @@ from common import (
     sha256_file,
     utc_now,
 )
+from records import append_jsonl
 
 NAME = "ingestion"
 NUMERIC_COLUMNS = (*FEATURES, TARGET)
@@ -202,17 +206,24 @@ def read_file(path: Path, input_folder: Path) -> tuple[pd.DataFrame | None, dict
     return frame, record
 
 
-def duplicated_rows(frame: pd.DataFrame) -> np.ndarray:
-    """DataFrame.duplicated() (keep the first), in less memory and time on large frames.
+def duplicated_rows(frame: pd.DataFrame, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(DataFrame.duplicated(keep="last"), each row's first extract among its exact copies).
 
-    Rows are grouped by a 64-bit hash of their values; only rows whose hash occurs more
-    than once (every exact duplicate, and any hash collision) are compared exactly.
+    Keeping the last copy keeps a client's newest extract's row last, also when it repeats an
+    older row exactly (extracts A, B, A: the client is A's again, not B's). Rows are grouped by
+    a 64-bit hash of their values; only rows whose hash occurs more than once (every exact
+    duplicate, and any hash collision) are compared exactly: less memory and time on large frames.
     """
     hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     members = np.flatnonzero(pd.Series(hashes).duplicated(keep=False).to_numpy())
     duplicated = np.zeros(len(frame), dtype=bool)
-    duplicated[members] = frame.iloc[members].duplicated().to_numpy()
-    return duplicated
+    first = np.asarray(source).copy()
+    if len(members):
+        copies = frame.iloc[members]
+        duplicated[members] = copies.duplicated(keep="last").to_numpy()
+        group = copies.groupby(list(copies.columns), dropna=False, sort=False).ngroup().to_numpy()
+        first[members] = pd.Series(first[members]).groupby(group).transform("min").to_numpy()
+    return duplicated, first
 
 
 def share_strings(values: pd.Series, table: dict) -> pd.Series:
@@ -240,8 +251,8 @@ def csv_entries(folder: Path) -> list[Path]:
     )
 
 
-def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
-    """Combine the valid files of a folder: (de-duplicated frame, ingestion record)."""
+def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Combine the valid files of a folder: (de-duplicated frame, its rows' extracts, ingestion record)."""
     started = time.perf_counter()
     if not input_folder.is_dir():
         raise IngestionError(f"{input_folder}: input folder does not exist")
@@ -272,13 +283,16 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
     sizes = [len(frame) for frame in frames]
     combined = pd.concat(frames, ignore_index=True)
     frames.clear()  # peak memory: the per-file frames go before de-duplication allocates
-    duplicated = duplicated_rows(combined)
     source = np.repeat(np.arange(len(sizes)), sizes)
+    duplicated, first = duplicated_rows(combined, source)
     kept_per_file = np.bincount(source[~duplicated], minlength=len(sizes))
     rows_read = len(combined)
     final = combined.loc[~duplicated].reset_index(drop=True)
     del combined
     final = final.astype(COLUMN_TYPES)  # counts as integers, blanks kept (Int64)
+    # each kept row's extracts (1 = the first file of ingestedfiles.txt): calllist.py's lost list
+    extracts = pd.DataFrame({ID_COLUMN: final[ID_COLUMN], "first_extract": first[~duplicated] + 1,
+                             "last_extract": source[~duplicated] + 1})  # fmt: skip
     ingested = [record for record in records if record["status"] == "ingested"]
     for record, kept in zip(ingested, kept_per_file, strict=True):
         record["rows_kept"] = int(kept)
@@ -295,12 +309,14 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, dict]:
         "missing_values": {column: int(count) for column, count in final.isna().sum().items()},
         "duration_seconds": round(time.perf_counter() - started, 4),
     }
-    return final, summary
+    return final, extracts, summary
 
 
-def write_outputs(final: pd.DataFrame, record: dict, output_folder: Path) -> None:
-    """finaldata.csv, ingestedfiles.txt and the record, each atomically."""
+def write_outputs(final: pd.DataFrame, extracts: pd.DataFrame, record: dict, output_folder: Path) -> None:
+    """finaldata.csv, its rows' extracts, ingestedfiles.txt and the record, each atomically."""
     output_folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output_folder / EXTRACTS) as temp:
+        extracts.to_csv(temp, index=False)
     with atomic_path(output_folder / FINALDATA) as temp:
         final.to_csv(temp, index=False)
     record["finaldata_sha256"] = sha256_file(output_folder / FINALDATA)
@@ -315,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(NAME)
     config = load_config()
     try:
-        final, record = ingest(config.input_folder)
+        final, extracts, record = ingest(config.input_folder)
     except IngestionError as error:
         # Remember the failed attempt (fullprocess.py reads it), but keep finaldata.csv.
         record = error.record or {"timestamp": utc_now(), "input_folder": str(config.input_folder)}
@@ -324,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         append_jsonl(config.output_folder / INGESTION_HISTORY, record)
         raise
     record["input_folder_relative"] = config.relative(config.input_folder)
-    write_outputs(final, record, config.output_folder)
+    write_outputs(final, extracts, record, config.output_folder)
     log.info(
         "ingested %d of %d files from %s: %d rows read, %d duplicates dropped, %d rows in %s",
         record["files_ingested"],

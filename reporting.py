@@ -1,29 +1,36 @@
-"""Reports on the deployed model: confusion matrix, PDF report, client risk ranking.
+"""Reports on the live version: the call list, drift figures, confusion matrix and PDF report.
 
+Every output is computed for the live version (production.py) and the latest ingested data, and
+says so (a stamp: version, model sha256, data fingerprint). fullprocess.py runs it whenever the
+live version or the ingested data changes, deployment.py --rollback after a rollback.
 Reads
-    the deployed model (verified against manifest.json), testdata/testdata.csv,
-    output_folder_path/finaldata.csv and ingestedfiles.txt, the score and
-    deployment histories, the latest diagnostics.json and pipeline runs if any.
+    the live version (its numbers, served as the API serves them: diagnostics.py's course
+    functions), testdata/testdata.csv, output_folder_path/finaldata.csv and
+    finaldataextracts.csv, the live and earlier versions' training data, the score and
+    deployment histories.
 Writes (output_model_path, each file atomically)
-    confusionmatrix.png  the deployed model on testdata (--output picks another name,
+    riskranking.csv, lostclients.csv, riskranking.json   the call list (calllist.py), the
+                         clients lost since the last list, and what they were computed for
+    drift.json           drift.py's two comparisons, stamped: what the report and the
+                         dashboard show
+    confusionmatrix.png  the live version on testdata (--output picks another name,
                          e.g. confusionmatrix2.png as the course asks after a redeploy)
-    riskranking.csv      every corporation of the latest ingested data with its exit
-                         probability under the deployed model, highest first, ranked
-    report.pdf           metrics, confusion matrix, ROC curve, score history, summary
-                         statistics, missing data, feature drift, ingested files, the
-                         latest pipeline decision and the 20 clients at highest risk
+    report.pdf           page 1 for a client manager (why this version is live, F1, the first
+                         10 clients of the call list), then metrics, ROC, F1 history, summary
+                         statistics, missing data, both drift comparisons, the first 20 clients
+Keeps (prod_deployment_path/archive/vNNNN/reports/, the live version's)
+    the first report of a version (at its deployment) with the files above: never
+    overwritten; every later report (new data, a rollback) as report-<UTC time>.pdf beside it.
 Run
     python reporting.py
     python reporting.py --output confusionmatrix2.png
-    python reporting.py --ranking-only   # the ranking of the latest ingested data, nothing else
 Exit status
-    0 written; 65 a data file is missing or unusable; 69 no usable deployed model;
-    78 bad config.json; 2 a usage error (--output not a .png file name).
+    0 written; 65 testdata is missing or unusable; 69 no usable deployed model, or finaldata.csv
+    missing or unusable; 74 disk full; 78 bad config.json; 2 a usage error (--output not a .png name).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import textwrap
 from dataclasses import dataclass
@@ -38,41 +45,37 @@ from matplotlib.figure import Figure
 from sklearn.metrics import RocCurveDisplay, confusion_matrix
 
 import calllist
-import deployment
 import diagnostics
+import drift
+import production
 import riskmodel
-from clientdata import feature_frame, read_data_file, read_labelled_data
+import serving
+from clientdata import read_labelled_data
 from common import (
     CONFUSION_MATRIX,
-    DECISION,
     DEPLOYMENT_HISTORY,
+    DRIFT,
+    EXTRACTS,
     ID_COLUMN,
     INGESTEDFILES,
     LOST_CLIENTS,
-    MANIFEST,
-    MODEL,
-    REFERENCE_DATA,
     REPORT,
-    REPORTS_DIR,
     RISK_RANKING,
     RISK_RANKING_BASIS,
     SCORE_HISTORY,
     TARGET,
     Config,
-    PipelineError,
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
     command_line,
-    live_folder,
     load_config,
-    read_ingested_files,
-    read_jsonl,
     run_main,
     setup_logging,
     sha256_file,
     utc_now,
 )
+from records import read_ingested_files, read_jsonl
 
 NAME = "reporting"
 TOP_CLIENTS = 20
@@ -94,14 +97,14 @@ class Evaluation:
         return f"Deployed model v{self.version}: F1 {self.metrics['f1']:.3f}\non {data.name} ({len(self.truth)} rows)"
 
 
-def evaluate_on_testdata(config: Config, scorer: riskmodel.LinearScorer, version: int | None) -> Evaluation:
-    """The deployed model's predictions and metrics on testdata (the numbers the API serves)."""
+def evaluate_on_testdata(config: Config) -> Evaluation:
+    """The live version's predictions and metrics on testdata (diagnostics.predict: what the API serves)."""
     test = read_labelled_data(config.testdata_file)
-    matrix = feature_frame(test, str(config.testdata_file)).to_numpy()
+    answers = diagnostics.predict(test, config, str(config.testdata_file))
     truth = test[TARGET].astype(int).to_numpy()
-    predicted, probability = scorer.predict(matrix).astype(int), scorer.predict_proba(matrix)[:, 1]
+    predicted, probability = answers.predictions.astype(int), answers.probabilities
     metrics = riskmodel.classification_metrics(truth, predicted, probability)
-    return Evaluation(version, truth, predicted, probability, metrics)
+    return Evaluation(answers.version, truth, predicted, probability, metrics)
 
 
 def draw_confusion_matrix(axis, truth, predicted, title: str) -> None:
@@ -126,45 +129,25 @@ def write_confusion_matrix(config: Config, name: str, results: Evaluation) -> Pa
     return target
 
 
-def previous_call_list(config: Config, basis: dict) -> pd.DataFrame | None:
-    """The list the team saw before this one: the current riskranking.csv; or, when that one was
-    made from the same model and data (a report run again), the list it was itself compared with."""
-    try:
-        frame = pd.read_csv(config.model_folder / RISK_RANKING, dtype={ID_COLUMN: str})
-    except (FileNotFoundError, ValueError):  # pandas' parser errors are ValueErrors
-        return None
-    if ID_COLUMN not in frame.columns or "exit_probability" not in frame.columns:
-        return None
-    try:
-        old = json.loads((config.model_folder / RISK_RANKING_BASIS).read_text())
-    except (FileNotFoundError, ValueError):
-        old = {}
-    if (old.get("model_sha256"), old.get("data_sha256")) != (basis["model_sha256"], basis["data_sha256"]):
-        return frame[[ID_COLUMN, "exit_probability"]]
-    if not old.get("previous_list") or "previous_probability" not in frame.columns:
-        return None
-    try:  # that list's clients: those still listed, and those lost since
-        lost = pd.read_csv(config.model_folder / LOST_CLIENTS, dtype={ID_COLUMN: str})
-    except (FileNotFoundError, ValueError):
-        lost = pd.DataFrame(columns=[ID_COLUMN, "previous_probability"])
-    earlier = pd.concat(
-        [frame[[ID_COLUMN, "previous_probability"]], lost[[ID_COLUMN, "previous_probability"]]]
+def write_call_list(config: Config, stamp: dict, final: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """riskranking.csv (the call list), lostclients.csv and riskranking.json (what they describe).
+
+    riskranking.json is replaced last: until it is, the stamp says the files describe the state
+    before, and the next run reports again."""
+    previous = calllist.previous_list(config.model_folder, stamp)
+    extracts = calllist.read_extracts(config.output_folder / EXTRACTS, final)
+    scorer = serving.served_model(config.prod_folder).scorer
+    calls, lost = calllist.call_list(
+        final, scorer, previous, config.relative(config.finaldata_file), extracts
     )
-    earlier = earlier[earlier["previous_probability"].notna()]
-    return pd.DataFrame({ID_COLUMN: earlier[ID_COLUMN], "exit_probability": earlier["previous_probability"]})
-
-
-def write_call_list(config: Config, scorer: riskmodel.LinearScorer, manifest: dict,
-                    final: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """riskranking.csv (the call list), lostclients.csv and riskranking.json (their basis)."""
-    basis = {"model_version": manifest.get("version"), "model_sha256": manifest["files"][MODEL]["sha256"],
-             "data": config.relative(config.finaldata_file), "data_sha256": sha256_file(config.finaldata_file),
-             "written": utc_now()}  # fmt: skip
-    previous = previous_call_list(config, basis)
-    calls, lost = calllist.call_list(final, scorer, previous, config.relative(config.finaldata_file))
-    basis["previous_list"] = previous is not None
     calllist.write_csv(calls, config.model_folder / RISK_RANKING)
     calllist.write_csv(lost, config.model_folder / LOST_CLIENTS)
+    basis = {
+        **stamp,
+        "written": utc_now(),
+        "previous_list": previous is not None,
+        "lost_means": calllist.LOST_MEANS,
+    }
     atomic_write_json(config.model_folder / RISK_RANKING_BASIS, basis)
     return calls, lost
 
@@ -188,27 +171,16 @@ def _fmt(value, digits: int = 4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else value
 
 
-def decision_lines(config: Config, manifest: dict) -> list[str]:
-    """What made this version live, in a manager's words, from its decision.json (written by
-    fullprocess.py and deployed with the version) or from the manifest."""
-    folder = live_folder(config.prod_folder, manifest)
-    try:
-        decision = json.loads((folder / DECISION).read_text())
-    except (FileNotFoundError, ValueError):
-        decision = None
-    lines = []
-    if manifest.get("action") == "rollback":
-        lines.append(f"Rolled back from version {manifest.get('rolled_back_from')} at {manifest.get('timestamp')} "
-                     "(deployment.py --rollback): this version is live again, scored on today's data. "
-                     "When it was first deployed:")  # fmt: skip
-    if decision is None:
-        return [*lines, "Deployed by hand with deployment.py (no fullprocess.py decision)."]
-    lines.append(f"{decision.get('summary', 'deployed by fullprocess.py')}.")
-    drift = decision.get("drift")
-    if drift:
-        lines.append(f"Drift test ({drift['test_used']}): the model then live scored F1 {drift['new_score']:.4f} on "
-                     f"the new data, threshold {drift['threshold']:.4f} ({drift['rule']}): "
-                     f"{'drift' if drift['drift'] else 'no drift'}.")  # fmt: skip
+def decision_lines(state: production.Live) -> list[str]:
+    """How this version came to be live (a rollback, fullprocess.py's reasons, or by hand), in a
+    manager's words, from its manifest and its decision.json (deployed with it)."""
+    lines = [state.how()]
+    decision = state.decision or {}
+    drift_test = decision.get("drift")
+    if drift_test:
+        lines.append(f"Drift test ({drift_test['test_used']}): the model then live scored F1 "
+                     f"{drift_test['new_score']:.4f} on the new data, threshold {drift_test['threshold']:.4f} "
+                     f"({drift_test['rule']}): {'drift' if drift_test['drift'] else 'no drift'}.")  # fmt: skip
     gate = decision.get("gate")
     if gate:
         verdict = "passed" if gate["passed"] else "failed (deployed anyway)"
@@ -223,39 +195,40 @@ def decision_lines(config: Config, manifest: dict) -> list[str]:
     return lines
 
 
-def previous_version(config: Config, manifest: dict) -> dict | None:
-    """The manifest of the version live before this one, if any."""
-    earlier = manifest.get("lineage") or []
-    if manifest.get("action") == "rollback" and manifest.get("rolled_back_from"):
-        earlier = [manifest["rolled_back_from"]]
-    if not earlier:
-        return None
-    try:
-        return json.loads((config.prod_folder / deployment.folder_name(earlier[-1]) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
+def previous_version(config: Config, state: production.Live) -> dict | None:
+    """The manifest of the version live before this one (for a rollback: the one rolled back from)."""
+    earlier = [state.rolled_back_from] if state.rolled_back_from else state.manifest.get("lineage") or []
+    return production.archived_manifest(config.prod_folder, earlier[-1]) if earlier else None
 
 
 def wrapped(text: str, width: int = 100) -> list[str]:
     return textwrap.wrap(text, width) or [""]
 
 
-def summary_page(pdf, config: Config, manifest: dict, results: Evaluation, calls: pd.DataFrame,
+def page_one_lines(config: Config, state: production.Live, results: Evaluation, lost: pd.DataFrame,
+                   calls: pd.DataFrame) -> list[str]:  # fmt: skip
+    """Page 1's text above the first 10: why this version is live, its F1, the list's size."""
+    before = previous_version(config, state)
+    lines = [f"Live since {str(state.timestamp)[:19].replace('T', ' ')} UTC.", ""]
+    lines += [line for text in decision_lines(state) for line in wrapped(text)]
+    f1_before = before.get("f1") if before else None
+    lines += ["", f"Quality on the test data: F1 {results.metrics['f1']:.3f} now"
+              + (f", {f1_before:.3f} for version {before.get('version')} before it." if isinstance(f1_before, float)
+                 else " (no earlier version).")]  # fmt: skip
+    lines += ["", f"{len(calls):,} clients to call, riskiest first (ties: by client ID). {len(lost):,} lost since "
+              f"the last list ({calllist.LOST_MEANS}: lostclients.csv)."]  # fmt: skip
+    return lines
+
+
+def summary_page(pdf, config: Config, state: production.Live, results: Evaluation, calls: pd.DataFrame,
                  lost: pd.DataFrame) -> None:  # fmt: skip
     """Page 1: what a client manager needs, in words, with no server paths."""
-    before = previous_version(config, manifest)
     figure = Figure(figsize=(8.27, 11.69))
-    figure.text(0.07, 0.955, f"Attrition risk: model version {manifest.get('version')}", fontsize=18,
-                weight="bold", va="top")  # fmt: skip
-    lines = [f"Live since {manifest.get('timestamp', '?')[:19].replace('T', ' ')} UTC.", ""]
-    lines += [line for text in decision_lines(config, manifest) for line in wrapped(text)]
-    f1_now = results.metrics["f1"]
-    lines += ["", f"Quality on the test data: F1 {f1_now:.3f} now"
-              + (f", {before.get('f1'):.3f} for version {before.get('version')} before it." if before
-                 and isinstance(before.get("f1"), float) else " (no earlier version).")]  # fmt: skip
-    lines += ["", f"{len(calls):,} clients to call, riskiest first (ties: by client ID). "
-              f"{len(lost):,} lost since the last list (lostclients.csv)."]  # fmt: skip
-    figure.text(0.07, 0.915, "\n".join(lines), fontsize=10, va="top", wrap=True)
+    figure.text(
+        0.07, 0.955, f"Attrition risk: model version {state.version}", fontsize=18, weight="bold", va="top"
+    )
+    figure.text(0.07, 0.915, "\n".join(page_one_lines(config, state, results, lost, calls)), fontsize=10, va="top",
+                wrap=True)  # fmt: skip
     top = calls.head(10)
     axis = figure.add_axes((0.07, 0.08, 0.86, 0.5))
     axis.axis("off")
@@ -273,6 +246,20 @@ def summary_page(pdf, config: Config, manifest: dict, results: Evaluation, calls
     else:
         axis.text(0, 0.9, "No client to call: every client in the data has left.", fontsize=10)
     pdf.savefig(figure)
+
+
+def drift_lines(result: dict) -> list[str]:
+    """One comparison of drift.py, labelled, as the report's table."""
+    lines = [f"{result['label'].capitalize()}"
+             + (f" ({result['reference']} -> {result['current']}):" if "reference" in result else ":")]  # fmt: skip
+    if "features" in result:
+        lines += _table(
+            [[row["feature"], _fmt(row["ks_statistic"]), _fmt(row["ks_p_value"]), _fmt(row["psi"]),
+              row["psi_band"], "DRIFT" if row["drift"] else "ok"] for row in result["features"]],
+            ["feature", "KS stat", "KS p", "PSI", "PSI band", "verdict"],
+        )  # fmt: skip
+    lines.append(f"  {drift.verdict(result)}")
+    return lines
 
 
 def f1_history_figure(config: Config) -> Figure:
@@ -313,7 +300,7 @@ def f1_history_figure(config: Config) -> Figure:
     return figure
 
 
-def write_report(config: Config, manifest: dict, results: Evaluation, final: pd.DataFrame, calls: pd.DataFrame,
+def write_report(config: Config, state: production.Live, results: Evaluation, figures: dict, calls: pd.DataFrame,
                  lost: pd.DataFrame) -> Path:  # fmt: skip
     """One PDF a person reads instead of the raw files: page 1 for a client manager, then the details."""
     truth, predicted, probability = results.truth, results.predicted, results.probability
@@ -324,26 +311,15 @@ def write_report(config: Config, manifest: dict, results: Evaluation, final: pd.
         "accuracy": results.metrics["accuracy"],
         "ROC AUC": results.metrics["roc_auc"],
     }
-    summary = diagnostics.summary_statistics(final)
-    missing = diagnostics.missing_percent(final)
-    before = previous_version(config, manifest)
-    reference = None
-    if before is not None and manifest.get("action") != "rollback":
-        reference = config.prod_folder / deployment.folder_name(before["version"]) / REFERENCE_DATA
-    if reference is None or not reference.is_file():
-        reference = live_folder(config.prod_folder, manifest) / REFERENCE_DATA
-    try:
-        drift = diagnostics.compare_features(read_data_file(reference), final)
-    except PipelineError as error:
-        drift = {"error": str(error)}
+    summary, missing = diagnostics.dataframe_summary(config), diagnostics.missing_data(config)
     ingested_path = config.output_folder / INGESTEDFILES
     ingested = read_ingested_files(ingested_path) if ingested_path.is_file() else []
 
     target = config.model_folder / REPORT
     with atomic_path(target) as temp, PdfPages(temp) as pdf:
-        summary_page(pdf, config, manifest, results, calls, lost)
+        summary_page(pdf, config, state, results, calls, lost)
         lines = [
-            f"Model version {manifest.get('version')}, {manifest.get('action')} at {manifest.get('timestamp')}",
+            f"Model version {state.version}, {state.manifest.get('action')} at {state.timestamp}",
             f"Test data: {config.relative(config.testdata_file)} ({len(truth)} rows)",
             "",
             *_table([[name, _fmt(value)] for name, value in metrics.items()], ["metric", "value"]),
@@ -352,7 +328,7 @@ def write_report(config: Config, manifest: dict, results: Evaluation, final: pd.
             *textwrap.wrap(", ".join(ingested) or "none", 95),
             "",
             "The decision that made this version live:",
-            *[line for text in decision_lines(config, manifest) for line in textwrap.wrap(text, 95)],
+            *[line for text in decision_lines(state) for line in textwrap.wrap(text, 95)],
         ]
         _text_page(pdf, "Model and data", lines)
 
@@ -360,9 +336,7 @@ def write_report(config: Config, manifest: dict, results: Evaluation, final: pd.
         axes = figure.subplots(1, 2)
         draw_confusion_matrix(axes[0], truth, predicted, results.title(config.testdata_file))
         if metrics["ROC AUC"] is not None:
-            RocCurveDisplay.from_predictions(
-                truth, probability, ax=axes[1], name=f"v{manifest.get('version')}"
-            )
+            RocCurveDisplay.from_predictions(truth, probability, ax=axes[1], name=f"v{state.version}")
             axes[1].plot([0, 1], [0, 1], linestyle="--", color="grey")
         axes[1].set_title("ROC curve on testdata")
         figure.tight_layout()
@@ -374,19 +348,7 @@ def write_report(config: Config, manifest: dict, results: Evaluation, final: pd.
              for column, stats in summary.items()],
             ["column", "mean", "median", "mode", "std"],
         ) + ["", *_table([[column, f"{value:.3f}%"] for column, value in missing.items()], ["column", "missing"])]  # fmt: skip
-        source = (f"version {before['version']}'s training data" if reference.parent.name != live_folder(
-            config.prod_folder, manifest).name else "this version's training data")  # fmt: skip
-        lines += ["", f"Feature drift ({source} -> the latest ingested data):"]
-        if "features" in drift:
-            lines += _table(
-                [[row["feature"], _fmt(row["ks_statistic"]), _fmt(row["ks_p_value"]), _fmt(row["psi"]),
-                  row["psi_band"], "DRIFT" if row["drift"] else "ok"] for row in drift["features"]],
-                ["feature", "KS stat", "KS p", "PSI", "PSI band", "verdict"],
-            )  # fmt: skip
-            lines.append(f"data set drift: {'YES' if drift['dataset_drift'] else 'no'} "
-                         f"({drift['drifted_features']} of {len(drift['features'])} features)")  # fmt: skip
-        else:
-            lines.append(f"  {drift['error']}")
+        lines += ["", *drift_lines(figures["triggered"]), "", *drift_lines(figures["since_training"])]
         _text_page(pdf, "Data: summary, missing values, drift", lines)
 
         top = calls.head(TOP_CLIENTS)
@@ -399,20 +361,34 @@ def write_report(config: Config, manifest: dict, results: Evaluation, final: pd.
             ["rank", ID_COLUMN, "risk", "top reason", "since last list"],
         )  # fmt: skip
         if len(lost):
-            lines += ["", f"Lost since the last list ({len(lost)}): " + ", ".join(lost[ID_COLUMN].head(40))]
+            lines += [
+                "",
+                f"Lost since the last list ({len(lost)}; {calllist.LOST_MEANS}): "
+                + ", ".join(lost[ID_COLUMN].head(40)),
+            ]
         _text_page(pdf, f"The {TOP_CLIENTS} clients at highest risk", lines)
         info = pdf.infodict()
         info["Title"] = "Attrition risk model report"
-        info["Subject"] = f"deployed model version {manifest.get('version')}"
+        # the stamp, and the first 10 of the call list page 1 shows: what the report describes
+        info["Subject"] = (f"model version {state.version}, sha256 {state.model_sha256[:12]}; data sha256 "
+                           f"{str(figures['stamp'].get('data_sha256'))[:12]}; first 10 to call: "
+                           + " ".join(calls[ID_COLUMN].head(10)))  # fmt: skip
     return target
 
 
-def keep_with_version(config: Config, manifest: dict, paths: list[Path]) -> Path:
-    """Copies of this version's reports in its archive folder (archive/vNNNN/reports/)."""
-    folder = live_folder(config.prod_folder, manifest) / REPORTS_DIR
+def keep_with_version(state: production.Live, paths: list[Path], report: Path | None) -> Path:
+    """This version's reports in its archive folder (archive/vNNNN/reports/): the first, at its
+    deployment, with the call list and the files it was made with; never overwritten. Each later
+    report is a new file beside it (report-<UTC time>.pdf)."""
+    folder = state.reports_folder()
     folder.mkdir(exist_ok=True)
-    for path in paths:
-        atomic_write_bytes(folder / path.name, path.read_bytes())
+    if (folder / REPORT).is_file():
+        kept = [report] if report is not None else []
+        names = {report: f"report-{utc_now()[:19].replace('-', '').replace(':', '')}Z.pdf"} if report else {}
+    else:
+        kept, names = [*paths, *([report] if report else [])], {}
+    for path in kept:
+        atomic_write_bytes(folder / names.get(path, path.name), path.read_bytes())
     return folder
 
 
@@ -420,11 +396,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_line(__doc__)
     parser.add_argument(
         "--output", default=CONFUSION_MATRIX, help="confusion matrix file name (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--ranking-only",
-        action="store_true",
-        help="only riskranking.csv (fullprocess.py: new data, same model)",
     )
     args = parser.parse_args(argv)
     if Path(args.output).name != args.output or not args.output.lower().endswith(".png"):
@@ -434,17 +405,22 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(NAME)
     config = load_config()
     config.model_folder.mkdir(parents=True, exist_ok=True)
-    scorer, manifest = riskmodel.load_linear(config.prod_folder)
-    final = read_data_file(config.finaldata_file)
-    calls, lost = write_call_list(config, scorer, manifest, final)
-    written = [config.model_folder / RISK_RANKING, config.model_folder / LOST_CLIENTS]
-    if not args.ranking_only:
-        results = evaluate_on_testdata(config, scorer, manifest.get("version"))
-        written.append(write_confusion_matrix(config, args.output, results))
-        written.append(write_report(config, manifest, results, final, calls, lost))
-    kept = keep_with_version(config, manifest, [*written, config.model_folder / RISK_RANKING_BASIS])
-    log.info("wrote %s (%d clients to call, %d lost since the last list); copies in %s",
-             ", ".join(config.relative(path) for path in written), len(calls), len(lost),
+    state = production.live(config)
+    if state is None:
+        production.read_manifest(config.prod_folder)  # says "no deployment yet" and what to run
+    final = serving.server_data(config.finaldata_file)
+    stamp = production.stamp(config, state, sha256_file(config.finaldata_file))
+    results = evaluate_on_testdata(config)
+    figures = drift.comparisons(config, state, final, stamp["data_sha256"])
+    atomic_write_json(config.model_folder / DRIFT, figures)
+    calls, lost = write_call_list(config, stamp, final)
+    written = [config.model_folder / name for name in (RISK_RANKING, LOST_CLIENTS, RISK_RANKING_BASIS, DRIFT)]
+    written.append(write_confusion_matrix(config, args.output, results))
+    report = write_report(config, state, results, figures, calls, lost)
+    kept = keep_with_version(state, written, report)
+    log.info("version %d: wrote %s and %s (%d clients to call, %d lost since the last list; %s: %s); kept in %s",
+             state.version, ", ".join(config.relative(path) for path in written), config.relative(report),
+             len(calls), len(lost), drift.SINCE, drift.verdict(figures["since_training"]),
              config.relative(kept))  # fmt: skip
     return 0
 

@@ -46,10 +46,9 @@ from common import (
     InputError,
     ModelIntegrityError,
     PipelineError,
-    live_folder,
-    read_manifest,
     sha256_bytes,
 )
+from production import live_folder, read_manifest
 
 PROBE_ROW = pd.DataFrame([[0.0] * len(FEATURES)], columns=list(FEATURES))
 

@@ -27,7 +27,10 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 import calllist
+import diagnostics
 import riskmodel
 from clientdata import read_data_file, read_labelled_data
 from common import (
@@ -35,8 +38,9 @@ from common import (
     MODEL,
     SCORE_HISTORY,
     SCORE_METRICS,
+    TARGET,
+    Config,
     InputError,
-    append_jsonl,
     atomic_write_json,
     atomic_write_text,
     command_line,
@@ -45,6 +49,7 @@ from common import (
     setup_logging,
     utc_now,
 )
+from records import append_jsonl
 
 NAME = "scoring"
 
@@ -69,6 +74,16 @@ def score_deployed(prod_folder: Path, data_path: Path) -> dict:
         "deployed_version": deployed.version,
         "data": str(data_path),
     }
+
+
+def score_live(config: Config, test: pd.DataFrame) -> dict:
+    """Metrics of the live version on labelled test data, through diagnostics.predict (its numbers,
+    as the API serves them: nothing is unpickled). What GET /scoring answers."""
+    answers = diagnostics.predict(test, config, config.relative(config.testdata_file))
+    metrics = riskmodel.classification_metrics(
+        test[TARGET].to_numpy(), answers.predictions, answers.probabilities
+    )
+    return {**metrics, "model_version": answers.version, "data": config.relative(config.testdata_file)}
 
 
 def write_scores(metrics: dict, model_folder: Path) -> None:

@@ -1,6 +1,7 @@
-"""The API's serving machinery: the deployed model and data files kept in memory.
+"""The fast path to the live model and the data files: kept in memory per process, until they change.
 
-app.py owns this module; nothing else imports it. A worker process keeps
+Not a script. app.py's workers, the dashboard and diagnostics.py's course functions (which the
+API's routes and reporting.py call) read the live model and data through it. A process keeps
     the deployed model as riskmodel.load_linear reads it (plain numbers from the live
         version's trainedmodel.json, checked against manifest.json: nothing is unpickled),
         loaded again only when manifest.json changes (every deploy and rollback replaces it);
@@ -9,6 +10,8 @@ app.py owns this module; nothing else imports it. A worker process keeps
         model that loaded, if any, stays in service and /health says so;
     the data files it read, and their feature matrices, until they change: at most
         MAX_CACHED_FILES of them, the least recently used forgotten first.
+    server_data(path) is a data file the server itself relies on (finaldata.csv, testdata.csv,
+        the call list): unusable, it is a DataUnavailable (503, exit 69), not the caller's fault.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import pandas as pd
 from scipy.special import expit
 
 import riskmodel
-from clientdata import feature_frame, read_data_file
-from common import ID_COLUMN, MANIFEST, MODEL, DeploymentUnavailable
+from clientdata import check_labelled, feature_frame, read_data_file
+from common import ID_COLUMN, MANIFEST, MODEL, DataUnavailable, DeploymentUnavailable, InputError
 
 log = logging.getLogger("app")
 MAX_CACHED_FILES = 8  # the server's own three, and a few request files: each at most api_max_rows rows
@@ -128,6 +131,15 @@ def _cached(kind: str, path: Path, load):
 def read_csv_cached(path: Path) -> pd.DataFrame:
     """clientdata.read_data_file, once per process and again when the file changes. Do not modify it."""
     return _cached("frame", path, read_data_file)
+
+
+def server_data(path: Path, labelled: bool = False) -> pd.DataFrame:
+    """A data file the server itself relies on: unusable, it is the server's problem (503), not the caller's."""
+    try:
+        frame = read_csv_cached(path)
+        return check_labelled(frame, str(path)) if labelled else frame
+    except InputError as error:
+        raise DataUnavailable(str(error)) from None
 
 
 def feature_matrix_cached(path: Path) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -187,3 +188,11 @@ def deploy_model_meta(workspace: Workspace, change) -> None:
 
 
 __all__ = ["COLUMNS", "SEED_DATA", "Workspace", "client_frame", "make_workspace", "run_ok"]
+
+
+def pdf_subject(path: Path) -> str:
+    """The Subject of a report PDF's information dictionary: reporting.py's stamp, with the first 10
+    clients of the call list page 1 shows (matplotlib writes it as plain text)."""
+    match = re.search(rb"/Subject \(([^)]*)\)", path.read_bytes())
+    assert match, f"{path}: no /Subject"
+    return match.group(1).decode()

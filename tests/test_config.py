@@ -11,12 +11,10 @@ from conftest import PROJECT_DIR, assert_one_line_error
 from common import (
     OPTIONAL_DEFAULTS,
     ConfigError,
-    append_jsonl,
     atomic_write_text,
     load_config,
-    read_ingested_files,
-    read_jsonl,
 )
+from records import append_jsonl, read_ingested_files, read_jsonl
 
 
 def test_repository_config_keeps_the_seed_keys_and_values():

@@ -23,10 +23,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_serving import free_port
 
+from apiserver import free_port, start_api_server, stop_process
 from app import OPENAPI, create_app
-from fullprocess import start_api_server, stop_process
 
 DOCUMENT = json.loads(OPENAPI.read_text())
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # answered by Flask for every route

@@ -8,11 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import Workspace, run_ok
-from test_serving import free_port
 
 import serving
+from apiserver import free_port, start_api_server, stop_process
 from app import create_app
-from fullprocess import start_api_server, stop_process
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 CHROMIUM = Path("/usr/bin/chromium")

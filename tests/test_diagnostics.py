@@ -14,6 +14,7 @@ from conftest import assert_one_line_error, client_frame, live_model_path, run_o
 from scipy.stats import ks_2samp
 
 import diagnostics
+import drift
 import riskmodel
 import serving
 from common import (
@@ -51,8 +52,8 @@ def test_predictions_match_the_deployed_model_in_any_column_order(config, deploy
     reordered = test[["number_of_employees", "lastmonth_activity", "lastyear_activity"]]
     predictions = diagnostics.model_predictions(reordered, config)
     assert predictions == expected and all(type(value) is int for value in predictions)
-    risks = diagnostics.risk_scores(test, config)
-    np.testing.assert_allclose(risks, model.predict_proba(test[list(FEATURES)])[:, 1])
+    risks = diagnostics.predict(test, config).probabilities
+    np.testing.assert_allclose(risks, model.predict_proba(test[list(FEATURES)])[:, 1], rtol=0, atol=1e-12)
     with pytest.raises(InputError, match="missing feature column lastyear_activity"):
         diagnostics.model_predictions(test.drop(columns="lastyear_activity"), config)
 
@@ -71,9 +72,12 @@ def test_a_tampered_model_is_refused(config, deployed_workspace):
     model_path.chmod(0o644)
     model_path.write_bytes(model_path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ModelIntegrityError, match="sha256 does not match manifest.json"):
-        riskmodel.load_deployed(config.prod_folder)
+        riskmodel.load_deployed(config.prod_folder)  # what scoring.py --deployed unpickles
+    meta_path = model_path.with_name("trainedmodel.json")  # what diagnostics.py and the API read
+    meta_path.chmod(0o644)
+    meta_path.write_bytes(meta_path.read_bytes().replace(b'"intercept": ', b'"intercept": 1'))
     result = deployed_workspace.run("diagnostics.py")
-    assert_one_line_error(result, "refusing to load a tampered")
+    assert_one_line_error(result, "refusing a tampered")
     assert result.returncode == 69  # DeploymentUnavailable
 
 
@@ -169,9 +173,9 @@ def test_psi_against_a_hand_computed_case():
     current = np.concatenate([np.zeros(50), np.arange(50, 100)])  # half in the first bin
     # bins 0..4 get 0.5, 0, 0, 0, 0 (clipped to 1e-4); bins 5..9 get 0.1 each as expected
     expected = (0.5 - 0.1) * math.log(0.5 / 0.1) + 4 * (1e-4 - 0.1) * math.log(1e-4 / 0.1)
-    assert diagnostics.psi(reference, current) == pytest.approx(expected)
-    assert diagnostics.psi(reference, reference) == pytest.approx(0.0)
-    assert [diagnostics.psi_band(v) for v in (0.05, 0.1, 0.3)] == ["none", "moderate", "significant"]
+    assert drift.psi(reference, current) == pytest.approx(expected)
+    assert drift.psi(reference, reference) == pytest.approx(0.0)
+    assert [drift.psi_band(v) for v in (0.05, 0.1, 0.3)] == ["none", "moderate", "significant"]
 
 
 def test_feature_drift_uses_scipys_ks_and_flags_the_data_set():
@@ -179,7 +183,7 @@ def test_feature_drift_uses_scipys_ks_and_flags_the_data_set():
     same = client_frame(500, seed=11, regime="last_year")
     shifted = same.assign(number_of_employees=same["number_of_employees"] * 3,
                           lastmonth_activity=same["lastmonth_activity"] + 200)  # fmt: skip
-    result = diagnostics.compare_features(reference, shifted)
+    result = drift.compare_features(reference, shifted)
     for row in result["features"]:
         oracle = ks_2samp(reference[row["feature"]], shifted[row["feature"]])
         assert row["ks_statistic"] == pytest.approx(oracle.statistic)
@@ -187,7 +191,7 @@ def test_feature_drift_uses_scipys_ks_and_flags_the_data_set():
         assert row["drift"] == (oracle.pvalue <= 0.05)
     assert [row["drift"] for row in result["features"]] == [True, False, True]
     assert result["dataset_drift"] is True
-    assert diagnostics.compare_features(reference, same)["dataset_drift"] is False
+    assert drift.compare_features(reference, same)["dataset_drift"] is False
 
 
 def test_main_writes_diagnostics_and_keeps_history(deployed_workspace, monkeypatch):
@@ -200,6 +204,8 @@ def test_main_writes_diagnostics_and_keeps_history(deployed_workspace, monkeypat
     assert len(report["predictions"]["values"]) == 200
     assert set(report["execution_time_seconds"]) == {"ingestion", "training"}
     assert report["feature_drift"]["dataset_drift"] is False  # same data as training
+    assert report["feature_drift"]["label"] == "drift since this version was trained"
+    assert report["stamp"]["model_version"] == 1 and len(report["stamp"]["data_sha256"]) == 64
     assert len(list((models / "diagnostics_history").iterdir())) == 2
     assert (deployed_workspace.root / ".cache" / "dependencies.json").is_file()  # not in the data folders
 

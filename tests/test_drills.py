@@ -24,11 +24,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import PROJECT_DIR, Workspace, client_frame, run_ok
-from test_serving import free_port
 
 import deployment
 import riskmodel
-from common import FEATURES, read_jsonl, read_manifest
+from apiserver import free_port
+from common import FEATURES
+from production import read_manifest
+from records import read_jsonl
 
 FULL = os.environ.get("RISK_DRILLS") == "full"
 COUNTS = {

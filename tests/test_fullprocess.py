@@ -19,12 +19,14 @@ from conftest import (
     assert_one_line_error,
     client_frame,
     make_workspace,
+    pdf_subject,
     run_ok,
     wait_until,
 )
-from test_serving import free_port
 
-from fullprocess import EXIT_LOCKED, drift_decision
+from apiserver import free_port
+from drift import decision as drift_decision
+from fullprocess import EXIT_LOCKED
 from riskmodel import load_deployed
 
 
@@ -74,6 +76,9 @@ def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
         p.name for p in practice.iterdir()
     }
     assert manifest(workspace)["version"] == 1
+    first_report = (
+        workspace.root / "production_deployment" / "archive" / "v0001" / "reports" / "report.pdf"
+    ).read_bytes()
     summary = workspace.run("fullprocess.py", "--summary")
     assert summary.returncode == 0 and "Last run" in summary.stdout and "bootstrapped" in summary.stdout
     assert (
@@ -137,6 +142,34 @@ def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
         workspace.root / "production_deployment" / "archive" / "v0002" / "reports" / "riskranking.csv"
     ).is_file()
 
+    # issue 17: rolled back to version 1, every view says so and shows version 1's figures
+    result = workspace.run("deployment.py", "--rollback", timeout=300)
+    assert result.returncode == 0 and "refreshed the report and the call list for version 1" in result.stderr
+    reports = workspace.root / "production_deployment" / "archive" / "v0001" / "reports"
+    assert (reports / "report.pdf").read_bytes() == first_report  # the deployment-time report, untouched
+    assert len(list(reports.glob("report-*Z.pdf"))) == 1  # the rollback's report, beside it
+    figures = json.loads((models / "drift.json").read_text())
+    assert figures["stamp"]["model_version"] == 1
+    assert json.loads((models / "diagnostics.json").read_text())["stamp"]["model_version"] == 3  # says whose
+    html = dashboard_html(workspace)
+    assert "rolled back from version 2 (deployment.py --rollback)" in html
+    assert "Drift since this version was trained: version 1&#39;s training data against the latest" in html
+    assert "3 of 3 features drifted" in html  # version 1 against the latest data: all three features
+    assert "these figures are version" not in html  # the drift figures are version 1's own
+    assert pdf_subject(models / "report.pdf").startswith("model version 1,")
+
+
+def dashboard_html(workspace) -> str:
+    """The dashboard's main page as a browser gets it, from the real app on the workspace."""
+    import app
+    import serving
+
+    serving.clear()
+    client = app.create_app({"RISK_CONFIG": str(workspace.config_path)}).test_client()
+    response = client.get("/", headers={"Accept": "text/html"})
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
 
 def test_changed_content_is_new_data_but_a_touch_is_not(deployed):
     path = deployed.path("input_folder_path") / "dataset1.csv"
@@ -161,6 +194,9 @@ def test_dry_run_changes_nothing(deployed):
 
 def test_no_drift_keeps_the_model_and_is_not_reconsidered(deployed):
     deployed.set_config(drift_tolerance=1.0)  # a drop of a whole F1 point would be needed
+    run_ok(deployed, "reporting.py")  # version 1's report at its deployment
+    kept = deployed.path("prod_deployment_path") / "archive" / "v0001" / "reports"
+    at_deployment = (kept / "report.pdf").read_bytes()
     before = production(deployed)
     add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
     result = deployed.run("fullprocess.py")
@@ -171,6 +207,19 @@ def test_no_drift_keeps_the_model_and_is_not_reconsidered(deployed):
     new = client_frame(100, seed=9)
     assert set(new.loc[new["exited"] == 0, "corporation"]) <= set(ranking["corporation"])
     assert not set(new.loc[new["exited"] == 1, "corporation"]) & set(ranking["corporation"])
+    # the report follows the call list: page 1's first 10 are the new list's, in its archive beside
+    # the report made at deployment, which stays as it was
+    first10 = " ".join(ranking["corporation"].astype(str).head(10))
+    models = deployed.path("output_model_path")
+    assert pdf_subject(models / "report.pdf").endswith(f"first 10 to call: {first10}")
+    assert (kept / "report.pdf").read_bytes() == at_deployment
+    later = sorted(kept.glob("report-*Z.pdf"))
+    assert len(later) == 1 and pdf_subject(later[0]).endswith(first10)
+    record = json.loads((deployed.path("output_folder_path") / "ingestionrecord.json").read_text())
+    for stamped in ("riskranking.json", "diagnostics.json", "drift.json"):
+        stamp = json.loads((models / stamped).read_text())
+        stamp = stamp.get("stamp", stamp)
+        assert (stamp["model_version"], stamp["data_sha256"]) == (1, record["finaldata_sha256"]), stamped
     result = deployed.run("fullprocess.py")
     assert runs(deployed)[-1]["decision"] == "nothing new"
 

@@ -18,7 +18,7 @@ def test_combines_and_deduplicates_like_pandas(data_workspace):
     folder = data_workspace.path("input_folder_path")
     oracle = (
         pd.concat([pd.read_csv(folder / "dataset1.csv"), pd.read_csv(folder / "dataset2.csv")])
-        .drop_duplicates()
+        .drop_duplicates(keep="last")  # the newest extract's copy of a repeated row
         .reset_index(drop=True)
     )
     output = data_workspace.path("output_folder_path")
@@ -30,14 +30,20 @@ def test_combines_and_deduplicates_like_pandas(data_workspace):
     record = read_record(data_workspace)
     assert record["rows_read"] == 605 and record["rows_written"] == 600
     assert record["duplicates_dropped"] == 5
-    assert [f["rows_kept"] for f in record["files"]] == [300, 300]
+    assert [f["rows_kept"] for f in record["files"]] == [295, 305]
     assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in record["files"])
     assert record["finaldata_sha256"]
     history = (output / "ingestionhistory.jsonl").read_text().splitlines()
     assert len(history) == 1
     assert sorted(p.name for p in output.iterdir()) == [
-        "finaldata.csv", "ingestedfiles.txt", "ingestionhistory.jsonl", "ingestionrecord.json"
+        "finaldata.csv", "finaldataextracts.csv", "ingestedfiles.txt", "ingestionhistory.jsonl", "ingestionrecord.json"
     ]  # fmt: skip
+    extracts = pd.read_csv(output / "finaldataextracts.csv", dtype={"corporation": str})
+    assert list(extracts["corporation"]) == list(final["corporation"].astype(str))
+    assert (extracts["last_extract"] == [1] * 295 + [2] * 305).all()
+    assert (
+        extracts["first_extract"] == 1
+    ).sum() == 300  # 295 of the first file's own, and its 5 repeated in the second
 
 
 def test_only_visible_csv_files_are_read_whatever_the_case(workspace):
@@ -166,7 +172,12 @@ def test_duplicated_rows_equals_pandas_and_shared_strings_keep_values():
     frame = frame.astype({"lastmonth_activity": "Int64"})
     frame.loc[[3, 503], "lastmonth_activity"] = pd.NA  # a duplicate pair with a missing value
     frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
-    np.testing.assert_array_equal(duplicated_rows(frame), frame.duplicated().to_numpy())
+    source = np.arange(len(frame)) // 100  # ten extracts of 100 rows
+    duplicated, first = duplicated_rows(frame, source)
+    np.testing.assert_array_equal(duplicated, frame.duplicated(keep="last").to_numpy())
+    groups = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+    oracle_first = pd.Series(source).groupby(groups).transform("min").to_numpy()
+    np.testing.assert_array_equal(first, oracle_first)
     table = {}
     values = pd.Series(["abcd", None, "efgh", "abcd"], dtype="str")
     shared = share_strings(values, table)

@@ -1,4 +1,4 @@
-"""fullprocess.py's notifications, received by a local HTTP server through apprise's json:// URL,
+"""fullprocess.py's notifications (notify.py), received by a local HTTP server through apprise's json:// URL,
 and its heartbeat ping: one message per run that matters, none for a quiet run, never a failed run."""
 
 import json
@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import client_frame
-from test_serving import free_port
+
+from apiserver import free_port
 
 
 class Receiver:
@@ -63,7 +64,7 @@ def test_a_redeploy_and_a_rejected_file_each_send_one_message_and_a_quiet_run_no
     assert result.returncode == 0, result.stderr
     assert len(receiver.messages()) == 1
     message = receiver.messages()[0]
-    assert message["title"] == "risk model: redeployed"
+    assert message["title"] == "risk model: redeployed" and message["type"] == "success"
     assert "version 2 is live" in message["message"] and "Drift (raw)" in message["message"]
 
     assert watched.run("fullprocess.py").returncode == 0  # nothing new: no message, one more ping
@@ -76,6 +77,7 @@ def test_a_redeploy_and_a_rejected_file_each_send_one_message_and_a_quiet_run_no
     assert result.returncode == 3, result.stderr
     assert len(receiver.messages()) == 2
     assert "Rejected broken.csv: missing required column" in receiver.messages()[1]["message"]
+    assert receiver.messages()[1]["type"] == "warning"  # coloured as a warning in Slack or Teams
     assert receiver.pings() == ["/ping"] * 3  # a partial run is not a failed one
 
 
@@ -86,6 +88,7 @@ def test_a_failed_run_pings_fail_and_a_dead_receiver_never_fails_a_run(watched, 
     result = watched.run("fullprocess.py", timeout=300)
     assert result.returncode == 1
     assert receiver.messages()[0]["title"].startswith("risk model: failed")
+    assert receiver.messages()[0]["type"] == "failure"
     assert receiver.pings() == ["/ping/fail"]
 
     dead = free_port()

@@ -1,17 +1,18 @@
 """reporting.py: the confusion matrix, the PDF report and the risk ranking."""
 
+import json
 import pickle
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, client_frame, run_ok
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, f1_score
 
+import production
 import reporting
-import riskmodel
 from common import FEATURES, load_config
 
 
@@ -40,8 +41,7 @@ def deployed_pickle(config):
 
 def test_the_plotted_counts_are_sklearns_confusion_matrix(deployed_workspace):
     config = load_config(deployed_workspace.config_path)
-    scorer, manifest = riskmodel.load_linear(config.prod_folder)
-    results = reporting.evaluate_on_testdata(config, scorer, manifest["version"])
+    results = reporting.evaluate_on_testdata(config)
     test = pd.read_csv(config.testdata_file)
     model = deployed_pickle(config)
     predicted = model.predict(test[list(FEATURES)])
@@ -118,7 +118,7 @@ def test_the_change_is_against_the_previous_list_and_a_rerun_keeps_it(reported):
     newcomer = extra.iloc[[0]].assign(corporation="zzzz", exited=0)
     pd.concat([final, extra, newcomer]).to_csv(config.finaldata_file, index=False)
     for _ in range(2):  # the second run (same model, same data) says the same
-        result = reported.run("reporting.py", "--ranking-only")
+        result = reported.run("reporting.py")
         assert result.returncode == 0, result.stderr
         calls = pd.read_csv(config.model_folder / "riskranking.csv", dtype={"corporation": str}).set_index(
             "corporation"
@@ -174,12 +174,65 @@ def test_page_one_states_the_decision_with_both_scores(deployed_workspace):
 
     config = load_config(deployed_workspace.config_path)
     manifest = json_module.loads((config.prod_folder / "manifest.json").read_text())
-    assert reporting.decision_lines(config, manifest)[0].startswith("Deployed by hand with deployment.py")
+    assert reporting.decision_lines(production.live(config))[0].startswith(
+        "Deployed by hand with deployment.py"
+    )
     decision = {"summary": "Retrained because of drift", "drift": {"test_used": "raw", "new_score": 0.6644,
                 "threshold": 0.7856, "rule": "new F1 < deployed F1", "drift": True},
                 "gate": {"candidate_f1": 0.8714, "deployed_f1": 0.7856, "passed": True}, "new_files": ["d3.csv"]}  # fmt: skip
     folder = config.prod_folder / manifest["folder"]
     (folder / "decision.json").write_text(json_module.dumps(decision))
-    text = " ".join(reporting.decision_lines(config, manifest))
+    text = " ".join(reporting.decision_lines(production.live(config)))
     for fragment in ("0.6644", "0.7856", "0.8714", "drift", "passed", "d3.csv"):
         assert fragment in text
+
+
+def newest_rows_oracle(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, set[str]]:
+    """Independently of ingestion: each client's row in its newest extract, and the clients who were
+    still clients at the previous extract (their newest row in the extracts before the latest)."""
+    tagged = pd.concat(
+        [frame.assign(extract=number) for number, frame in enumerate(frames)], ignore_index=True
+    )
+    newest = tagged.sort_values("extract", kind="stable").drop_duplicates("corporation", keep="last")
+    before = tagged[tagged["extract"] < len(frames) - 1]
+    at_previous = before.sort_values("extract", kind="stable").drop_duplicates("corporation", keep="last")
+    return newest.set_index("corporation"), set(at_previous.loc[at_previous["exited"] == 0, "corporation"])
+
+
+def test_a_client_is_judged_by_its_newest_extract_even_when_it_repeats_an_older_row(deployed_workspace):
+    """Extracts A, B, A: the newest row is A's again (exact duplicates keep the last copy). The lost
+    list holds those gone in the latest extract who were still clients at the previous one: a client
+    who left earlier, and whose exit the newest extract repeats, is not lost "since the last list"."""
+    inputs = deployed_workspace.path("input_folder_path")
+    for path in inputs.iterdir():
+        path.unlink()
+    base = client_frame(60, seed=70).astype({"exited": int})
+    ids = base["corporation"].tolist()
+    a = base.copy()
+    a.loc[a["corporation"] == ids[0], ["lastmonth_activity", "exited"]] = [114, 0]  # A, B, A: active again
+    a.loc[a["corporation"] == ids[1], "exited"] = 1  # A, B, A: left, came back, left with A's very row
+    a.loc[a["corporation"] == ids[2], "exited"] = 0  # stays, then leaves in the latest extract
+    a.loc[a["corporation"] == ids[3], "exited"] = 0  # leaves in B; C repeats B's row exactly
+    b = a.copy()
+    b.loc[b["corporation"] == ids[0], "lastmonth_activity"] = 0
+    b.loc[b["corporation"] == ids[1], "exited"] = 0
+    b.loc[b["corporation"] == ids[3], "exited"] = 1
+    c = a.copy()
+    c.loc[c["corporation"] == ids[2], "exited"] = 1
+    c.loc[c["corporation"] == ids[3]] = b.loc[b["corporation"] == ids[3]].to_numpy()
+    frames = [a, b, c]
+    for name, frame in zip(("extract1.csv", "extract2.csv", "extract3.csv"), frames, strict=True):
+        frame.to_csv(inputs / name, index=False)
+    run_ok(deployed_workspace, "ingestion.py", "reporting.py")
+    newest, were_clients = newest_rows_oracle(frames)
+    models = deployed_workspace.path("output_model_path")
+    calls = pd.read_csv(models / "riskranking.csv", dtype={"corporation": str}).set_index("corporation")
+    assert sorted(calls.index) == sorted(newest.index[newest["exited"] == 0])
+    for client in calls.index:  # every client scored on its newest extract's values
+        assert calls.loc[client, list(FEATURES)].tolist() == newest.loc[client, list(FEATURES)].tolist()
+    assert calls.loc[ids[0], "lastmonth_activity"] == 114
+    lost = pd.read_csv(models / "lostclients.csv", dtype={"corporation": str})
+    gone = set(newest.index[newest["exited"] == 1])
+    assert set(lost["corporation"]) == gone & were_clients == {ids[1], ids[2]}
+    basis = json.loads((models / "riskranking.json").read_text())
+    assert basis["lost_means"].startswith("on the last list or still clients at the previous extract")

@@ -9,7 +9,7 @@ import pytest
 import requests
 from conftest import Workspace, assert_one_line_error, client_frame, run_ok, wait_until
 
-from fullprocess import start_api_server, stop_process
+from apiserver import start_api_server, stop_process
 
 ROW = {"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
 

@@ -1,9 +1,9 @@
-"""The start-up budget of the two light paths, guarded by what they import (never by a clock).
+"""The two light paths import no data library, guarded by what they import (never by a clock).
 
-fullprocess.py with nothing new runs every 10 minutes and deployment.py runs in every redeploy;
-both are benchmarked against `python -c pass` (make bench). What keeps them there is importing
-nothing but this project's common.py and a few standard modules: a data library, or one of the
-standard modules whose import costs a share of that budget, would show up here first.
+fullprocess.py with nothing new runs every 10 minutes and deployment.py (a rollback) is a file
+switch: neither needs pandas, NumPy, scikit-learn or a web framework, whose imports cost ten to a
+hundred times the interpreter's start. Standard modules (argparse, subprocess, ...) are welcome:
+clarity wins over milliseconds there. make bench measures both against `python -c pass`.
 """
 
 import subprocess
@@ -12,12 +12,9 @@ import sys
 import pytest
 from conftest import PROJECT_DIR
 
-# Data and web libraries, and standard modules with a measured cost the light paths avoid
-# (common.py's docstring: argparse, dataclasses, tempfile; subprocess/statistics/urllib are
-# for fullprocess.py's other paths; shutil only for a failed deploy's clean-up).
+# Data, web and notification libraries, and the project's modules that import them.
 HEAVY = {"pandas", "numpy", "sklearn", "scipy", "matplotlib", "seaborn", "flask", "werkzeug", "requests",
-         "argparse", "dataclasses", "tempfile", "subprocess", "statistics", "urllib.request", "shutil",
-         "riskmodel", "clientdata", "serving", "diagnostics"}  # fmt: skip
+         "apprise", "gevent", "riskmodel", "clientdata", "serving", "diagnostics", "drift"}  # fmt: skip
 
 
 def imported_modules(*args, env=None) -> tuple[int, set[str]]:

@@ -1,0 +1,280 @@
+"""Reading an API request: bodies counted while read, JSON and CSV rows, data files, options.
+
+Not a script; app.py's routes call it. Everything here turns a request into plain values or
+raises: InputError (400), RequestEntityTooLarge (413), UnsupportedMediaType (415), Forbidden
+(403) or NotFound (404); app.py maps each to a JSON error.
+    prediction_input(config)    (the feature matrix, the client IDs if given, the body's options)
+                                of a /prediction request: a data file (?filepath=), JSON rows
+                                (records, MLflow's dataframe_records / dataframe_split) or a CSV body
+    wants(name)                 an on/off option: 1/0, true/false, yes/no, on/off
+    whole_number(name, ...)     a whole-number option within bounds
+Work stays bounded by the request's size and the api_max_* limits: sizes, rows and columns are
+counted on the bytes before anything is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import numpy as np
+import pandas as pd
+from flask import current_app, request
+from werkzeug.exceptions import (
+    Forbidden,
+    HTTPException,
+    NotFound,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+)
+
+import serving
+from clientdata import feature_frame, read_data_file
+from common import FEATURES, ID_COLUMN, Config, InputError
+
+FILE_KEYS = ("filepath", "filename", "dataset_path")
+ROW_KEYS = ("records", "dataframe_records", "dataframe_split")
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+MAX_PATH_CHARS = 1024  # a data file's location, as given
+
+
+def data_roots(config: Config) -> list[Path]:
+    """The folders /prediction may read: input, ingested, test data, models (not production)."""
+    return [folder.resolve() for folder in (config.input_folder, config.output_folder, config.test_data,
+                                            config.model_folder)]  # fmt: skip
+
+
+def resolve_data_file(config: Config, raw) -> Path:
+    """A requested data file: inside the data folders (links followed), a CSV, existing, within the limits."""
+    if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
+        raise InputError("filepath must be a non-empty path string")
+    if len(raw) > MAX_PATH_CHARS:
+        raise InputError(f"filepath is {len(raw):,} characters long; at most {MAX_PATH_CHARS:,}")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("filepath is not valid text (a lone surrogate)") from None
+    path = Path(raw.strip())
+    try:
+        resolved = (path if path.is_absolute() else config.path.parent / path).resolve()
+        if not any(resolved.is_relative_to(root) for root in current_app.extensions["risk_data_roots"]):
+            raise Forbidden(f"{raw}: outside the data folders (input, ingested, test, models)")
+        if resolved.suffix.lower() != ".csv":
+            raise Forbidden(f"{raw}: only CSV data files can be read")
+        if not resolved.is_file():
+            raise NotFound(f"{raw}: no such data file")
+        size = resolved.stat().st_size
+    except OSError as error:  # a component too long, a loop of links
+        raise InputError(f"{raw[:80]}: not a usable path ({error.strerror or error})") from None
+    if size > config["api_max_body_bytes"]:
+        raise InputError(f"{raw}: {size:,} bytes, more than a request may hold (api_max_body_bytes "
+                         f"{config['api_max_body_bytes']:,}); score large files with scoring.py")  # fmt: skip
+    return resolved
+
+
+def read_body(limit: int) -> bytes:
+    """The whole request body, counted while it is read: over limit bytes, however it is sent, is 413.
+
+    Never parses a truncated body: a chunked body the client cut short, or with a malformed
+    chunk, is 400.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge(f"the body is {request.content_length:,} bytes; at most {limit:,} "
+                                    "(api_max_body_bytes)")  # fmt: skip
+    chunks, size = [], 0
+    try:
+        while chunk := request.stream.read(65536):
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLarge(f"the body is over {limit:,} bytes (api_max_body_bytes)")
+            chunks.append(chunk)
+    except RequestEntityTooLarge as error:
+        error.description = f"the body is over {limit:,} bytes (api_max_body_bytes)"
+        raise
+    except HTTPException:
+        raise
+    except Exception as error:  # the server's reader: a bad chunk size, a client gone half-way
+        raise InputError(f"the request body could not be read ({type(error).__name__})") from None
+    if request.content_length is not None and size != request.content_length:
+        raise InputError(f"the request body ended after {size:,} of {request.content_length:,} bytes")
+    return b"".join(chunks)
+
+
+def reject_constant(name: str):
+    raise InputError(f"malformed JSON body: {name} is not a JSON number")
+
+
+def parse_json(body: bytes, config: Config) -> dict:
+    """A JSON object body, strictly: no NaN or Infinity, at most api_max_rows rows' worth of
+    objects and arrays (counted before parsing: what bounds the parser's memory)."""
+    containers = body.count(b"{") + body.count(b"[")
+    if containers > config["api_max_rows"] + 8:
+        raise InputError(f"JSON body: more objects and arrays than api_max_rows ({config['api_max_rows']:,}) "
+                         "rows need")  # fmt: skip
+    try:
+        value = json.loads(body, parse_constant=reject_constant)
+    except RecursionError:
+        raise InputError("malformed JSON body: nested too deeply") from None
+    except UnicodeDecodeError:
+        raise InputError("malformed JSON body: not UTF-8 text") from None
+    except ValueError as error:
+        raise InputError(f"malformed JSON body: {str(error)[:200]}") from None
+    if not isinstance(value, dict):
+        raise InputError("malformed JSON body: expected an object")
+    return value
+
+
+def check_rows(count: int, config: Config, source: str) -> None:
+    if count > config["api_max_rows"]:
+        raise InputError(
+            f"{source}: {count:,} rows; at most {config['api_max_rows']:,} per request (api_max_rows)"
+        )
+
+
+def plain_count(value) -> bool:
+    """A value that needs no parsing: a JSON number in a count's range, or null (missing)."""
+    if value is None:
+        return True
+    if type(value) is int:
+        return 0 <= value <= 2**53
+    return type(value) is float and math.isfinite(value) and 0 <= value <= 2**53 and value.is_integer()
+
+
+def id_list(values) -> list[str | None]:
+    """Client IDs as given (text; null where a row has none)."""
+    return [None if value is None or value != value else str(value) for value in values]
+
+
+def matrix_from_json(body: dict, config: Config) -> tuple[np.ndarray, list | None]:
+    """(the feature matrix, the client IDs if the rows have any) of the JSON row forms: records,
+    dataframe_records, dataframe_split."""
+    if "records" in body or "dataframe_records" in body:
+        records = body.get("records", body.get("dataframe_records"))
+        if not isinstance(records, list) or not all(isinstance(row, dict) for row in records):
+            raise InputError("records must be a list of objects, one per row")
+        check_rows(len(records), config, "records")
+        for number, row in enumerate(records, 1):
+            if len(row) > config["api_max_columns"]:
+                raise InputError(
+                    f"records: row {number} has {len(row)} fields; at most {config['api_max_columns']}"
+                )
+            missing = [column for column in FEATURES if column not in row]
+            if missing:
+                raise InputError(f"records: row {number} has no {missing[0]} (null marks a missing value)")
+        rows = [[row[column] for column in FEATURES] for row in records]
+        ids = (
+            id_list(row.get(ID_COLUMN) for row in records)
+            if any(ID_COLUMN in row for row in records)
+            else None
+        )
+    else:
+        split = body["dataframe_split"]
+        if not (isinstance(split, dict) and isinstance(split.get("columns"), list)
+                and isinstance(split.get("data"), list)):  # fmt: skip
+            raise InputError("dataframe_split needs 'columns' and 'data' lists")
+        columns = split["columns"]
+        if not all(isinstance(column, str) for column in columns):
+            raise InputError("dataframe_split: 'columns' must be a list of column names")
+        if len(columns) > config["api_max_columns"]:
+            raise InputError(f"dataframe_split: {len(columns)} columns; at most {config['api_max_columns']}")
+        if len(set(columns)) != len(columns):
+            raise InputError("dataframe_split: a column name appears twice")
+        missing = [column for column in FEATURES if column not in columns]
+        if missing:
+            raise InputError(f"dataframe_split: missing feature column {missing[0]}")
+        check_rows(len(split["data"]), config, "dataframe_split")
+        if not all(isinstance(row, list) and len(row) == len(columns) for row in split["data"]):
+            raise InputError("dataframe_split: every row of 'data' needs one value per column")
+        positions = [columns.index(column) for column in FEATURES]
+        rows = [[row[position] for position in positions] for row in split["data"]]
+        at = columns.index(ID_COLUMN) if ID_COLUMN in columns else None
+        ids = None if at is None else id_list(row[at] for row in split["data"])
+    if all(plain_count(value) for row in rows for value in row):
+        # plain numbers (the usual case): straight to NumPy, as a DataFrame costs more than the prediction
+        return np.array(rows, dtype=float).reshape(len(rows), len(FEATURES)), ids
+    for row in rows:  # text such as "12" is parsed as in a CSV; anything else names itself
+        for value in row:
+            if isinstance(value, (dict, list, bool)):
+                raise InputError(f"JSON rows: {json.dumps(value)[:30]} is not a count")
+            if type(value) is int and abs(value) > 2**53:
+                raise InputError(f"JSON rows: value too large to hold exactly (above {2**53:,})")
+    frame = pd.DataFrame(rows, columns=list(FEATURES), dtype=object)
+    return feature_frame(frame, "JSON rows").to_numpy(), ids
+
+
+def matrix_from_csv(body: bytes, config: Config) -> tuple[np.ndarray, list | None]:
+    """(the feature matrix, the client IDs if it has a corporation column) of a CSV body, its size
+    checked before pandas reads it."""
+    header = body.split(b"\n", 1)[0]
+    if header.count(b",") + 1 > config["api_max_columns"]:
+        raise InputError(
+            f"CSV body: more than {config['api_max_columns']} columns in the header (api_max_columns)"
+        )
+    check_rows(body.count(b"\n") - 1 + (not body.endswith(b"\n")), config, "CSV body")
+    frame = read_data_file(body, name="CSV body")
+    ids = id_list(frame[ID_COLUMN].astype(object)) if ID_COLUMN in frame.columns else None
+    return feature_frame(frame, "CSV body").to_numpy(), ids
+
+
+def prediction_input(config: Config) -> tuple[np.ndarray, list | None, dict]:
+    """(the feature matrix, the client IDs if the input has them, the JSON or form body's options)
+    of a /prediction request."""
+    arguments = {key: request.args[key] for key in FILE_KEYS if key in request.args}
+    body: dict = {}
+    if request.method == "POST":
+        data = read_body(config["api_max_body_bytes"])
+        if data:
+            mimetype = request.mimetype
+            if mimetype == "application/json":
+                body = parse_json(data, config)
+            elif mimetype in ("text/csv", "application/csv"):
+                return *matrix_from_csv(data, config), {}
+            elif mimetype == "application/x-www-form-urlencoded":
+                try:
+                    body = dict(parse_qsl(data.decode("utf-8"), strict_parsing=True, max_num_fields=16))
+                except (UnicodeDecodeError, ValueError) as error:
+                    raise InputError(f"malformed form body ({str(error)[:80]})") from None
+            else:
+                raise UnsupportedMediaType(
+                    f"{mimetype or 'no content type'}: send application/json or text/csv"
+                )
+    if any(key in body for key in ROW_KEYS):
+        if arguments or any(key in body for key in FILE_KEYS):
+            raise InputError("give either a data file or rows, not both")
+        return *matrix_from_json(body, config), body
+    for key in FILE_KEYS:
+        if key in body:
+            arguments.setdefault(key, body[key])
+    if not arguments:
+        raise InputError("give a data file (?filepath=testdata/testdata.csv) or rows")
+    raw = next(arguments[key] for key in FILE_KEYS if key in arguments)
+    path = resolve_data_file(config, raw)
+    matrix = serving.feature_matrix_cached(path)
+    check_rows(len(matrix), config, config.relative(path))
+    return matrix, serving.client_ids_cached(path), body
+
+
+def wants(name: str, default: bool = False, body: dict | None = None) -> bool:
+    """An on/off option from the query string (or the body): 1/0, true/false, yes/no, on/off."""
+    value = request.args.get(name)
+    if value is None and body:
+        value = body.get(name)
+    if value is None:
+        return default
+    text = str(value).lower() if not isinstance(value, bool) else str(int(value))
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise InputError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), not {str(value)[:20]!r}")
+
+
+def whole_number(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query option within [low, high]; anything else is 400."""
+    raw = request.args.get(name, str(default))
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InputError(f"{name} must be a whole number from {low} to {high:,}, not {raw[:20]!r}")
+    return int(raw)

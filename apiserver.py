@@ -1,0 +1,109 @@
+"""A gunicorn of this project's API, started and stopped by a program: the one home for it.
+
+Not a script. fullprocess.py starts a temporary one for apicalls.py when no API serves the
+live version; the tests and benchmarks start theirs with it too. `make serve` is the way a
+person starts the API.
+    free_port()                       a free TCP port on the loopback interface
+    api_health(url)                   the /health answer at url, or None when nothing answers
+    start_api_server(host, port, log) gunicorn as `make serve` runs it, once it answers /health
+    stop_process(process)             SIGTERM, then SIGKILL
+    serving_live_version(config)      a context: the URL of an API serving the live version (the
+                                      configured one, or a temporary one stopped afterwards)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import production
+from common import PROJECT_DIR, Config, PipelineError
+from processes import die_with_parent
+
+log = logging.getLogger("apiserver")
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def api_health(url: str, timeout: float = 3.0) -> dict | None:
+    """The API's /health answer at url ({"status": ...} also for a 503), or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            return json.loads(error.read()) if error.code == 503 else None
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
+def start_api_server(host: str, port: int, log_path: Path, workers: int | None = None, env: dict | None = None,
+                     access_log: bool = True, timeout: float = 60.0, pass_fds: tuple[int, ...] = ()):  # fmt: skip
+    """gunicorn as `make serve` runs it (gunicorn.conf.py), once it answers /health.
+
+    Its output goes to log_path: a pipe nobody reads would fill and stall the workers.
+    """
+    command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"),
+               "--chdir", str(PROJECT_DIR), "-b", f"{host}:{port}", "wsgi:app"]  # fmt: skip
+    if workers:
+        command[-1:-1] = ["-w", str(workers)]
+    if not access_log:
+        command[-1:-1] = ["--access-logfile", "/dev/null"]
+    with open(log_path, "ab") as output:
+        server = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  pass_fds=pass_fds, preexec_fn=die_with_parent)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise PipelineError(f"the API on {host}:{port} did not start: see {log_path}")
+        if api_health(f"http://{host}:{port}") is not None:
+            return server
+        time.sleep(0.1)
+    stop_process(server)
+    raise PipelineError(f"the API on {host}:{port} did not answer within {timeout:g} s: see {log_path}")
+
+
+def stop_process(process, timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after timeout seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def serving_live_version(config: Config, pass_fds: tuple[int, ...] = ()):
+    """The URL of an API that serves this production folder's live version: api_host:api_port when
+    it does; otherwise (nothing answers, or another checkout's server does) a temporary gunicorn on
+    a free loopback port, stopped when the block ends."""
+    url = f"http://{config['api_host']}:{config['api_port']}"
+    serves = production.serves_live_version(api_health(url), production.read_manifest(config.prod_folder))
+    if serves:
+        yield url
+        return
+    port = free_port()
+    log.info("the API at %s %s: starting a temporary gunicorn on 127.0.0.1:%d", url,
+             "does not answer" if serves is None else "serves another deployment", port)  # fmt: skip
+    server = start_api_server("127.0.0.1", port, config.prod_folder / "temporary-api.log", workers=1,
+                              pass_fds=pass_fds)  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(server)

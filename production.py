@@ -1,0 +1,286 @@
+"""What is live: the one record of production's state, read by every view.
+
+One home for it; not a script. Standard library only (fullprocess.py's every-10-minutes path
+imports it). deployment.py is the only writer of production; everything that reads production
+(the scripts, the API, the dashboard, the reports, apicalls.py) asks this module.
+
+    read_manifest(prod) / current_manifest(prod)   manifest.json: the switch that says what is live
+    live_folder(prod, manifest)    the live version's folder (archive/vNNNN); read its files there
+    folder_name(version), archived_versions(prod), lineage(prod, manifest)
+    live(config)                   a Live: the version, its files, how it went live (deployment,
+                                   rollback, by hand) and the decision that made it live
+    stamp(config, live)            what a derived output describes: the live version and the
+                                   ingested data (a fingerprint); stored in every derived file
+    stamp_problem(stamp, live, data)  None when a derived output describes the live state, else
+                                   the words a view shows beside it ("these figures are version 2's")
+    serves_live_version(health, manifest)  whether an API's /health answer is the live version's
+    summary(config)                `fullprocess.py --summary`: the last run, what it wrote, what next
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import (
+    ARCHIVE_DIR,
+    DECISION,
+    DEPLOYMENT_HISTORY,
+    INGESTION_RECORD,
+    MANIFEST,
+    MODEL,
+    REPORT,
+    REPORTS_DIR,
+    RISK_RANKING,
+    RUN_HISTORY,
+    Config,
+    DeploymentUnavailable,
+    PipelineError,
+)
+from records import read_jsonl
+
+VERSION_FOLDER = re.compile(r"v(\d{4,})")
+
+
+def read_manifest(prod_folder: Path) -> dict:
+    """The live deployment's manifest.json: version, timestamp, sha256 of each deployed file."""
+    path = Path(prod_folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeploymentUnavailable(
+            f"{path}: no deployment yet; run deployment.py (or fullprocess.py)"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise DeploymentUnavailable(f"{path}: unreadable deployment manifest ({error})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    entry = files.get(MODEL) if isinstance(files, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise DeploymentUnavailable(f"{path}: deployment manifest lists no {MODEL} with its sha256")
+    return manifest
+
+
+def current_manifest(prod_folder: Path) -> dict | None:
+    """The live manifest, or None for an empty production folder."""
+    return read_manifest(prod_folder) if (Path(prod_folder) / MANIFEST).exists() else None
+
+
+def folder_name(version: int) -> str:
+    """A version's folder, relative to the production folder: what manifest.json names."""
+    return f"{ARCHIVE_DIR}/v{version:04d}"
+
+
+def version_of_folder(name: str) -> int | None:
+    """The version a folder name (vNNNN) holds, or None for any other name."""
+    match = VERSION_FOLDER.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def archived_versions(prod_folder: Path) -> list[int]:
+    archive = Path(prod_folder) / ARCHIVE_DIR
+    if not archive.is_dir():
+        return []
+    versions = (version_of_folder(entry.name) for entry in archive.iterdir() if entry.is_dir())
+    return sorted(version for version in versions if version is not None)
+
+
+def live_folder(prod_folder: Path, manifest: dict) -> Path:
+    """The folder holding the live version's files: its archive folder, named by the manifest.
+
+    A deployment made before versions were switched by the manifest has no "folder": its files
+    are the production folder's own.
+    """
+    folder = manifest.get("folder")
+    if folder is None:
+        return Path(prod_folder)
+    if not isinstance(folder, str) or not re.fullmatch(rf"{ARCHIVE_DIR}/v\d{{4,}}", folder):
+        raise DeploymentUnavailable(f"{Path(prod_folder) / MANIFEST}: names no version folder ({folder!r})")
+    return Path(prod_folder) / folder
+
+
+def lineage(prod_folder: Path, manifest: dict) -> list[int]:
+    """The versions live before this one, oldest first (for a deployment made before manifests
+    carried it: the earlier archived versions)."""
+    if isinstance(manifest.get("lineage"), list):
+        return [int(version) for version in manifest["lineage"]]
+    return [version for version in archived_versions(prod_folder) if version < manifest["version"]]
+
+
+def read_json(path: Path):
+    """A small JSON file, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def archived_manifest(prod_folder: Path, version: int) -> dict | None:
+    """The manifest an archived version was deployed with, or None."""
+    manifest = read_json(Path(prod_folder) / folder_name(version) / MANIFEST)
+    return manifest if isinstance(manifest, dict) else None
+
+
+@dataclass(frozen=True)
+class Live:
+    """The live version, as manifest.json and its version folder say."""
+
+    manifest: dict
+    folder: Path
+    decision: dict | None  # why fullprocess.py deployed it (decision.json, deployed with it)
+
+    @property
+    def version(self) -> int:
+        return self.manifest["version"]
+
+    @property
+    def model_sha256(self) -> str:
+        return self.manifest["files"][MODEL]["sha256"]
+
+    @property
+    def timestamp(self) -> str | None:
+        return self.manifest.get("timestamp")
+
+    @property
+    def rolled_back_from(self) -> int | None:
+        return self.manifest.get("rolled_back_from") if self.manifest.get("action") == "rollback" else None
+
+    def how(self) -> str:
+        """How this version came to be live, in a sentence: a rollback, fullprocess.py's reason, or by hand."""
+        first = (self.decision or {}).get("summary") or "Deployed by hand with deployment.py"
+        if self.rolled_back_from is not None:
+            return (f"Live again since {str(self.timestamp)[:19].replace('T', ' ')} UTC: rolled back from version "
+                    f"{self.rolled_back_from} (deployment.py --rollback). When first deployed: {first}.")  # fmt: skip
+        return f"{first}."
+
+    def reports_folder(self) -> Path:
+        return self.folder / REPORTS_DIR
+
+
+def live(config: Config) -> Live | None:
+    """The live version, or None when production is empty; DeploymentUnavailable when unreadable."""
+    manifest = current_manifest(config.prod_folder)
+    if manifest is None:
+        return None
+    folder = live_folder(config.prod_folder, manifest)
+    decision = read_json(folder / DECISION)
+    if not isinstance(decision, dict) or decision.get("model_sha256") not in (
+        None,
+        manifest["files"][MODEL]["sha256"],
+    ):
+        decision = None
+    return Live(manifest, folder, decision)
+
+
+def live_version(config: Config) -> int | None:
+    """The live version's number; None when production is empty or unreadable."""
+    try:
+        state = live(config)
+    except PipelineError:
+        return None
+    return state.version if state else None
+
+
+def still_live(before: dict | None) -> str:
+    """What a failed switch leaves live, said truthfully."""
+    return f"version {before['version']} is still live" if before else "production is still empty"
+
+
+def what_is_live_now(config: Config, before: int | None) -> str:
+    """What is live now, said truthfully at the end of a failed run that began with before live."""
+    now = live_version(config)
+    if now is None:
+        return "production is empty" if before is None else "no usable version is live"
+    if now == before:
+        return f"production left as it was (version {now} live)"
+    return f"version {now} is now live"
+
+
+def deployments(config: Config) -> list[dict]:
+    """deployments.jsonl: one record per deployment or rollback, oldest first."""
+    return read_jsonl(config.prod_folder / DEPLOYMENT_HISTORY)
+
+
+def data_fingerprint(config: Config) -> str | None:
+    """The ingested data's fingerprint: finaldata.csv's sha256 as ingestion.py recorded it."""
+    record = read_json(config.output_folder / INGESTION_RECORD)
+    return record.get("finaldata_sha256") if isinstance(record, dict) else None
+
+
+def stamp(config: Config, state: Live, data_sha256: str | None = None) -> dict:
+    """What a derived output (drift figures, the call list, a report) was computed for."""
+    return {"model_version": state.version, "model_sha256": state.model_sha256,
+            "live_since": state.timestamp, "data": config.relative(config.finaldata_file),
+            "data_sha256": data_sha256 or data_fingerprint(config)}  # fmt: skip
+
+
+def stamp_problem(stamped: dict | None, state: Live | None, data_sha256: str | None,
+                  model: bool = True) -> str | None:  # fmt: skip
+    """None when a derived output describes the live version (unless model is False: figures of the
+    data alone) and the latest ingested data; otherwise what it does describe, in the words a view
+    shows beside it."""
+    if not isinstance(stamped, dict) or not stamped.get("data_sha256"):
+        return "these figures do not say which version and data they describe; the next run refreshes them"
+    if model and state is None:
+        return "nothing is live"
+    if model and (stamped.get("model_sha256"), stamped.get("live_since", state.timestamp)) != (state.model_sha256,
+                                                                                   state.timestamp):  # fmt: skip
+        return (f"these figures are version {stamped.get('model_version')}'s, not those of version {state.version}, "
+                "live now; the next run refreshes them")  # fmt: skip
+    if data_sha256 and stamped.get("data_sha256") and stamped["data_sha256"] != data_sha256:
+        return "these figures describe earlier ingested data; the next run refreshes them"
+    return None
+
+
+def serves_live_version(health: dict | None, manifest: dict) -> bool | None:
+    """Whether an API's /health answer is this live version's (None: nothing answered)."""
+    if health is None:
+        return None
+    return (health.get("model_sha256"), health.get("deployed_at")) == (
+        manifest["files"][MODEL]["sha256"],
+        manifest.get("timestamp"),
+    )
+
+
+def report_files(config: Config, version: int) -> list[Path]:
+    """A version's reports, oldest first: report.pdf (made at its deployment, never overwritten),
+    then each later one, report-<UTC time>.pdf (new data, a rollback)."""
+    folder = config.prod_folder / folder_name(version) / REPORTS_DIR
+    if not folder.is_dir():
+        return []
+    later = sorted(path for path in folder.glob("report-*Z.pdf") if path.is_file())
+    return ([folder / REPORT] if (folder / REPORT).is_file() else []) + later
+
+
+def summary(config: Config) -> str:
+    """The last run, for a person at a terminal (make run): its decision, the files it wrote (by
+    modification time, in the folders of the configuration in force), and the next step."""
+    runs = read_jsonl(config.prod_folder / RUN_HISTORY)
+    if not runs:
+        return f"No fullprocess.py run recorded in {config.relative(config.prod_folder)} yet."
+    last = runs[-1]
+    import calendar
+
+    started = calendar.timegm(time.strptime(last["start"][:19], "%Y-%m-%dT%H:%M:%S")) - 1
+    folders = [config.output_folder, config.model_folder, config.prod_folder]
+    try:
+        state = live(config)
+    except PipelineError:
+        state = None
+    if state is not None:
+        folders += [state.folder, state.reports_folder()]
+    written = sorted({config.relative(path) for folder in folders if folder.is_dir() for path in folder.iterdir()
+                      if path.is_file() and not path.name.startswith(".") and path.stat().st_mtime >= started})  # fmt: skip
+    lines = [f"Last run ({last['start'][:19]} UTC): {last['decision']} (exit {last['exit_status']}); "
+             + (f"version {state.version} is live." if state else "nothing is live."),
+             "Files it wrote:" if written else "It wrote no file."]  # fmt: skip
+    lines += [f"  {name}" for name in written]
+    if config.relative(config.input_folder) == "practicedata":
+        lines.append("Next: `make serve` for the API, or point config.json at sourcedata and models and "
+                     "`make run` again (README: walkthrough).")  # fmt: skip
+    else:
+        lines.append(f"Next: `make serve` for the API; the call list is {config.relative(config.model_folder)}/"
+                     f"{RISK_RANKING}, the report {config.relative(config.model_folder)}/{REPORT}.")  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""The pipeline's small record files: JSON-lines histories, ingestedfiles.txt, latestscore.txt.
+
+One home for reading and appending them; not a script. Standard library only.
+    read_jsonl(path) / append_jsonl(path, record)   runhistory, deployments, scores, ingestions
+    read_ingested_files(path)                       ingestedfiles.txt (one per line, or a list)
+    read_score(path)                                the single F1 number of a latestscore.txt
+    list_csv_files(folder)                          the visible *.csv files of a folder
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from common import InputError
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines history; a missing file is an empty history.
+
+    A line that is not one JSON object (cut short by a killed writer, even inside a multi-byte
+    character) is skipped.
+    """
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        with contextlib.suppress(ValueError):  # JSONDecodeError and UnicodeDecodeError both
+            record = json.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one record as one line, in a single O_APPEND write.
+
+    A history only grows, so rewriting it would cost more each run; a single appended write
+    is never interleaved with another, and readers (read_jsonl) skip a line cut short by a
+    crash.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, default=str) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size:
+            # a previous writer killed mid-line leaves no newline: start on a fresh line
+            with open(path, "rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = b"\n" + line
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_ingested_files(path: Path) -> list[str]:
+    """File names in ingestedfiles.txt: one per line, or the course's Python-list form."""
+    text = Path(path).read_text(encoding="utf-8").strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            names = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise InputError(f"{path}: not a list of file names") from None
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise InputError(f"{path}: not a list of file names")
+        return [str(n) for n in names]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def list_csv_files(folder: Path) -> list[Path]:
+    """Visible regular *.csv files (any case) of a folder, sorted by name."""
+    return sorted(
+        entry
+        for entry in Path(folder).iterdir()
+        if entry.name.lower().endswith(".csv") and not entry.name.startswith(".") and entry.is_file()
+    )
+
+
+def read_score(path: Path) -> float:
+    """The single F1 number of a latestscore.txt."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise InputError(f"{path}: score file not found") from None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{path}: not a number: {text[:40]!r}") from None
