@@ -39,8 +39,8 @@ from common import (
     load_config,
     run_main,
     setup_logging,
-    utc_now,
 )
+from records import utc_now
 
 NAME = "apicalls"
 

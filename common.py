@@ -1,24 +1,13 @@
 """Shared settings, paths, file names, errors, logging and atomic file writes.
 
 Every script of the pipeline imports this module. It is pure: importing it reads no file,
-configures no logging and imports no data library (the standard library only).
-The other shared homes: records.py (histories and small record files), processes.py (locks,
-children, a killed run's debris), production.py (what is live).
+configures no logging and imports no data library (the standard library only). The other
+shared homes: records.py (small record files), processes.py (locks, children, debris),
+production.py (what is live).
 
-Errors
-    PipelineError and its subclasses are the expected failures. Each class carries the exit
-    status a script ends with (run_main) and the HTTP status the API answers with (app.py):
-
-    class                  meaning                                   exit  HTTP
-    PipelineError          a step of the pipeline failed                1   500
-    InputError             input data or a request is not usable       65   400
-    ConfigError            config.json is wrong                         78   500
-    DiskFull               no space left writing a file (it is as it was) 74   507
-    Unavailable            something the service needs is missing      69   503
-      DeploymentUnavailable  no deployed model can be used             69   503
-        ModelIntegrityError  its bytes do not match the manifest       69   503
-      DataUnavailable        the server's own data files are unusable  69   503
-    (anything else)        a bug: one log line, no traceback           70   500
+Errors: PipelineError and its subclasses are the expected failures; each class carries the exit
+status a script ends with (run_main) and the HTTP status the API answers with (app.py). Anything
+else is a bug: one log line, no traceback, exit 70, HTTP 500 (README: The scripts, for the table).
 """
 
 from __future__ import annotations
@@ -26,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -84,7 +72,6 @@ FINALDATA = "finaldata.csv"  # output_folder_path
 EXTRACTS = "finaldataextracts.csv"  # each finaldata.csv row's first and last extract
 INGESTEDFILES = "ingestedfiles.txt"
 INGESTION_RECORD = "ingestionrecord.json"
-INGESTION_HISTORY = "ingestionhistory.jsonl"
 MODEL = "trainedmodel.pkl"  # output_model_path
 MODEL_META = "trainedmodel.json"
 REFERENCE_DATA = "referencedata.csv"
@@ -109,14 +96,13 @@ MANIFEST = "manifest.json"  # prod_deployment_path
 DEPLOYMENT_HISTORY = "deployments.jsonl"
 ARCHIVE_DIR = "archive"
 RUN_HISTORY = "runhistory.jsonl"
-PROCESSED_FILES = "processedfiles.json"
-FULLPROCESS_LOG = "fullprocess.log"
 CACHE_DIR = ".cache"  # beside the config file: caches and locks, never in the data folders
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_DATEFMT = "%Y-%m-%dT%H:%M:%SZ"  # UTC
 EXIT_BUG = 70  # EX_SOFTWARE: an unexpected exception
 EXIT_PARTIAL = 3  # ingestion.py: ingested, but some file was rejected
+EXIT_LOCKED = 75  # EX_TEMPFAIL: fullprocess.py, another run holds the lock; try again later
 
 
 class PipelineError(Exception):
@@ -300,24 +286,6 @@ def run_main(main, name: str) -> None:
         )
         code = EXIT_BUG
     sys.exit(code or 0)
-
-
-def utc_now() -> str:
-    """The current UTC time, ISO 8601 with microseconds."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1_000_000):06d}Z"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fsync_folder(folder: Path) -> None:

@@ -71,8 +71,6 @@ from common import (
     load_config,
     run_main,
     setup_logging,
-    sha256_bytes,
-    utc_now,
 )
 from processes import die_with_parent, file_lock, process_alive, remove_leftovers
 from production import (
@@ -84,7 +82,7 @@ from production import (
     read_manifest,
     still_live,
 )
-from records import append_jsonl, read_ingested_files, read_jsonl, read_score
+from records import append_jsonl, read_ingested_files, read_jsonl, read_score, sha256_bytes, utc_now
 
 NAME = "deployment"
 LOCK = ".deploy.lock"

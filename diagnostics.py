@@ -66,10 +66,9 @@ from common import (
     load_config,
     run_main,
     setup_logging,
-    utc_now,
 )
 from processes import file_lock, remove_leftovers
-from records import list_csv_files
+from records import list_csv_files, utc_now
 
 NAME = "diagnostics"
 REQUIREMENTS = PROJECT_DIR / "requirements.txt"

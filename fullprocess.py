@@ -69,8 +69,8 @@ from common import (
     CONFUSION_MATRIX_AFTER_REDEPLOY,
     DECISION,
     DIAGNOSTICS,
+    EXIT_LOCKED,
     EXIT_PARTIAL,
-    FULLPROCESS_LOG,
     INGESTION_RECORD,
     LATESTSCORE,
     MANIFEST,
@@ -87,14 +87,12 @@ from common import (
     load_config,
     run_main,
     setup_logging,
-    sha256_file,
-    utc_now,
 )
 from processes import die_with_parent, file_lock, sweep
-from records import append_jsonl, list_csv_files, read_score
+from records import append_jsonl, list_csv_files, read_score, sha256_file, utc_now
 
 NAME = "fullprocess"
-EXIT_LOCKED = 75  # EX_TEMPFAIL: try again later
+FULLPROCESS_LOG = "fullprocess.log"  # the runs' log (prod_deployment_path)
 LOCK = ".fullprocess.lock"
 PENDING_REPORT = "pendingreport.json"  # a deployment's reports still to produce (a killed run's)
 SWITCHES = {

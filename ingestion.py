@@ -41,7 +41,6 @@ from common import (
     FINALDATA,
     ID_COLUMN,
     INGESTEDFILES,
-    INGESTION_HISTORY,
     INGESTION_RECORD,
     TARGET,
     InputError,
@@ -52,13 +51,11 @@ from common import (
     load_config,
     run_main,
     setup_logging,
-    sha256_bytes,
-    sha256_file,
-    utc_now,
 )
-from records import append_jsonl
+from records import append_jsonl, sha256_bytes, sha256_file, utc_now
 
 NAME = "ingestion"
+INGESTION_HISTORY = "ingestionhistory.jsonl"  # one line per run (output_folder_path)
 NUMERIC_COLUMNS = (*FEATURES, TARGET)
 MAX_EXAMPLES = 3
 MAX_HEADER_BYTES = 64 * 1024  # five column names need a few dozen

@@ -15,14 +15,13 @@ import production
 from common import (
     INGESTEDFILES,
     INGESTION_RECORD,
-    PROCESSED_FILES,
     Config,
     PipelineError,
     atomic_write_json,
-    sha256_file,
-    utc_now,
 )
-from records import list_csv_files, read_ingested_files
+from records import list_csv_files, read_ingested_files, sha256_file, utc_now
+
+PROCESSED_FILES = "processedfiles.json"  # the input files already decided on (prod_deployment_path)
 
 
 def known_files(config: Config) -> tuple[set[str], dict[str, dict]]:

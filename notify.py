@@ -23,10 +23,9 @@ import time
 import urllib.request
 
 import production
-from common import EXIT_PARTIAL, RUN_HISTORY, Config
+from common import EXIT_LOCKED, EXIT_PARTIAL, RUN_HISTORY, Config
 
 FAILURE, WARNING, SUCCESS = "failure", "warning", "success"  # apprise's NotifyType values
-EXIT_LOCKED = 75  # fullprocess.py: another run holds the lock (not a failure)
 
 log = logging.getLogger("notify")
 

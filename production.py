@@ -96,7 +96,8 @@ def live_folder(prod_folder: Path, manifest: dict) -> Path:
     folder = manifest.get("folder")
     if folder is None:
         return Path(prod_folder)
-    if not isinstance(folder, str) or not re.fullmatch(rf"{ARCHIVE_DIR}/v\d{{4,}}", folder):
+    if not isinstance(folder, str) or folder.count("/") != 1 or folder.split("/")[0] != ARCHIVE_DIR \
+            or version_of_folder(folder.split("/")[1]) is None:  # fmt: skip
         raise DeploymentUnavailable(f"{Path(prod_folder) / MANIFEST}: names no version folder ({folder!r})")
     return Path(prod_folder) / folder
 

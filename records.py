@@ -1,6 +1,7 @@
-"""The pipeline's small record files: JSON-lines histories, ingestedfiles.txt, latestscore.txt.
+"""The pipeline's small record files and what they record with: histories, names, scores, fingerprints.
 
 One home for reading and appending them; not a script. Standard library only.
+    utc_now() / sha256_bytes(data) / sha256_file(path)   a record's time and a content's fingerprint
     read_jsonl(path) / append_jsonl(path, record)   runhistory, deployments, scores, ingestions
     read_ingested_files(path)                       ingestedfiles.txt (one per line, or a list)
     read_score(path)                                the single F1 number of a latestscore.txt
@@ -11,11 +12,31 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 from common import InputError
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 with microseconds."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1_000_000):06d}Z"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -72,10 +72,8 @@ from common import (
     load_config,
     run_main,
     setup_logging,
-    sha256_file,
-    utc_now,
 )
-from records import read_ingested_files, read_jsonl
+from records import read_ingested_files, read_jsonl, sha256_file, utc_now
 
 NAME = "reporting"
 TOP_CLIENTS = 20

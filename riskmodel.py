@@ -3,13 +3,14 @@
 One home for the model; not a script.
     build_model()           the course's logistic regression (training.py fits it)
     load_model(path)        a trained candidate's pickle (scoring.py)
-    load_deployed(prod)     the live model for the course's scripts: its bytes checked against
+    load_deployed(prod)     the live model for scoring.py --deployed: its bytes checked against
                             manifest.json, then unpickled and tried on one row. Every failure
                             is a DeploymentUnavailable (exit 69 in a script, 503 in the API).
     linear_parameters(model)  the fitted model as plain numbers (training.py writes them into
                             trainedmodel.json), checked to give the model's own answers
-    load_linear(prod)       the live model for the API: those numbers, checked against
-                            manifest.json, as a LinearScorer. Nothing is unpickled.
+    load_linear(prod)       the live model for everything else (the API, diagnostics, reports):
+                            those numbers, checked against manifest.json, as a LinearScorer.
+                            Nothing is unpickled.
     evaluate(model, frame)  F1 and the other metrics on labelled data
     classification_metrics(truth, predicted, probability)  the same, from predictions
 
@@ -46,9 +47,9 @@ from common import (
     InputError,
     ModelIntegrityError,
     PipelineError,
-    sha256_bytes,
 )
 from production import live_folder, read_manifest
+from records import sha256_bytes
 
 PROBE_ROW = pd.DataFrame([[0.0] * len(FEATURES)], columns=list(FEATURES))
 
@@ -113,10 +114,6 @@ class DeployedModel:
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """0/1 predictions for a frame of the FEATURES columns (clientdata.feature_frame)."""
         return self.model.predict(features).astype(int)
-
-    def exit_probability(self, features: pd.DataFrame) -> np.ndarray:
-        """The probability of exited=1 for each row of a FEATURES frame."""
-        return self.model.predict_proba(features)[:, 1]
 
 
 def read_deployed_bytes(prod_folder: Path) -> tuple[bytes, dict]:

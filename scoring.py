@@ -47,9 +47,8 @@ from common import (
     load_config,
     run_main,
     setup_logging,
-    utc_now,
 )
-from records import append_jsonl
+from records import append_jsonl, utc_now
 
 NAME = "scoring"
 

@@ -48,10 +48,8 @@ from common import (
     load_config,
     run_main,
     setup_logging,
-    sha256_bytes,
-    sha256_file,
-    utc_now,
 )
+from records import sha256_bytes, sha256_file, utc_now
 from riskmodel import build_model, linear_parameters
 
 NAME = "training"

@@ -25,8 +25,8 @@ from conftest import (
 )
 
 from apiserver import free_port
+from common import EXIT_LOCKED
 from drift import decision as drift_decision
-from fullprocess import EXIT_LOCKED
 from riskmodel import load_deployed
 
 
