@@ -129,13 +129,17 @@ class DiskFull(PipelineError):
     exit_code, http_status, code = 74, 507, "disk_full"
 
 
-def disk_full(error: OSError, path: Path | None = None) -> DiskFull | None:
-    """A DiskFull naming the file (relative to the project) for an out-of-space error, else None."""
-    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+def disk_full(error: BaseException, path: Path | None = None) -> DiskFull | None:
+    """A DiskFull naming the file (relative to the project) when error, or the error it arose from
+    (a library's own error raised while handling a failed write), is out of space; else None."""
+    seen = error
+    while seen is not None and not (isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT)):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
         return None
-    name = path or error.filename
+    name = path or seen.filename
     shown = os.path.relpath(name, config_path().parent) if name else "a file"
-    return DiskFull(f"disk full writing {shown} ({error.strerror}): it is as it was, nothing in it changed; "
+    return DiskFull(f"disk full writing {shown} ({seen.strerror}): it is as it was, nothing in it changed; "
                     "free space and run again")  # fmt: skip
 
 
@@ -275,7 +279,7 @@ def run_main(main, name: str) -> None:
         logging.getLogger(name).error("interrupted")
         code = 130
     except Exception as error:  # a bug, not bad input: still one line for cron logs
-        full = disk_full(error) if isinstance(error, OSError) else None
+        full = disk_full(error)
         if full is not None:
             logging.getLogger(name).error("%s", full)
             sys.exit(full.exit_code)
@@ -319,7 +323,7 @@ def atomic_path(path: Path, sync_folder: bool = True):
             fsync_folder(path.parent)
     except BaseException as error:
         temp_path.unlink(missing_ok=True)
-        full = disk_full(error, path) if isinstance(error, OSError) else None
+        full = disk_full(error, path)
         if full is not None:
             raise full from None
         raise

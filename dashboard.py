@@ -101,8 +101,8 @@ def stamped(cfg: Config, path, live: dict, model: bool = True) -> tuple[dict, st
     value = production.read_json(path)
     if not isinstance(value, dict):
         return {}, None
-    stamp = value.get("stamp", value)  # riskranking.json is its own stamp
-    return value, production.stamp_problem(stamp, live.get("state"), production.data_fingerprint(cfg), model)
+    return value, production.stamp_problem(production.stamp_of(value), live.get("state"),
+                                           production.data_fingerprint(cfg), model)  # fmt: skip
 
 
 def f1_chart(deployments: list[dict], width: int = 640, height: int = 180) -> dict | None:

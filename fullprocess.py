@@ -277,7 +277,7 @@ def refresh_stale_reports(run: Run) -> None:
         ("diagnostics.py", DIAGNOSTICS, False),
         ("reporting.py", RISK_RANKING_BASIS, True),
     ):
-        stamp = production.read_json(config.model_folder / path)
+        stamp = production.read_stamp(config.model_folder / path)
         problem = production.stamp_problem(stamp, state, data, model) if stamp is not None and state else None
         if problem is not None:  # None: nothing live, or no report yet (the bootstrap writes one)
             run.reason(f"{path}: {problem}; running {script} for version {state.version} now")

@@ -217,6 +217,16 @@ def stamp(config: Config, state: Live, data_sha256: str | None = None) -> dict:
             "data_sha256": data_sha256 or data_fingerprint(config)}  # fmt: skip
 
 
+def stamp_of(value) -> dict | None:
+    """The stamp of a derived JSON document (its "stamp", or the document itself: riskranking.json)."""
+    return value.get("stamp", value) if isinstance(value, dict) else None
+
+
+def read_stamp(path: Path) -> dict | None:
+    """The stamp of a derived JSON file, or None when it is missing or unreadable."""
+    return stamp_of(read_json(path))
+
+
 def stamp_problem(stamped: dict | None, state: Live | None, data_sha256: str | None,
                   model: bool = True) -> str | None:  # fmt: skip
     """None when a derived output describes the live version (unless model is False: figures of the

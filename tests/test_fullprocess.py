@@ -222,6 +222,7 @@ def test_no_drift_keeps_the_model_and_is_not_reconsidered(deployed):
         assert (stamp["model_version"], stamp["data_sha256"]) == (1, record["finaldata_sha256"]), stamped
     result = deployed.run("fullprocess.py")
     assert runs(deployed)[-1]["decision"] == "nothing new"
+    assert runs(deployed)[-1]["steps"] == []  # every stamp describes the live state: nothing to refresh
 
 
 def test_the_gate_refuses_a_worse_candidate(deployed):
