@@ -29,11 +29,13 @@ Limits (config.json)
     api_max_body_bytes, api_max_rows (rows of a request or a data file it names),
     api_max_columns (columns of a CSV, fields of a JSON row): past one, 413 or 400 before
     any parsing that could cost more than the body's size.
-Reads
-    the files of config.json (or $RISK_CONFIG), config.json itself at creation and the rest
-    per request. The model is the live version's numbers (riskmodel.load_linear): the
-    server never unpickles. serving.py keeps the model and the data files in memory until
-    they change; wsgi.py loads the model when a worker starts.
+Homes
+    this file: the factory, the error mapping and the routes. The routes call the course's
+    functions (diagnostics.py: predictions, summary statistics, missing data, timing,
+    dependencies; scoring.py: the live version's metrics), which read the live version's
+    numbers (riskmodel.load_linear: the server never unpickles) and the data files through
+    serving.py's per-process caches; wsgi.py loads the model when a worker starts. Reading a
+    request: apirequest.py. The token and the login cookie: apiauth.py. Pages: dashboard.py.
 Environment
     RISK_API_TOKEN      when set, every endpoint but /health and /openapi.json needs
                         "Authorization: Bearer <token>"

@@ -231,14 +231,17 @@ def test_kills_inside_fullprocess_are_finished_by_the_next_run(deployed_workspac
 
 @pytest.fixture
 def small_disk(deployed_workspace):
-    """The production folder on a 2 MiB tmpfs (root only); skipped where mounting is refused."""
+    """The production folder on a 32 MiB tmpfs (root only); skipped where mounting is refused.
+
+    Room for the dozens of versions the drill deploys with the reports each gets (a deployment by
+    hand is reported on by the next run): the filler, not the history, is what fills the disk."""
     prod = deployed_workspace.path("prod_deployment_path")
     saved = deployed_workspace.root / "prod-saved"
     shutil.copytree(prod, saved)
     mounted = (
         os.geteuid() == 0
         and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(prod)], capture_output=True
+            ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(prod)], capture_output=True
         ).returncode
         == 0
     )

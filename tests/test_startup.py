@@ -47,3 +47,22 @@ def test_the_guard_sees_a_heavy_import(deployed_workspace):
     """The guard itself can fail: the same measurement on a script that needs pandas finds it."""
     _, names = imported_modules(str(PROJECT_DIR / "training.py"), env=deployed_workspace.env)
     assert {"pandas", "sklearn", "riskmodel"} <= names
+
+
+def test_nothing_imports_fullprocess():
+    """fullprocess.py is the orchestration only: its helpers live in their own homes (apiserver.py,
+    drift.py, notify.py, newdata.py, production.py), which scripts, tests and benchmarks import."""
+    import ast
+
+    importers = []
+    for path in [
+        *PROJECT_DIR.glob("*.py"),
+        *PROJECT_DIR.glob("tests/*.py"),
+        *PROJECT_DIR.glob("benchmarks/*.py"),
+    ]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
+            if "fullprocess" in names:
+                importers.append(path.name)
+    assert importers == []
