@@ -39,7 +39,7 @@ run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the 
 test: $(DEV) ## run the whole test suite
 	$(PY) -m pytest
 
-drills: $(DEV) ## kill and disk-full drills at full count (about 12 minutes; make test runs a few)
+drills: $(DEV) ## kill and disk-full drills at full count (about 20 minutes; make test runs a few)
 	RISK_DRILLS=full $(PY) -m pytest -s -p no:randomly tests/test_drills.py
 
 lint: $(DEV) ## ruff check and ruff format --check

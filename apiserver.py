@@ -20,8 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import production
@@ -40,6 +38,11 @@ def free_port() -> int:
 
 def api_health(url: str, timeout: float = 3.0) -> dict | None:
     """The API's /health answer at url ({"status": ...} also for a 503), or None when nothing answers."""
+    # Here, not at the top: urllib.request (http.client, email) costs twice the rest of
+    # fullprocess.py's nothing-new run, which imports this module and fetches nothing.
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
             return json.loads(response.read())

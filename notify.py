@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 import time
-import urllib.request
 
 import production
 from common import EXIT_LOCKED, EXIT_PARTIAL, RUN_HISTORY, Config
@@ -114,6 +113,8 @@ def send(config: Config, title: str, body: str, type_: str) -> str | None:
 
 
 def ping(url: str, timeout: float) -> str | None:
+    import urllib.request  # only when there is a heartbeat to send (see apiserver.api_health)
+
     with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (the operator's URL)
         answer.read(1024)
     return None
