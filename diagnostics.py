@@ -67,7 +67,7 @@ from common import (
     run_main,
     setup_logging,
 )
-from processes import file_lock, remove_leftovers
+from processes import die_with_parent, file_lock, remove_leftovers
 from records import list_csv_files, utc_now
 
 NAME = "diagnostics"
@@ -221,7 +221,7 @@ def time_scripts(config: Config) -> list[float]:
                     capture_output=True,
                     text=True,
                     timeout=config["step_timeout_seconds"],
-                    preexec_fn=lambda: os.nice(TIMING_NICENESS),
+                    preexec_fn=lambda: (os.nice(TIMING_NICENESS), die_with_parent()),  # no orphan
                 )
             except subprocess.TimeoutExpired:
                 raise PipelineError(

@@ -2,10 +2,10 @@
 
 Reads
     input_folder_path/*.csv (any case; hidden and non-CSV files are ignored),
-    in name order. Each file is validated; every problem of a file is reported
+    in extract order: by name, digits compared as numbers (dataset2.csv before dataset10.csv). Each file is validated; every problem of a file is reported
     at once, and a rejected file does not stop the valid ones.
 Writes (output_folder_path, each file atomically)
-    finaldata.csv          the valid files combined in name order (extract order), exact duplicate
+    finaldata.csv          the valid files combined in extract order, exact duplicate
                            rows dropped keeping the last copy: a client's last row is its newest
     finaldataextracts.csv  for each row of finaldata.csv: its client, the first and the last
                            extract (position in ingestedfiles.txt) it appears in
@@ -52,7 +52,7 @@ from common import (
     run_main,
     setup_logging,
 )
-from records import append_jsonl, sha256_bytes, sha256_file, utc_now
+from records import append_jsonl, natural_key, sha256_bytes, sha256_file, utc_now
 
 NAME = "ingestion"
 INGESTION_HISTORY = "ingestionhistory.jsonl"  # one line per run (output_folder_path)
@@ -239,13 +239,15 @@ def share_strings(values: pd.Series, table: dict) -> pd.Series:
 
 
 def csv_entries(folder: Path) -> list[Path]:
-    """Every visible entry named *.csv (any case), sorted by name: regular files, and anything
-    else so named, which is then rejected with a reason rather than skipped in silence."""
-    return sorted(
+    """Every visible entry named *.csv (any case), in extract order (records.natural_key:
+    dataset2.csv before dataset10.csv): regular files, and anything else so named, which is then
+    rejected with a reason rather than skipped in silence."""
+    entries = (
         entry
         for entry in folder.iterdir()
         if entry.name.lower().endswith(".csv") and not entry.name.startswith(".")
     )
+    return sorted(entries, key=lambda entry: natural_key(entry.name))
 
 
 def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -4,6 +4,7 @@ One home for reading and appending them; not a script. Standard library only.
     utc_now() / sha256_bytes(data) / sha256_file(path)   a record's time and a content's fingerprint
     read_jsonl(path) / append_jsonl(path, record)   runhistory, deployments, scores, ingestions
     read_ingested_files(path)                       ingestedfiles.txt (one per line, or a list)
+    natural_key(name)                               extract order: dataset2.csv before dataset10.csv
     read_score(path)                                the single F1 number of a latestscore.txt
     list_csv_files(folder)                          the visible *.csv files of a folder
 """
@@ -15,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -82,28 +84,38 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def read_ingested_files(path: Path) -> list[str]:
-    """File names in ingestedfiles.txt: one per line, or the course's Python-list form."""
-    text = Path(path).read_text(encoding="utf-8").strip()
-    if not text:
-        return []
-    if text.startswith("["):
+    """File names in ingestedfiles.txt, exactly as written: one per line (what ingestion.py writes).
+
+    The course's Python-list form is read only where it cannot be a name: a single line that is a
+    list of strings (an ingested name ends in .csv, never in "]"). A name such as
+    "[2026-11] dataset3.csv" is a name, never a malformed list.
+    """
+    names = [
+        line.removesuffix("\r") for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()
+    ]
+    if len(names) == 1 and names[0].strip().startswith("[") and names[0].strip().endswith("]"):
         try:
-            names = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+            listed = ast.literal_eval(names[0].strip())
+        except (ValueError, SyntaxError, RecursionError):
             raise InputError(f"{path}: not a list of file names") from None
-        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        if not isinstance(listed, list | tuple) or not all(isinstance(name, str) for name in listed):
             raise InputError(f"{path}: not a list of file names")
-        return [str(n) for n in names]
-    return [line.strip() for line in text.splitlines() if line.strip()]
+        return [str(name) for name in listed]
+    return names
+
+
+def natural_key(name: str) -> list:
+    """Extract order: digits compare as numbers, so dataset2.csv comes before dataset10.csv."""
+    return [int(part) if index % 2 else part for index, part in enumerate(re.split(r"(\d+)", name))]
 
 
 def list_csv_files(folder: Path) -> list[Path]:
-    """Visible regular *.csv files (any case) of a folder, sorted by name."""
+    """Visible regular *.csv files (any case) of a folder, in extract order (natural_key)."""
     return sorted(
-        entry
-        for entry in Path(folder).iterdir()
-        if entry.name.lower().endswith(".csv") and not entry.name.startswith(".") and entry.is_file()
-    )
+        (entry for entry in Path(folder).iterdir()
+         if entry.name.lower().endswith(".csv") and not entry.name.startswith(".") and entry.is_file()),
+        key=lambda entry: natural_key(entry.name),
+    )  # fmt: skip
 
 
 def read_score(path: Path) -> float:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PROJECT_DIR, assert_one_line_error
+from conftest import PROJECT_DIR, assert_one_line_error, client_frame
 
 from common import (
     OPTIONAL_DEFAULTS,
@@ -14,7 +14,7 @@ from common import (
     atomic_write_text,
     load_config,
 )
-from records import append_jsonl, read_ingested_files, read_jsonl
+from records import append_jsonl, list_csv_files, read_ingested_files, read_jsonl
 
 
 def test_repository_config_keeps_the_seed_keys_and_values():
@@ -96,6 +96,25 @@ def test_ingested_files_reader_accepts_lines_and_the_legacy_list(tmp_path):
     assert read_ingested_files(path) == ["a.csv", "b.csv"]
     path.write_text("['a.csv', 'b.csv']")
     assert read_ingested_files(path) == ["a.csv", "b.csv"]
+    # real-world names are names, never a malformed list: a bracket first, spaces kept
+    path.write_text("[2026-11] dataset3.csv\n dataset 4.csv\n")
+    assert read_ingested_files(path) == ["[2026-11] dataset3.csv", " dataset 4.csv"]
+    path.write_text("[2026-11] dataset3.csv\n")
+    assert read_ingested_files(path) == ["[2026-11] dataset3.csv"]
+
+
+def test_extracts_are_ordered_with_digits_as_numbers(workspace):
+    names = ["dataset10.csv", "dataset2.csv", "dataset1.csv", "month_2026-2.csv", "month_2026-11.csv"]
+    for name in names:
+        workspace.write_csv("input_folder_path", name, client_frame(5, seed=len(name)))
+    assert [path.name for path in list_csv_files(workspace.path("input_folder_path"))] == [
+        "dataset1.csv", "dataset2.csv", "dataset10.csv", "month_2026-2.csv", "month_2026-11.csv"
+    ]  # fmt: skip
+    result = workspace.run("ingestion.py")
+    assert result.returncode == 0, result.stderr
+    assert (workspace.path("output_folder_path") / "ingestedfiles.txt").read_text().split("\n")[:3] == [
+        "dataset1.csv", "dataset2.csv", "dataset10.csv"
+    ]  # fmt: skip
 
 
 def test_atomic_writes_leave_no_temporary_files(tmp_path):
