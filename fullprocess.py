@@ -9,9 +9,8 @@ cron runs it every 10 minutes (crontab.txt). It chains the other scripts as subp
    path imports no data library.
 2. ingestion.py.
 3. Drift (drift.py): the deployed model's F1 on the new finaldata.csv (scoring.py --deployed)
-   against the deployed latestscore.txt, by the configured drift_test (raw, parametric,
-   nonparametric). No drift: recorded; the call list and the report refreshed on the new
-   data (reporting.py); exit 0.
+   against the deployed latestscore.txt, by drift_test (raw, parametric, nonparametric). No
+   drift: recorded; diagnostics, call list and report refreshed on the new data; exit 0.
 4. training.py, scoring.py: the candidate and its F1 on testdata.
 5. Gate (promotion_gate, default on): redeploy only when the candidate's F1 is not below
    the deployed model's; otherwise keep it, record why, and refresh the call list and report.
@@ -26,12 +25,9 @@ killed step's temporary files in every folder the pipeline writes, a deployment'
 reports that describe another version or older data than the live ones (production.py's stamps).
 
 Reads/writes
-    the other scripts' files; in prod_deployment_path: runhistory.jsonl (one JSON line
-    per run), fullprocess.log (the log), processedfiles.json (the input files already
-    decided on), .fullprocess.lock; decision.json beside a model it deploys (why).
-Tells
-    notify.py: one typed message (failure, warning, success) per run that matters;
-    heartbeat_url after every run.
+    the other scripts' files; in prod_deployment_path: runhistory.jsonl (one JSON line per run),
+    fullprocess.log, processedfiles.json (the input files decided on), .fullprocess.lock;
+    decision.json beside a model it deploys (why). Tells people through notify.py.
 Run
     python fullprocess.py              # what cron runs
     python fullprocess.py --dry-run    # say what would happen, change nothing
