@@ -18,7 +18,7 @@ Endpoints (JSON; the contract, with every parameter and error, is GET /openapi.j
     GET  /openapi.json  the OpenAPI 3 document of all of the above
 Pages (dashboard.py, for a browser)
     GET  /              the dashboard when the browser asks for text/html; /clients, /clients/<id>,
-                        /calllist.csv, /reports/<version>/report.pdf, /login
+                        /calllist.csv, /reports/<version>/<report>.pdf, /login (apiauth.py)
 Errors (mapped once, from the classes of common.py): {"error": code, "message": text}
     400 bad input (InputError), 401 no token, 403 a file outside the data folders,
     404, 405 (with Allow), 413 a body over api_max_body_bytes however it is sent, 415 content

@@ -1,17 +1,18 @@
 """The web dashboard: the model's health, its decisions and the clients to call, at a glance.
 
 Server-rendered HTML (templates/, static/dashboard.css), registered by app.py. A page view
-reads only what the pipeline wrote (manifest.json and the live version's files, the run and
-deployment histories, diagnostics.json, the call list, finaldata.csv); it never retrains or
-rescores. Charts are inline SVG; nothing is loaded from the internet.
+reads only what the pipeline wrote (the live version through production.py, the run and
+deployment histories, drift.json, diagnostics.json, the call list, finaldata.csv); it never
+retrains or rescores. A panel whose file's stamp does not describe the live version and data
+says so above it. Charts are inline SVG; nothing is loaded from the internet.
 
 Pages
     /  (a browser: Accept text/html)   now, decisions over time, drift, clients, data
     /clients?q=&sort=&order=&page=     the call list: search, sort, pages of 50
     /clients/<id>                      one client: the reason for its score, its history
     /calllist.csv                      the call list as reporting.py wrote it
-    /reports/<version>/report.pdf      each version's report
-    /login                             with RISK_API_TOKEN set: the token, once, as a cookie
+    /reports/<version>/<name>.pdf      a version's reports: report.pdf (at deployment), report-<UTC>.pdf
+    /login                             (apiauth.py) with RISK_API_TOKEN set: the token, once, as a cookie
 """
 
 from __future__ import annotations
