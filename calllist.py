@@ -4,6 +4,7 @@ One home for it; not a script. reporting.py writes it for the ingested data (ris
 scoring.py --rank for any client file, and the API's answers carry the same reasons.
 
     call_list(frame, scorer, previous, extracts)  (the call list, the clients lost since the last list)
+    list_basis(model_folder)              what riskranking.csv on disk was computed from
     previous_list(model_folder, stamp)    the list the team saw before this one
     read_extracts(path, frame)            each row's extracts, when they belong to frame
     reasons(scorer, matrix)               each row's top reason, in words, and its log-odds
@@ -35,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from clientdata import feature_frame
-from common import FEATURES, ID_COLUMN, LOST_CLIENTS, RISK_RANKING, RISK_RANKING_BASIS, TARGET, atomic_path
+from common import FEATURES, ID_COLUMN, LOST_CLIENTS, RISK_RANKING, RISK_RANKING_BASIS, TARGET
+from records import sha256_file
 from riskmodel import LinearScorer
 
 FEATURE_WORDS = {
@@ -122,6 +124,30 @@ def read_extracts(path, frame: pd.DataFrame) -> pd.DataFrame | None:
     return extracts
 
 
+def list_basis(model_folder) -> dict:
+    """What riskranking.csv, as it is on disk, was computed from (riskranking.json).
+
+    reporting.py writes riskranking.json first, marked pending, with the new list's sha256 and the
+    basis it replaces; then the two lists; then riskranking.json again. A kill at any instant
+    leaves a pending basis: the list on disk is the new one (its sha256) or the one before, whose
+    basis the pending record holds, so the next list is compared with the one the team last saw.
+    """
+    try:
+        basis = json.loads((model_folder / RISK_RANKING_BASIS).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    if not isinstance(basis, dict):
+        return {}
+    if basis.get("pending"):
+        try:
+            written = sha256_file(model_folder / RISK_RANKING) == basis.get("list_sha256")
+        except OSError:
+            written = False
+        basis = {key: value for key, value in basis.items() if key not in ("pending", "before")} if written \
+            else basis.get("before") or {}  # fmt: skip
+    return basis
+
+
 def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
     """The list the team saw before this one (its corporation and exit_probability): the current
     riskranking.csv; or, when that one was made for the same model and data (a report run
@@ -132,10 +158,7 @@ def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
         return None
     if ID_COLUMN not in frame.columns or "exit_probability" not in frame.columns:
         return None
-    try:
-        old = json.loads((model_folder / RISK_RANKING_BASIS).read_text())
-    except (FileNotFoundError, ValueError):
-        old = {}
+    old = list_basis(model_folder)
     if (old.get("model_sha256"), old.get("data_sha256")) != (stamp["model_sha256"], stamp["data_sha256"]):
         return frame[[ID_COLUMN, "exit_probability"]]
     if not old.get("previous_list") or "previous_probability" not in frame.columns:
@@ -203,6 +226,5 @@ def change_words(now: np.ndarray, before: np.ndarray) -> list[str]:
 
 
 def write_csv(frame: pd.DataFrame, path) -> None:
-    """A call list or lost list, atomically, its counts as integers (blank where missing)."""
-    with atomic_path(path) as temp:
-        frame.astype({feature: "Int64" for feature in FEATURES}).to_csv(temp, index=False)
+    """A call list or lost list (to a temporary path: reporting.py replaces), counts as integers."""
+    frame.astype({feature: "Int64" for feature in FEATURES}).to_csv(path, index=False)

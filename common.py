@@ -28,6 +28,7 @@ DEFAULT_CONFIG = PROJECT_DIR / "config.json"
 CONFIG_ENV = "RISK_CONFIG"
 DEBUG_ENV = "RISK_DEBUG"
 TOKEN_ENV = "RISK_API_TOKEN"
+FROZEN_ENV = "RISK_CONFIG_FROZEN"  # fullprocess.py's children: the run's one configuration (load_config)
 
 # The five keys of the course's config.json: all required.
 REQUIRED_KEYS = ("input_folder_path", "output_folder_path", "test_data_path", "output_model_path",
@@ -176,6 +177,7 @@ class Config:
     model_folder: Path
     prod_folder: Path
     settings: dict = field(repr=False)
+    text: str = field(default="", repr=False, compare=False)  # config.json as read: frozen() hands it on
 
     @property
     def testdata_file(self) -> Path:
@@ -202,6 +204,14 @@ class Config:
     def __getitem__(self, key: str):
         return self.settings[key]
 
+    def frozen(self) -> dict[str, str]:
+        """The environment that makes a child use this very configuration (RISK_CONFIG and the text
+        read), whatever happens to the file meanwhile: one configuration per run."""
+        return {
+            CONFIG_ENV: str(self.path),
+            FROZEN_ENV: json.dumps({"path": str(self.path), "text": self.text}),
+        }
+
 
 def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).expanduser().resolve()
@@ -210,10 +220,14 @@ def config_path() -> Path:
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """Read and check config.json beside this file, or the file RISK_CONFIG names (children started by
     fullprocess.py inherit it: how the tests and the timing run use a temporary workspace). Folders
-    resolve against the config file's folder, never the working directory: cron starts in $HOME."""
+    resolve against the config file's folder, never the working directory: cron starts in $HOME.
+    A child of fullprocess.py reads the text its run read (Config.frozen), not the file again."""
     path = Path(path).resolve() if path else config_path()
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = frozen_text(path)
+        if text is None:
+            text = path.read_text(encoding="utf-8")
+        raw = json.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found (set {CONFIG_ENV} or create it)") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -246,7 +260,34 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             raise ConfigError(f"{path}: config key {key!r} must be {words}")
     # Leading slashes as in the course text ("/practicedata/") mean the project folder.
     folders = [(path.parent / raw[key].strip().strip("/")).resolve() for key in REQUIRED_KEYS]
-    return Config(path, *folders, settings)
+    return Config(path, *folders, settings, text)
+
+
+def frozen_text(path: Path) -> str | None:
+    """The configuration text a parent run froze for this path (Config.frozen), or None."""
+    try:
+        frozen = json.loads(os.environ.get(FROZEN_ENV) or "null")
+    except ValueError:
+        return None
+    if isinstance(frozen, dict) and frozen.get("path") == str(path) and isinstance(frozen.get("text"), str):
+        return frozen["text"]
+    return None
+
+
+class LogFileHandler(logging.FileHandler):
+    """A log file that, when it cannot be written (a full disk), says so once on stderr instead of a
+    traceback per line; failed names the error for the caller (fullprocess.py's exit status)."""
+
+    failed: OSError | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        error = sys.exc_info()[1]
+        if self.failed is None:
+            self.failed = error if isinstance(error, OSError) else OSError(str(error))
+            sys.stderr.write(
+                f"cannot write the log file {self.baseFilename} "
+                f"({getattr(error, 'strerror', None) or error}): logging to stderr only\n"
+            )
 
 
 def setup_logging(name: str, log_file: Path | None = None) -> logging.Logger:
@@ -254,7 +295,7 @@ def setup_logging(name: str, log_file: Path | None = None) -> logging.Logger:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace"))
+        handlers.append(LogFileHandler(log_file, encoding="utf-8", errors="backslashreplace"))
     formatter = logging.Formatter(LOG_FORMAT, datefmt=LOG_DATEFMT)
     formatter.converter = time.gmtime
     for handler in handlers:

@@ -51,6 +51,7 @@ from common import (
     CONFIG_ENV,
     DECISION,
     DEPLOYMENT_HISTORY,
+    EXIT_LOCKED,
     INGESTEDFILES,
     INGESTION_RECORD,
     LATESTSCORE,
@@ -61,6 +62,7 @@ from common import (
     REFERENCE_DATA,
     SCORE_METRICS,
     Config,
+    DeploymentUnavailable,
     DiskFull,
     InputError,
     PipelineError,
@@ -74,11 +76,17 @@ from common import (
 )
 from processes import die_with_parent, file_lock, process_alive, remove_leftovers
 from production import (
+    LIVE_MARK,
+    archived_manifest,
     archived_versions,
     current_manifest,
     folder_name,
     lineage,
     live_folder,
+    live_marks,
+    manifest_digest,
+    other_checkout,
+    read_json,
     read_manifest,
     still_live,
 )
@@ -110,54 +118,58 @@ class ProductionBroken(PipelineError):
 def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
     """(the files to deploy by name, the F1, the ingested file names), each file read once.
 
-    Refuses when a required file is missing or inconsistent.
+    Refuses when a required file is missing or when they are not one consistent triple: the
+    model, its score (latestscore.json names the model's sha256) and the ingestion record of the
+    data it was trained on (trainedmodel.json's training data sha256 is the record's finaldata's).
     """
     required = {
         MODEL: config.model_folder / MODEL,
         MODEL_META: config.model_folder / MODEL_META,
         LATESTSCORE: config.model_folder / LATESTSCORE,
+        SCORE_METRICS: config.model_folder / SCORE_METRICS,
         INGESTEDFILES: config.output_folder / INGESTEDFILES,
+        INGESTION_RECORD: config.output_folder / INGESTION_RECORD,
     }
     missing = [str(path) for path in required.values() if not path.is_file()]
     if missing:
         raise InputError(f"{missing[0]}: not found; run ingestion, training and scoring first")
     if required[MODEL].stat().st_size == 0:
         raise InputError(f"{required[MODEL]}: empty model file")
-    optional = {
-        name: folder / name
-        for name, folder in [
-            (SCORE_METRICS, config.model_folder),
-            (REFERENCE_DATA, config.model_folder),
-            (INGESTION_RECORD, config.output_folder),
-        ]
-        if (folder / name).is_file()
-    }
+    optional = {REFERENCE_DATA: config.model_folder / REFERENCE_DATA}
+    optional = {name: path for name, path in optional.items() if path.is_file()}
     f1 = read_score(required[LATESTSCORE])  # both must parse before anything is published
     ingested = read_ingested_files(required[INGESTEDFILES])
     contents = {name: path.read_bytes() for name, path in {**required, **optional}.items()}
     model_sha = sha256_bytes(contents[MODEL])
+    meta, scored, record = (_json_of(required[name], contents[name])
+                            for name in (MODEL_META, SCORE_METRICS, INGESTION_RECORD))  # fmt: skip
     # The served numbers, the score and the reasons must be those of this model, not of an earlier one.
-    try:
-        meta = json.loads(contents[MODEL_META])
-    except ValueError:
-        raise InputError(f"{required[MODEL_META]}: not valid JSON; run training.py again") from None
-    if not isinstance(meta, dict) or meta.get("model_sha256") != model_sha:
+    if meta.get("model_sha256") != model_sha:
         raise InputError(f"{required[MODEL_META]}: describes another model than {required[MODEL]}; "
                          "run training.py again")  # fmt: skip
     if "linear_model" not in meta:
         raise InputError(f"{required[MODEL_META]}: has no linear_model (the numbers the API serves); "
                          "run training.py again")  # fmt: skip
-    if SCORE_METRICS in contents:
-        scored = json.loads(contents[SCORE_METRICS]).get("model_sha256")
-        if scored and scored != model_sha:
-            raise InputError(
-                f"{required[LATESTSCORE]}: was computed for another model than {required[MODEL]}; "
-                "run scoring.py first"
-            )
+    if scored.get("model_sha256") != model_sha or scored.get("f1") != f1:
+        raise InputError(f"{required[LATESTSCORE]}: was computed for another model than {required[MODEL]} "
+                         f"(or {required[SCORE_METRICS]} says another score); run scoring.py first")  # fmt: skip
+    if meta.get("training_data_sha256") != record.get("finaldata_sha256"):
+        raise InputError(f"{required[MODEL]}: was not trained on the data {required[INGESTION_RECORD]} "
+                         "describes (ingestion ran since); run training.py and scoring.py first")  # fmt: skip
     decision = _decision_for(config.model_folder / DECISION, model_sha)  # fullprocess.py's reasons
     if decision is not None:
         contents[DECISION] = decision
     return contents, f1, ingested
+
+
+def _json_of(path: Path, data: bytes) -> dict:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: not a JSON object; run the step that writes it again")
+    return value
 
 
 def _decision_for(path: Path, model_sha: str) -> bytes | None:
@@ -235,22 +247,33 @@ def refresh_course_copies(
 
 def deployment_record(manifest: dict) -> dict:
     return {
-        key: manifest.get(key) for key in ("timestamp", "action", "version", "f1", "rolled_back_from")
+        key: manifest.get(key)
+        for key in ("timestamp", "action", "version", "f1", "rolled_back_from", "run_start")
     } | {"model_sha256": manifest["files"][MODEL]["sha256"]}
+
+
+def mark_live(prod_folder: Path, manifest: dict) -> None:
+    """live.json in the version's own folder: the manifest that made it live (the proof repair keeps
+    it by, and what a damaged or deleted manifest.json is restored from)."""
+    atomic_write_json(live_folder(prod_folder, manifest) / LIVE_MARK, manifest)
 
 
 def switch_to(prod_folder: Path, manifest: dict, contents: dict[str, bytes], before: dict | None) -> None:
     """Make the archived version named by manifest live: one atomic replace of manifest.json.
 
-    What follows the switch (the course copies, the history line) is repaired by the next run
-    when it fails, and the error says that the new version is live.
+    What follows the switch (its live.json, the course copies, the history line) is repaired by
+    the next run when it fails, and the error says that the new version is live.
     """
+    manifest["switch"] = (
+        int((before or {}).get("switch") or 0) + 1
+    )  # the order of switches, whatever the clock
     try:
         atomic_write_json(prod_folder / MANIFEST, manifest)
     except WRITE_ERRORS as error:
         raise write_failed(error, f"{prod_folder / MANIFEST}: could not switch to version {manifest['version']} "
                                   f"({{cause}}); {still_live(before)}") from None  # fmt: skip
     try:
+        mark_live(prod_folder, manifest)
         refresh_course_copies(prod_folder, manifest, contents)
         append_jsonl(prod_folder / DEPLOYMENT_HISTORY, deployment_record(manifest))
     except WRITE_ERRORS as error:
@@ -261,26 +284,50 @@ def switch_to(prod_folder: Path, manifest: dict, contents: dict[str, bytes], bef
         ) from None
 
 
-def deploy(config: Config) -> dict:
-    """Archive the current model, score and ingestion record, then make them live; returns the manifest."""
+class ProductionChanged(PipelineError):
+    """Production is not the state the caller compared against (a person deployed or rolled back
+    meanwhile): nothing deployed; the caller decides afresh."""
+
+    exit_code = EXIT_LOCKED
+
+
+def deploy(config: Config, expect: str | None = None) -> dict:
+    """Archive the current model, score and ingestion record, then make them live; returns the manifest.
+
+    expect: the manifest digest (production.manifest_digest) the caller's drift test and gate
+    compared against; production changed since (a person's rollback or deployment) is refused.
+    """
     contents, f1, ingested = read_sources(config)
     prod = config.prod_folder
     prod.mkdir(parents=True, exist_ok=True)
     with file_lock(prod / LOCK):
         repair(prod, require_whole=False)
-        before = current_manifest(prod)
+        other = other_checkout(config)
+        if other:
+            raise PipelineError(other)
+        if expect is not None and manifest_digest(prod) != expect:
+            raise ProductionChanged(f"{prod / MANIFEST}: production changed since the drift test and the gate read "
+                                    f"it ({what_is_live(prod)} now); not deployed")  # fmt: skip
+        try:
+            before = current_manifest(prod)
+        except DeploymentUnavailable:  # damaged beyond repair: --force deploys over it
+            before = None
         version = max([0, *archived_versions(prod), *([before["version"]] if before else [])]) + 1
+        decision = _json_of(prod / DECISION, contents[DECISION]) if DECISION in contents else {}
         manifest = {
             "version": version,
             "timestamp": utc_now(),
             "action": "deploy",
             "f1": f1,
             "ingested_files": ingested,
-            "source": {"model_folder": str(config.model_folder), "output_folder": str(config.output_folder)},
+            "source": {"checkout": str(config.path.parent), "prod_folder": str(prod), "model_folder": str(config.model_folder),
+                       "output_folder": str(config.output_folder), "input_folder": str(config.input_folder)},
             "folder": folder_name(version),
-            "lineage": [*lineage(prod, before), before["version"]] if before else [],
+            "lineage": [*lineage(prod, before), before["version"]] if before else ever_live(prod)[0],
             "files": {},
-        }
+        }  # fmt: skip
+        if decision.get("run_start"):
+            manifest["run_start"] = decision["run_start"]  # the fullprocess.py run that deployed it
         try:
             archive_version(contents, prod, manifest)
         except WRITE_ERRORS as error:
@@ -288,6 +335,14 @@ def deploy(config: Config) -> dict:
                                       f"({{cause}}); {still_live(before)}") from None  # fmt: skip
         switch_to(prod, manifest, contents, before)
     return manifest
+
+
+def what_is_live(prod: Path) -> str:
+    try:
+        manifest = current_manifest(prod)
+    except DeploymentUnavailable:
+        return "an unreadable manifest"
+    return f"version {manifest['version']} is live" if manifest else "production is empty"
 
 
 def read_archived_version(version_dir: Path) -> tuple[dict, dict[str, bytes]]:
@@ -336,15 +391,15 @@ def rollback(config: Config) -> dict:
 def check_live_version(prod_folder: Path, manifest: dict, full: bool = False) -> None:
     """The live version's files as its manifest says, or ProductionBroken saying how to recover.
 
-    Every run checks that each file is there with its size: cheap enough for the nothing-new path
-    (a sha256 would import hashlib, a tenth of its budget), and every reader checks the model's
-    sha256 before loading it anyway. With full, every file's sha256 too (the drills)."""
+    Every file a decision reads (model, numbers, score, ingested files and record: a few KB) is
+    checked by its sha256 on every run; the reference data by its size (with full, by sha256 too).
+    """
     folder = live_folder(prod_folder, manifest)
     for name, entry in manifest["files"].items():
         path = folder / name
         try:
             ok = path.stat().st_size == entry["size"]
-            if ok and full:
+            if ok and (full or name != REFERENCE_DATA):
                 ok = sha256_bytes(path.read_bytes()) == entry["sha256"]
         except OSError:
             ok = False
@@ -374,6 +429,79 @@ def repair(prod_folder: Path, require_whole: bool = True) -> list[str]:
                             "the live version is as it was") from None  # fmt: skip
 
 
+def ever_live(prod_folder: Path, manifest: dict | None = None) -> tuple[list[int], list[int]]:
+    """(the versions that provably went live, oldest first; the damaged lines of deployments.jsonl).
+
+    The proof: a version's own live.json (written at every switch), the live manifest (its version,
+    lineage and the version it rolled back from), the lineage of every archived manifest, and each
+    deployment or rollback in deployments.jsonl.
+    """
+    damaged: list[int] = []
+    history = read_jsonl(prod_folder / DEPLOYMENT_HISTORY, damaged)
+    marks = live_marks(prod_folder)
+    manifests = [*marks.values(), *([manifest] if manifest else [])]
+    manifests += [archived for version in archived_versions(prod_folder)
+                  if (archived := archived_manifest(prod_folder, version)) is not None]  # fmt: skip
+    proven = set(marks)
+    for entry in manifests:
+        proven.update(version for version in entry.get("lineage") or [] if isinstance(version, int))
+        proven.update(entry[key] for key in ("rolled_back_from",) if isinstance(entry.get(key), int))
+    if manifest:
+        proven.add(manifest["version"])
+    for entry in history:
+        proven.update(
+            entry[key] for key in ("version", "rolled_back_from") if isinstance(entry.get(key), int)
+        )
+    return sorted(proven), damaged
+
+
+def restorable(prod_folder: Path) -> tuple[dict, str] | None:
+    """(the manifest that made the last live version live, where it comes from), for a production
+    folder whose manifest.json is missing or damaged; None when nothing ever went live."""
+    marks = live_marks(prod_folder)
+    if marks:  # the latest switch; the clock breaks no tie that the switch count settles
+        mark = max(
+            marks.values(), key=lambda entry: (int(entry.get("switch") or 0), str(entry.get("timestamp")))
+        )
+        return mark, f"{mark['folder']}/{LIVE_MARK}"
+    history = [entry for entry in read_jsonl(prod_folder / DEPLOYMENT_HISTORY)
+               if isinstance(entry.get("version"), int) and archived_manifest(prod_folder, entry["version"])]  # fmt: skip
+    versions = archived_versions(prod_folder)
+    if history:
+        last = history[-1]
+        archived = archived_manifest(prod_folder, last["version"])
+        keys = ("timestamp", "action", "rolled_back_from")
+        return archived | {
+            key: last.get(key) for key in keys if last.get(key) is not None
+        }, DEPLOYMENT_HISTORY
+    if versions:
+        archived = archived_manifest(prod_folder, versions[-1])
+        if archived is not None:
+            return archived, f"{folder_name(versions[-1])}/{MANIFEST} (the newest archived version)"
+    return None
+
+
+def restore_manifest(prod_folder: Path, reason: str) -> str:
+    """Put back the last live version's manifest, each of its files verified by sha256; the repair
+    made. ProductionBroken when there is no whole version to put back."""
+    found = restorable(prod_folder)
+    if found is None:
+        if read_jsonl(prod_folder / DEPLOYMENT_HISTORY):
+            raise ProductionBroken(f"{prod_folder / MANIFEST}: {reason}, and {DEPLOYMENT_HISTORY} records deployments "
+                                   "whose archive is gone: nothing to restore; `python fullprocess.py --force` "
+                                   "deploys a new version")  # fmt: skip
+        return ""
+    manifest, source = found
+    try:
+        read_archived_version(live_folder(prod_folder, manifest))
+    except (PipelineError, DeploymentUnavailable) as error:
+        raise ProductionBroken(f"{prod_folder / MANIFEST}: {reason}; the last live version cannot be restored "
+                               f"({error}); `python fullprocess.py --force` deploys a new version") from None  # fmt: skip
+    atomic_write_json(prod_folder / MANIFEST, manifest)
+    return (f"{MANIFEST} was {reason}: restored version {manifest['version']}, the last live one, from {source} "
+            "(every file's sha256 verified)")  # fmt: skip
+
+
 def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
     repairs = [f"removed {path.name}, left by a killed run" for path in remove_leftovers(prod_folder)]
     archive = prod_folder / ARCHIVE_DIR
@@ -383,15 +511,41 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
             if match and not process_alive(int(match.group(1))):
                 remove_tree(entry)
                 repairs.append(f"removed {entry.relative_to(prod_folder)}, left by a killed run")
-    manifest = current_manifest(prod_folder)
+    try:
+        manifest = current_manifest(prod_folder)
+        problem = None if manifest is not None else "missing"
+    except DeploymentUnavailable as error:
+        manifest, problem = None, f"damaged ({str(error).split('(', 1)[-1].rstrip(')')})"
+    if manifest is None and (problem != "missing" or archived_versions(prod_folder)
+                             or (prod_folder / DEPLOYMENT_HISTORY).exists()):  # fmt: skip
+        try:
+            restored = restore_manifest(prod_folder, problem)
+        except ProductionBroken:
+            if require_whole:
+                raise
+            restored = ""
+        if restored:
+            repairs.append(restored)
+            manifest = current_manifest(prod_folder)
     if manifest is None:
+        _log(repairs)
         return repairs
-    history = read_jsonl(prod_folder / DEPLOYMENT_HISTORY)
-    ever_live = {manifest["version"], *lineage(prod_folder, manifest)} | {
-        entry.get("version") for entry in history if entry.get("action") == "deploy"
-    }
+    proven, damaged = ever_live(prod_folder, manifest)
+    if damaged:
+        log.warning("%s: line %s damaged (not one JSON object): skipped; versions are kept by their own "
+                    "live.json and the manifests", prod_folder / DEPLOYMENT_HISTORY,
+                    ", ".join(map(str, damaged[:5])))  # fmt: skip
     for version in archived_versions(prod_folder):
-        if version > max(ever_live):  # written whole, but killed before it went live
+        if version in proven or version < max(proven):
+            continue
+        # Above every version that went live, with no proof it did: written whole, killed before the switch.
+        if damaged or not (prod_folder / DEPLOYMENT_HISTORY).exists():
+            aside = archive / "aside" / f"v{version:04d}-{utc_now()[:19].replace(':', '')}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(prod_folder / folder_name(version), aside)
+            repairs.append(f"moved {folder_name(version)} aside to {aside.relative_to(prod_folder)}: no proof it "
+                           f"went live, and {DEPLOYMENT_HISTORY} is damaged or missing")  # fmt: skip
+        else:
             remove_tree(prod_folder / folder_name(version))
             repairs.append(f"removed {folder_name(version)}, a version that never went live")
     try:
@@ -400,10 +554,15 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
         if require_whole:
             raise
         log.warning("%s", error)
+        _log(repairs)
         return repairs
+    mark = read_json(live_folder(prod_folder, manifest) / LIVE_MARK)
+    if mark != manifest and manifest.get("folder"):  # a run killed right after its switch
+        mark_live(prod_folder, manifest)
     changed = refresh_course_copies(prod_folder, manifest)
     if changed:
         repairs.append(f"refreshed {', '.join(changed)} from live version {manifest['version']}")
+    history = read_jsonl(prod_folder / DEPLOYMENT_HISTORY)
     if not history or (history[-1].get("timestamp"), history[-1].get("version")) != (
         manifest.get("timestamp"),
         manifest["version"],
@@ -414,9 +573,13 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
         repairs.append(
             f"recorded the {manifest.get('action')} of version {manifest['version']} in {DEPLOYMENT_HISTORY}"
         )
+    _log(repairs)
+    return repairs
+
+
+def _log(repairs: list[str]) -> None:
     for message in repairs:
         log.warning("repair: %s", message)
-    return repairs
 
 
 def refresh_reports(config: Config, version: int) -> None:
@@ -439,6 +602,8 @@ def refresh_reports(config: Config, version: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = command_line(__doc__)
     parser.add_argument("--rollback", action="store_true", help="go back to the version that was live before")
+    parser.add_argument("--expect-manifest", metavar="SHA256", help="deploy only if manifest.json still has this "
+                        "sha256 ('none': production empty); exit 75 otherwise (fullprocess.py's compare and swap)")  # fmt: skip
     args = parser.parse_args(argv)
     setup_logging(NAME)
     config = load_config()
@@ -448,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                  manifest["rolled_back_from"], manifest["version"], manifest["f1"])  # fmt: skip
         refresh_reports(config, manifest["version"])
     else:
-        manifest = deploy(config)
+        manifest = deploy(config, args.expect_manifest)
         log.info("deployed version %d (F1 %s) to %s", manifest["version"], manifest["f1"], config.prod_folder)
     return 0
 

@@ -60,7 +60,6 @@ from common import (
     APIRETURNS,
     APIRETURNS_AFTER_REDEPLOY,
     ARCHIVE_DIR,
-    CONFIG_ENV,
     CONFUSION_MATRIX,
     CONFUSION_MATRIX_AFTER_REDEPLOY,
     DECISION,
@@ -77,19 +76,22 @@ from common import (
     RUN_HISTORY,
     Config,
     DiskFull,
+    LogFileHandler,
     PipelineError,
     atomic_write_json,
     command_line,
+    disk_full,
     load_config,
     run_main,
     setup_logging,
 )
-from processes import die_with_parent, file_lock, sweep
-from records import append_jsonl, list_csv_files, read_score, sha256_file, utc_now
+from processes import die_with_parent, file_lock, lock_holder, sweep
+from records import append_jsonl, list_csv_files, read_score, sha256_file, tail_jsonl, utc_now
 
 NAME = "fullprocess"
 FULLPROCESS_LOG = "fullprocess.log"  # the runs' log (prod_deployment_path)
 LOCK = ".fullprocess.lock"
+LOCK_ALARM_SECONDS = 20 * 60  # the deploy lock held longer (two cron periods) is a failure, not "busy"
 PENDING_REPORT = "pendingreport.json"  # a deployment's reports still to produce (a killed run's)
 SWITCHES = {
     "--force": "retrain and redeploy whatever drift and gate say",
@@ -110,6 +112,13 @@ class Busy(PipelineError):
     exit_code = EXIT_LOCKED
 
 
+class Superseded(PipelineError):
+    """Production changed during the run (a person's rollback or deployment): that change wins,
+    nothing is deployed, and the next run decides afresh on the same files."""
+
+    exit_code = 0
+
+
 class Run:
     """One run: its steps, their durations, and the record appended to the run history."""
 
@@ -119,6 +128,7 @@ class Run:
                        "new_files": [], "steps": [], "reasons": []}  # fmt: skip
         self.log_file = None if args.dry_run else config.prod_folder / FULLPROCESS_LOG
         self.lock = None  # the open lock file: every child inherits it, so the lock outlives a killed parent
+        self.expected = None  # manifest.json's digest when the run read what its decision compares against
 
     def reason(self, message: str) -> None:
         log.info("%s", message)
@@ -231,11 +241,34 @@ def deploy(run: Run, second: bool, summary: str) -> None:
     before = production.live_version(config)
     write_decision(run, summary)
     atomic_write_json(config.prod_folder / PENDING_REPORT, {"after_version": before, "second": second})
-    run.step("deployment.py")
+    expect = ["--expect-manifest", run.expected] if run.expected else []
+    result = run.step("deployment.py", *expect, ok_codes=(0, EXIT_LOCKED))
+    if result.returncode == EXIT_LOCKED:  # compare and swap: a person changed production meanwhile
+        (config.prod_folder / PENDING_REPORT).unlink(missing_ok=True)
+        raise Superseded(f"production changed during this run ({production.what_is_live_now(config, before)}): "
+                         "that change stands, nothing deployed; the next run decides afresh on the same files")  # fmt: skip
     run.record["deployed_version"] = production.live_version(config)
     newdata.mark_processed(config)
     report(run, second)
     (config.prod_folder / PENDING_REPORT).unlink(missing_ok=True)
+
+
+def recover_run_record(run: Run) -> None:
+    """A run that deployed but could not record itself (a full disk): its record, from deployments.jsonl."""
+    config = run.config
+    deployed = [entry for entry in production.deployments(config) if entry.get("run_start")]
+    if not deployed:
+        return
+    last = deployed[-1]
+    recent = tail_jsonl(config.prod_folder / RUN_HISTORY)
+    if any(entry.get("start", "") >= last["run_start"] for entry in recent):
+        return
+    append_jsonl(config.prod_folder / RUN_HISTORY, {
+        "start": last["run_start"], "end": None, "decision": f"redeployed (version {last['version']}; this record "
+        "was written by the next run: the run's own could not be written)", "exit_status": None,
+        "deployed_version": last["version"], "recorded_by": "next run", "steps": [], "reasons": []})  # fmt: skip
+    run.reason(f"recorded the run of {last['run_start']} that deployed version {last['version']} (its own record "
+               "was lost)")  # fmt: skip
 
 
 def finish_pending_report(run: Run) -> None:
@@ -280,13 +313,28 @@ def refresh_stale_reports(run: Run) -> None:
             run.step(script)
 
 
+def held(path) -> PipelineError:
+    """The deploy lock is held: Busy (try next run), or a failure naming the holder when held too long."""
+    holder = lock_holder(path) or {}
+    age = time.time() - holder.get("since", time.time())
+    who = (
+        f"PID {holder.get('pid')} ({holder.get('command') or 'unknown command'})"
+        if holder
+        else "an unknown process"
+    )
+    if age > LOCK_ALARM_SECONDS:
+        return PipelineError(f"{path}: held by {who} for {age / 60:.0f} minutes (more than two cron periods): a stuck "
+                             "deployment? new data waits until it ends; stop it or let it finish")  # fmt: skip
+    return Busy(f"{path}: a deployment.py run is in progress ({who}); trying again next run")
+
+
 def check_production(run: Run, force: bool = False) -> bool:
     """Finish or clear what a killed run left in production; stop (ProductionBroken) when the live
     version itself is damaged. Under the deploy lock: a deployment.py run by hand is not half-way."""
     prod = run.config.prod_folder
     with file_lock(prod / deployment.LOCK, blocking=False) as lock:
         if lock is None:
-            raise Busy(f"{prod / deployment.LOCK}: a deployment.py run is in progress; trying again next run")
+            raise held(prod / deployment.LOCK)
         try:
             repairs = deployment.repair(prod)
         except deployment.ProductionBroken as error:
@@ -294,7 +342,11 @@ def check_production(run: Run, force: bool = False) -> bool:
                 raise
             run.reason(f"{error}; --force: retraining and deploying a new version without a drift check")
             return False
+        run.expected = production.manifest_digest(prod)  # what this run's decision compares against
     config = run.config
+    other = production.other_checkout(config)
+    if other:
+        raise PipelineError(other)
     reports = sorted((prod / ARCHIVE_DIR).glob(f"v*/{REPORTS_DIR}"))  # a killed report of a version
     for path in sweep([*config.written_folders(), *reports]):  # a killed step's temporary files
         repairs.append(f"removed {config.relative(path)}, left by a killed run")
@@ -313,6 +365,7 @@ def execute(run: Run, args) -> str:
             retrain(run)
             deploy(run, second=True, summary="Retrained and deployed over a broken live version (--force)")
             return "redeployed over a broken version"
+        recover_run_record(run)
         finish_pending_report(run)
         refresh_stale_reports(run)
     bootstrap = not (config.prod_folder / MANIFEST).is_file()
@@ -327,6 +380,7 @@ def execute(run: Run, args) -> str:
             run.reason(f"production is empty: would ingest {len(new)} files, train, score, deploy and report")
             return "dry run"
         run.reason(f"production is empty: bootstrap from {config.input_folder} ({len(new)} files)")
+        run.expected = "none"
         ingest(run)
         retrain(run)
         deploy(
@@ -351,9 +405,14 @@ def execute(run: Run, args) -> str:
     ingest(run)
     import drift  # the new-data path only: the nothing-new path imports no data library
 
-    deployed_score = read_score(production.live(config).folder / LATESTSCORE)
+    state = production.live(config)
+    deployed_score = production.verified_score(state)
     result = run.step("scoring.py", "--deployed", "--data", str(config.finaldata_file), "--json")
-    new_score = json.loads(result.stdout)["f1"]
+    scored = json.loads(result.stdout)
+    if scored.get("model_sha256") != state.model_sha256:
+        raise Superseded(f"production changed during the drift test (version {scored.get('deployed_version')} is live "
+                         f"now, not {state.version}): nothing decided; the next run decides afresh")  # fmt: skip
+    new_score = scored["f1"]
     decision = drift.decision(config["drift_test"], new_score, deployed_score, drift.deployed_score_history(config),
                               config["drift_tolerance"])  # fmt: skip
     run.record["drift"] = decision
@@ -405,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         print(production.summary(config))
         return 0
-    os.environ[CONFIG_ENV] = str(config.path)  # absolute: the children start in another folder
+    os.environ.update(
+        config.frozen()
+    )  # every step uses this run's configuration: an edit waits for the next run
     run = Run(config, args)
     if run.log_file is not None:
         setup_logging(NAME, run.log_file)
@@ -420,6 +481,36 @@ def main(argv: list[str] | None = None) -> int:
         return finish(run, args)
 
 
+def record_run(run: Run, before: int | None) -> int:
+    """Append the run's record (before the notification: a full disk on it is what people hear of);
+    the exit status, 74 or 1 when the record or the log could not be written."""
+    failures = []
+    try:
+        append_jsonl(run.config.prod_folder / RUN_HISTORY, run.record)
+    except OSError as error:
+        failures.append(
+            (
+                error,
+                f"could not record this run in {run.config.relative(run.config.prod_folder / RUN_HISTORY)}",
+            )
+        )
+    log_failed = next((handler.failed for handler in logging.getLogger().handlers
+                       if isinstance(handler, LogFileHandler) and handler.failed), None)  # fmt: skip
+    if log_failed is not None:
+        failures.append((log_failed, f"could not write {run.config.relative(run.log_file)}"))
+    if not failures:
+        return run.record["exit_status"]
+    full = any(disk_full(error) for error, _ in failures)
+    words = "; ".join(f"{what} ({error.strerror or error})" for error, what in failures)
+    status = DiskFull.exit_code if full else 1
+    log.error("%s; %s", words, production.what_is_live_now(run.config, before))
+    if run.record["exit_status"] == 0 or status == DiskFull.exit_code:
+        run.record.update(
+            decision=f"failed: {words} (the run itself: {run.record['decision']})", exit_status=status
+        )
+    return run.record["exit_status"]
+
+
 def finish(run: Run, args) -> int:
     """Execute the flow, record the run, log the decision; returns the exit status."""
     status = 0
@@ -429,6 +520,9 @@ def finish(run: Run, args) -> int:
     except Busy as error:
         log.warning("%s", error)
         decision, status = f"busy: {error}", EXIT_LOCKED
+    except Superseded as error:
+        log.warning("%s", error)
+        decision = f"superseded: {error}"
     except PipelineError as error:  # StepFailed and DiskFull included
         log.error("%s; %s", error, production.what_is_live_now(run.config, before))
         decision, status = f"failed: {error}", DiskFull.exit_code if isinstance(error, DiskFull) else 1
@@ -437,7 +531,7 @@ def finish(run: Run, args) -> int:
         status = EXIT_PARTIAL
     run.record.update(end=utc_now(), decision=decision, exit_status=status)
     if not args.dry_run:
-        append_jsonl(run.config.prod_folder / RUN_HISTORY, run.record)
+        status = record_run(run, before)
         notify.notify(run.config, run.record)
     took = sum(step["seconds"] for step in run.record["steps"])
     (log.warning if status else log.info)(

@@ -23,6 +23,7 @@ Run
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -52,7 +53,7 @@ from common import (
     run_main,
     setup_logging,
 )
-from records import append_jsonl, natural_key, sha256_bytes, sha256_file, utc_now
+from records import ambiguous_order, append_jsonl, csv_entries, identity, sha256_bytes, sha256_file, utc_now
 
 NAME = "ingestion"
 INGESTION_HISTORY = "ingestionhistory.jsonl"  # one line per run (output_folder_path)
@@ -162,9 +163,41 @@ def name_problem(path: Path, input_folder: Path) -> str | None:
     if path.is_symlink() and not path.resolve().is_relative_to(input_folder.resolve()):
         return "a link leading outside the input folder"
     if not path.is_file():
+        if not path.is_symlink() and not os.path.lexists(path):
+            return "deleted before it could be read"
         kind = "a folder" if path.is_dir() else "a link to nothing" if not path.exists() else "a special file"
         return f"not a regular file ({kind})"
     return None
+
+
+def entry_identity(path: Path) -> dict:
+    """The identity (records.identity) of what an entry leads to, or of the entry itself (a dangling
+    link): a rejected entry is re-examined only when it changes."""
+    for follow in (True, False):
+        try:
+            return identity(os.stat(path, follow_symlinks=follow))
+        except OSError:
+            continue
+    return {}
+
+
+def read_snapshot(path: Path, attempts: int = 3) -> tuple[bytes, dict]:
+    """(the bytes of a file, the identity they are the content of): the open file's fstat taken
+    before and after reading must agree, or the file is read again; OSError (EAGAIN) when it kept
+    changing (a copier still writing)."""
+    for _ in range(attempts):
+        with open(path, "rb") as handle:
+            before = identity(os.fstat(handle.fileno()))
+            data = handle.read()
+            after = identity(os.fstat(handle.fileno()))
+        if (
+            before == after
+            and len(data) == after["size"]
+            and entry_identity(path).get("inode") == after["inode"]
+        ):
+            return data, after
+        time.sleep(0.2)
+    raise OSError(errno.EAGAIN, f"changed while being read ({attempts} attempts): left for the next run")
 
 
 def display_name(name: str) -> str:
@@ -183,15 +216,15 @@ def read_file(path: Path, input_folder: Path) -> tuple[pd.DataFrame | None, dict
     record = {"name": path.name}
     problem = name_problem(path, input_folder)
     if problem:
-        record.update(status="rejected", reasons=[problem])
+        record.update(status="rejected", reasons=[problem], **entry_identity(path))
         return None, record
     try:
-        data = path.read_bytes()
-        stat = path.stat()
-    except OSError as error:
-        record.update(status="rejected", reasons=[f"unreadable: {error.strerror}"])
+        data, seen = read_snapshot(path)
+    except OSError as error:  # no identity recorded: the next run examines it again
+        reason = error.strerror if error.errno == errno.EAGAIN else f"unreadable: {error.strerror}"
+        record.update(status="rejected", reasons=[reason])
         return None, record
-    record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha256_bytes(data))
+    record.update(**seen, sha256=sha256_bytes(data))
     frame, problems, notes = parse_csv(data)
     record["rows_read"] = 0 if frame is None else len(frame)
     if notes:
@@ -238,18 +271,6 @@ def share_strings(values: pd.Series, table: dict) -> pd.Series:
     return pd.Series(pd.array(objects, dtype=values.dtype), index=values.index, name=values.name)
 
 
-def csv_entries(folder: Path) -> list[Path]:
-    """Every visible entry named *.csv (any case), in extract order (records.natural_key:
-    dataset2.csv before dataset10.csv): regular files, and anything else so named, which is then
-    rejected with a reason rather than skipped in silence."""
-    entries = (
-        entry
-        for entry in folder.iterdir()
-        if entry.name.lower().endswith(".csv") and not entry.name.startswith(".")
-    )
-    return sorted(entries, key=lambda entry: natural_key(entry.name))
-
-
 def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Combine the valid files of a folder: (de-duplicated frame, its rows' extracts, ingestion record)."""
     started = time.perf_counter()
@@ -258,6 +279,10 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     paths = csv_entries(input_folder)
     if not paths:
         raise IngestionError(f"{input_folder}: no *.csv files to ingest")
+    for first, second in ambiguous_order([path.name for path in paths]):
+        log.warning("%s: %r and %r: their numbers do not decide which extract is newer; taken in name order (%r "
+                    "first): rename them (dataset1.csv ... dataset12.csv, or dates as YYYY-MM)", input_folder,
+                    display_name(first), display_name(second), display_name(first))  # fmt: skip
     frames, records, strings = [], [], {}
     for path in paths:
         frame, record = read_file(path, input_folder)

@@ -1,8 +1,10 @@
 """Which input files are new: not yet trained on by the live version, nor decided on since.
 
 Not a script; fullprocess.py's first step, every 10 minutes, so standard library only.
-    find_new_files(config)   names of the input folder's *.csv files that are new, or changed
-                             (size and mtime, then sha256, against the record of when they were seen)
+    find_new_files(config)   names of the input folder's *.csv entries that are new, or changed
+                             (size, mtime, ctime and inode, then sha256, against the record of when
+                             they were seen; a rejected entry too, so it is re-examined only when
+                             it changes)
     mark_processed(config)   remember the latest ingestion's files as decided on (after the
                              run's decision: kept, refused by the gate, or deployed)
 """
@@ -19,7 +21,7 @@ from common import (
     PipelineError,
     atomic_write_json,
 )
-from records import list_csv_files, read_ingested_files, sha256_file, utc_now
+from records import IDENTITY, csv_entries, identity, read_ingested_files, same_identity, sha256_file, utc_now
 
 PROCESSED_FILES = "processedfiles.json"  # the input files already decided on (prod_deployment_path)
 
@@ -41,26 +43,50 @@ def known_files(config: Config) -> tuple[set[str], dict[str, dict]]:
 
 
 def find_new_files(config: Config) -> tuple[list[str], list[dict]]:
-    """(names of new or changed input files, the current files' size/mtime/sha256 entries)."""
+    """(names of new or changed input files, the current files' identity/sha256 entries).
+
+    A file is known by its identity (size, mtime, ctime, inode: records.identity); one whose
+    identity changed is read and compared by sha256, and when its content is the same (a chmod, a
+    copy with the same bytes), its new identity is remembered so that it is not read again.
+    """
     if not config.input_folder.is_dir():
         raise PipelineError(f"{config.input_folder}: input folder does not exist")
     deployed, known = known_files(config)
-    new, current = [], []
-    for path in list_csv_files(config.input_folder):
-        stat = path.stat()
-        entry = {"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    new, current, confirmed = [], [], {}
+    for path in csv_entries(config.input_folder):
+        try:
+            now = identity(path.stat())
+        except OSError:  # a dangling link, gone meanwhile: known by the entry itself
+            now = identity(path.lstat()) if path.is_symlink() else {}
+        entry = {"name": path.name, **now}
         seen = known.get(path.name)
         if seen is None and path.name not in deployed:
             new.append(path.name)
-        elif seen is not None and (seen.get("size"), seen.get("mtime_ns")) != (
-            stat.st_size,
-            stat.st_mtime_ns,
-        ):
-            entry["sha256"] = sha256_file(path)
-            if entry["sha256"] != seen.get("sha256"):
+        elif seen is not None and not same_identity(seen, now):
+            entry["sha256"] = sha256_file(path) if path.is_file() else None
+            if entry["sha256"] is None or entry["sha256"] != seen.get("sha256"):
                 new.append(path.name)
+            else:
+                confirmed[path.name] = entry
         current.append(entry)
+    if confirmed and not new:
+        remember(config, confirmed)
     return new, current
+
+
+def remember(config: Config, confirmed: dict[str, dict]) -> None:
+    """Record the new identity of files whose content did not change (processedfiles.json)."""
+    path = config.prod_folder / PROCESSED_FILES
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return
+    if record.get("input_folder_relative") != config.relative(config.input_folder):
+        return
+    record["files"] = [{**entry, **confirmed.get(entry.get("name"), {})} for entry in record.get("files", [])]
+    known = {entry.get("name") for entry in record["files"]}
+    record["files"] += [entry for name, entry in confirmed.items() if name not in known]
+    atomic_write_json(path, record)
 
 
 def mark_processed(config: Config) -> None:
@@ -70,6 +96,6 @@ def mark_processed(config: Config) -> None:
         config.prod_folder / PROCESSED_FILES,
         {"timestamp": utc_now(), "input_folder": record["input_folder"],
          "input_folder_relative": record["input_folder_relative"],
-         "files": [{key: entry.get(key) for key in ("name", "size", "mtime_ns", "sha256", "status")}
+         "files": [{key: entry.get(key) for key in ("name", *IDENTITY, "sha256", "status")}
                    for entry in record["files"]]},
     )  # fmt: skip

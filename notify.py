@@ -35,7 +35,7 @@ def kind(record: dict) -> str | None:
     if record["exit_status"] not in (0, EXIT_PARTIAL, EXIT_LOCKED) or decision.startswith("failed"):
         return FAILURE
     if record.get("rejected_files") or record.get("repairs") or record.get("reported_pending_version") \
-            or decision.startswith("gate refused"):  # fmt: skip
+            or decision.startswith(("gate refused", "superseded")):  # fmt: skip
         return WARNING
     if decision.startswith(("bootstrapped", "redeployed")):
         return SUCCESS

@@ -2,7 +2,8 @@
 
 One home for it; not a script. Standard library only (fullprocess.py's every-10-minutes path
 imports it).
-    file_lock(path)          an flock held for a block (a killed holder never blocks the next run)
+    file_lock(path)          an flock held for a block (a killed holder never blocks the next run);
+                             the lock file names its holder: lock_holder(path)
     die_with_parent()        a child's preexec_fn: SIGTERM when the process that started it dies
     process_alive(pid)       whether a PID names a live process (a zombie is dead)
     remove_leftovers(folder) a dead process's temporary files (atomic_path's names) and timing
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -104,7 +107,25 @@ def file_lock(path: Path, blocking: bool = True, poll: float = 0.0):
                     yield None
                     return
                 time.sleep(poll)
+        with contextlib.suppress(
+            OSError
+        ):  # who holds it, for a run that finds it held (a full disk: unnamed)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(
+                json.dumps({"pid": os.getpid(), "since": time.time(), "command": " ".join(sys.argv)[:200]})
+            )
+            handle.flush()
         try:
             yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_holder(path: Path) -> dict | None:
+    """Who took a lock last ({pid, since (epoch seconds), command}), as file_lock wrote it; None when unknown."""
+    try:
+        holder = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) and isinstance(holder.get("since"), int | float) else None

@@ -5,6 +5,9 @@ imports it). deployment.py is the only writer of production; everything that rea
 (the scripts, the API, the dashboard, the reports, apicalls.py) asks this module.
 
     read_manifest(prod) / current_manifest(prod)   manifest.json: the switch that says what is live
+    manifest_digest(prod)          its sha256: what a run compared against (deployment.py refuses
+                                   to deploy when production changed meanwhile)
+    live_marks(prod)               each version's live.json: the manifest that last made it live
     live_folder(prod, manifest)    the live version's folder (archive/vNNNN); read its files there
     folder_name(version), archived_versions(prod), lineage(prod, manifest)
     live(config)                   a Live: the version, its files, how it went live (deployment,
@@ -43,6 +46,7 @@ from common import (
 from records import read_jsonl
 
 VERSION_FOLDER = re.compile(r"v(\d{4,})")
+LIVE_MARK = "live.json"  # in a version's folder: the manifest that last made it live (deployment.py)
 
 
 def read_manifest(prod_folder: Path) -> dict:
@@ -66,6 +70,28 @@ def read_manifest(prod_folder: Path) -> dict:
 def current_manifest(prod_folder: Path) -> dict | None:
     """The live manifest, or None for an empty production folder."""
     return read_manifest(prod_folder) if (Path(prod_folder) / MANIFEST).exists() else None
+
+
+def manifest_digest(prod_folder: Path) -> str:
+    """manifest.json's sha256 ("none" when production is empty): what a run compared against, so
+    that deployment.py can refuse when production changed meanwhile (compare and swap)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256((Path(prod_folder) / MANIFEST).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return "none"
+
+
+def live_marks(prod_folder: Path) -> dict[int, dict]:
+    """{version: the manifest that last made it live}, from each archived version's live.json:
+    the proof, inside the version's own folder, that it went live (written at every switch)."""
+    marks = {}
+    for version in archived_versions(prod_folder):
+        mark = read_json(Path(prod_folder) / folder_name(version) / LIVE_MARK)
+        if isinstance(mark, dict) and mark.get("version") == version and isinstance(mark.get("files"), dict):
+            marks[version] = mark
+    return marks
 
 
 def folder_name(version: int) -> str:
@@ -160,6 +186,38 @@ class Live:
         return self.folder / REPORTS_DIR
 
 
+def verified_score(state: Live) -> float:
+    """The live version's F1 (latestscore.txt), its bytes checked against the manifest's sha256:
+    a decision never reads an unverified score."""
+    import hashlib
+
+    from common import LATESTSCORE, ModelIntegrityError
+
+    path = state.folder / LATESTSCORE
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != state.manifest["files"].get(LATESTSCORE, {}).get("sha256"):
+        raise ModelIntegrityError(f"{path}: does not match the manifest of live version {state.version}")
+    return float(data.decode("utf-8").strip())
+
+
+def other_checkout(config: Config) -> str | None:
+    """Why this checkout must not use its production folder, or None: the live version was deployed
+    into this very folder by another checkout that still exists (one production folder, one checkout).
+    A production folder copied or moved with its project is not another checkout's."""
+    try:
+        manifest = current_manifest(config.prod_folder)
+    except PipelineError:
+        return None
+    source = (manifest or {}).get("source") or {}
+    checkout, prod = source.get("checkout"), source.get("prod_folder")
+    ours = str(config.path.parent)
+    if not checkout or checkout == ours or prod != str(config.prod_folder) or not Path(checkout).is_dir():
+        return None
+    return (f"{config.prod_folder}: its live version {manifest['version']} was deployed by the checkout in {checkout}; "
+            f"this one is {ours}: one production folder serves one checkout (each would take the other's files "
+            "for new data and replace its model); give this checkout its own prod_deployment_path")  # fmt: skip
+
+
 def live(config: Config) -> Live | None:
     """The live version, or None when production is empty; DeploymentUnavailable when unreadable."""
     manifest = current_manifest(config.prod_folder)
@@ -234,6 +292,8 @@ def stamp_problem(stamped: dict | None, state: Live | None, data_sha256: str | N
     shows beside it."""
     if not isinstance(stamped, dict) or not stamped.get("data_sha256"):
         return "these figures do not say which version and data they describe; the next run refreshes them"
+    if stamped.get("pending"):
+        return "a run was stopped while writing these files; the next run writes them again"
     if model and state is None:
         return "nothing is live"
     if model and (stamped.get("model_sha256"), stamped.get("live_since", state.timestamp)) != (state.model_sha256,

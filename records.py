@@ -3,10 +3,12 @@
 One home for reading and appending them; not a script. Standard library only.
     utc_now() / sha256_bytes(data) / sha256_file(path)   a record's time and a content's fingerprint
     read_jsonl(path) / append_jsonl(path, record)   runhistory, deployments, scores, ingestions
+    tail_jsonl(path)                                a history's last records, without reading it all
+    identity(stat) / same_identity(seen, now)       whether a file changed, by its stat alone
     read_ingested_files(path)                       ingestedfiles.txt (one per line, or a list)
     natural_key(name)                               extract order: dataset2.csv before dataset10.csv
     read_score(path)                                the single F1 number of a latestscore.txt
-    list_csv_files(folder)                          the visible *.csv files of a folder
+    csv_entries(folder) / list_csv_files(folder)    the visible *.csv entries / files of a folder
 """
 
 from __future__ import annotations
@@ -41,23 +43,60 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, damaged: list[int] | None = None) -> list[dict]:
     """Records of a JSON-lines history; a missing file is an empty history.
 
     A line that is not one JSON object (cut short by a killed writer, even inside a multi-byte
-    character) is skipped.
+    character, or damaged on disk) is skipped; its number (from 1) is added to damaged when given,
+    so that a reader that decides on the history can name it.
     """
     try:
         lines = Path(path).read_bytes().splitlines()
     except FileNotFoundError:
         return []
+    return _records(lines, damaged)
+
+
+def tail_jsonl(path: Path, size: int = 64 * 1024) -> list[dict]:
+    """The last records of a JSON-lines history (in its last size bytes): what a run needs of a year of runs."""
+    try:
+        with open(path, "rb") as handle:
+            start = max(0, handle.seek(0, os.SEEK_END) - size)
+            handle.seek(start)
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        return []
+    return _records(lines[1:] if start else lines)  # the first line read may be the end of one
+
+
+def _records(lines: list[bytes], damaged: list[int] | None = None) -> list[dict]:
     records = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
+        record = None
         with contextlib.suppress(ValueError):  # JSONDecodeError and UnicodeDecodeError both
             record = json.loads(line)
-            if isinstance(record, dict):
-                records.append(record)
+        if isinstance(record, dict):
+            records.append(record)
+        elif damaged is not None and line.strip():
+            damaged.append(number)
     return records
+
+
+IDENTITY = ("size", "mtime_ns", "ctime_ns", "inode")  # what a file's stat says about its content
+
+
+def identity(stat: os.stat_result) -> dict:
+    """What tells a file changed without reading it: size, mtime, ctime and inode. ctime catches a
+    same-length edit whose mtime was set back (cp -p, rsync -t, tar x); the inode a replaced file."""
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+            "inode": stat.st_ino}  # fmt: skip
+
+
+def same_identity(seen: dict, now: dict) -> bool:
+    """Whether a recorded identity still holds. Only the fields recorded are compared (a record
+    made before ctime and inode were kept has size and mtime only); none recorded: not the same."""
+    fields = [key for key in IDENTITY if seen.get(key) is not None]
+    return {"size", "mtime_ns"} <= set(fields) and all(seen[key] == now.get(key) for key in fields)
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -109,13 +148,30 @@ def natural_key(name: str) -> list:
     return [int(part) if index % 2 else part for index, part in enumerate(re.split(r"(\d+)", name))]
 
 
+def csv_entries(folder: Path) -> list[Path]:
+    """Every visible entry named *.csv (any case) of a folder, in extract order (natural_key):
+    regular files, and anything else so named (ingestion rejects it with a reason, not in silence)."""
+    entries = (entry for entry in Path(folder).iterdir()
+               if entry.name.lower().endswith(".csv") and not entry.name.startswith("."))  # fmt: skip
+    return sorted(entries, key=lambda entry: (natural_key(entry.name), entry.name))
+
+
+def ambiguous_order(names: list[str]) -> list[tuple[str, str]]:
+    """Pairs of names whose extract order the numbers in them do not decide (dataset1.csv and
+    dataset01.csv): they are taken in plain name order, and ingestion warns."""
+    keys: dict[tuple, str] = {}
+    pairs = []
+    for name in names:
+        key = tuple(natural_key(name))
+        if key in keys:
+            pairs.append((keys[key], name))
+        keys.setdefault(key, name)
+    return pairs
+
+
 def list_csv_files(folder: Path) -> list[Path]:
-    """Visible regular *.csv files (any case) of a folder, in extract order (natural_key)."""
-    return sorted(
-        (entry for entry in Path(folder).iterdir()
-         if entry.name.lower().endswith(".csv") and not entry.name.startswith(".") and entry.is_file()),
-        key=lambda entry: natural_key(entry.name),
-    )  # fmt: skip
+    """The regular files among csv_entries(folder), in extract order."""
+    return [entry for entry in csv_entries(folder) if entry.is_file()]
 
 
 def read_score(path: Path) -> float:

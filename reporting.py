@@ -130,23 +130,28 @@ def write_confusion_matrix(config: Config, name: str, results: Evaluation) -> Pa
 def write_call_list(config: Config, stamp: dict, final: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """riskranking.csv (the call list), lostclients.csv and riskranking.json (what they describe).
 
-    riskranking.json is replaced last: until it is, the stamp says the files describe the state
-    before, and the next run reports again."""
+    The basis moves with the list: riskranking.json is written first, pending (the new lists'
+    sha256 and the basis they replace: calllist.list_basis), then the lists, then riskranking.json
+    complete. A kill at any instant leaves the next run comparing with the list on disk, by its
+    own basis; a pending basis is a stale stamp, so the next fullprocess.py run reports again."""
     previous = calllist.previous_list(config.model_folder, stamp)
     extracts = calllist.read_extracts(config.output_folder / EXTRACTS, final)
     scorer = serving.served_model(config.prod_folder).scorer
     calls, lost = calllist.call_list(
         final, scorer, previous, config.relative(config.finaldata_file), extracts
     )
-    calllist.write_csv(calls, config.model_folder / RISK_RANKING)
-    calllist.write_csv(lost, config.model_folder / LOST_CLIENTS)
-    basis = {
-        **stamp,
-        "written": utc_now(),
-        "previous_list": previous is not None,
-        "lost_means": calllist.LOST_MEANS,
-    }
-    atomic_write_json(config.model_folder / RISK_RANKING_BASIS, basis)
+    before = calllist.list_basis(config.model_folder)
+    folder = config.model_folder
+    with atomic_path(folder / RISK_RANKING) as list_temp, atomic_path(folder / LOST_CLIENTS) as lost_temp:
+        calllist.write_csv(calls, list_temp)
+        calllist.write_csv(lost, lost_temp)
+        basis = {**stamp, "written": utc_now(), "previous_list": previous is not None,
+                 "lost_means": calllist.LOST_MEANS, "list_sha256": sha256_file(list_temp),
+                 "lost_sha256": sha256_file(lost_temp)}  # fmt: skip
+        atomic_write_json(folder / RISK_RANKING_BASIS, {**basis, "pending": True, "before": before or None})
+    atomic_write_json(
+        folder / RISK_RANKING_BASIS, basis
+    )  # the lists were replaced: lost first, then the call list
     return calls, lost
 
 

@@ -41,6 +41,7 @@ from common import (
     TARGET,
     Config,
     InputError,
+    atomic_path,
     atomic_write_json,
     atomic_write_text,
     command_line,
@@ -97,8 +98,8 @@ def rank_clients(prod_folder: Path, data_path: Path, output: Path) -> tuple[int,
     scorer, _ = riskmodel.load_linear(prod_folder)
     frame = read_data_file(data_path)
     calls, lost = calllist.call_list(frame, scorer, None, str(data_path))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    calllist.write_csv(calls, output)
+    with atomic_path(output) as temp:
+        calllist.write_csv(calls, temp)
     return len(calls), len(lost)
 
 

@@ -12,11 +12,14 @@ DEPLOYED = ("trainedmodel.pkl", "latestscore.txt", "ingestedfiles.txt")
 
 
 def snapshot(folder):
-    """Every file under folder, but the reports about a version (reporting.py refreshes those)."""
+    """Every file under folder, but the reports about a version (reporting.py refreshes those) and
+    its live.json (the manifest that last made it live, rewritten at each switch to it); lock files
+    name their last holder."""
     return {
         str(p.relative_to(folder)): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and "reports" not in p.relative_to(folder).parts
+        if p.is_file() and "reports" not in p.relative_to(folder).parts and p.name != "live.json"
+        and p.suffix != ".lock"
     }
 
 
@@ -87,6 +90,7 @@ def test_versions_are_archived_and_rollback_restores_the_previous_one(deployed_w
     manifest = json.loads((prod / "manifest.json").read_text())
     assert (manifest["version"], manifest["action"], manifest["rolled_back_from"]) == (1, "rollback", 2)
     assert snapshot(prod / "archive" / "v0001") == archived_first
+    assert (prod / "archive" / "v0001" / "live.json").read_bytes() == (prod / "manifest.json").read_bytes()
     assert_one_line_error(deployed_workspace.run("deployment.py", "--rollback"), "nothing to roll back to")
     history = [json.loads(line) for line in (prod / "deployments.jsonl").read_text().splitlines()]
     assert [(h["action"], h["version"]) for h in history] == [("deploy", 1), ("deploy", 2), ("rollback", 1)]
