@@ -59,7 +59,6 @@ import production
 from common import (
     APIRETURNS,
     APIRETURNS_AFTER_REDEPLOY,
-    ARCHIVE_DIR,
     CONFUSION_MATRIX,
     CONFUSION_MATRIX_AFTER_REDEPLOY,
     DECISION,
@@ -71,7 +70,6 @@ from common import (
     MANIFEST,
     MODEL,
     PROJECT_DIR,
-    REPORTS_DIR,
     RISK_RANKING_BASIS,
     RUN_HISTORY,
     Config,
@@ -128,6 +126,7 @@ class Run:
                        "new_files": [], "steps": [], "reasons": []}  # fmt: skip
         self.log_file = None if args.dry_run else config.prod_folder / FULLPROCESS_LOG
         self.lock = None  # the open lock file: every child inherits it, so the lock outlives a killed parent
+        self.log_error: OSError | None = None  # the log file could not be written
         self.expected = None  # manifest.json's digest when the run read what its decision compares against
 
     def reason(self, message: str) -> None:
@@ -139,9 +138,12 @@ class Run:
         if not text:
             return
         sys.stderr.write(text if text.endswith("\n") else text + "\n")
-        if self.log_file is not None:
-            with open(self.log_file, "a", encoding="utf-8") as handle:
-                handle.write(text if text.endswith("\n") else text + "\n")
+        if self.log_file is not None and self.log_error is None:
+            try:
+                with open(self.log_file, "a", encoding="utf-8") as handle:
+                    handle.write(text if text.endswith("\n") else text + "\n")
+            except OSError as error:  # a full disk: said once, and in the exit status (record_run)
+                self.log_error = error
 
     def inherited_fds(self) -> tuple[int, ...]:
         return (self.lock.fileno(),) if self.lock is not None else ()
@@ -347,8 +349,7 @@ def check_production(run: Run, force: bool = False) -> bool:
     other = production.other_checkout(config)
     if other:
         raise PipelineError(other)
-    reports = sorted((prod / ARCHIVE_DIR).glob(f"v*/{REPORTS_DIR}"))  # a killed report of a version
-    for path in sweep([*config.written_folders(), *reports]):  # a killed step's temporary files
+    for path in sweep(production.written_folders(config)):  # a killed step's temporary files
         repairs.append(f"removed {config.relative(path)}, left by a killed run")
         log.warning("repair: removed %s, left by a killed run", config.relative(path))
     for message in repairs:
@@ -495,7 +496,7 @@ def record_run(run: Run, before: int | None) -> int:
             )
         )
     log_failed = next((handler.failed for handler in logging.getLogger().handlers
-                       if isinstance(handler, LogFileHandler) and handler.failed), None)  # fmt: skip
+                       if isinstance(handler, LogFileHandler) and handler.failed), run.log_error)  # fmt: skip
     if log_failed is not None:
         failures.append((log_failed, f"could not write {run.config.relative(run.log_file)}"))
     if not failures:
