@@ -70,23 +70,19 @@ def find_new_files(config: Config) -> tuple[list[str], list[dict]]:
                 confirmed[path.name] = entry
         current.append(entry)
     if confirmed and not new:
-        remember(config, confirmed)
+        remember(config, known, confirmed)
     return new, current
 
 
-def remember(config: Config, confirmed: dict[str, dict]) -> None:
+def remember(config: Config, known: dict[str, dict], confirmed: dict[str, dict]) -> None:
     """Record the new identity of files whose content did not change (processedfiles.json)."""
-    path = config.prod_folder / PROCESSED_FILES
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return
-    if record.get("input_folder_relative") != config.relative(config.input_folder):
-        return
-    record["files"] = [{**entry, **confirmed.get(entry.get("name"), {})} for entry in record.get("files", [])]
-    known = {entry.get("name") for entry in record["files"]}
-    record["files"] += [entry for name, entry in confirmed.items() if name not in known]
-    atomic_write_json(path, record)
+    atomic_write_json(
+        config.prod_folder / PROCESSED_FILES,
+        {"timestamp": utc_now(), "input_folder": str(config.input_folder),
+         "input_folder_relative": config.relative(config.input_folder),
+         "files": [{key: entry.get(key) for key in ("name", *IDENTITY, "sha256", "status")}
+                   for entry in {**known, **confirmed}.values()]},
+    )  # fmt: skip
 
 
 def mark_processed(config: Config) -> None:

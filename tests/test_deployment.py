@@ -18,7 +18,9 @@ def snapshot(folder):
     return {
         str(p.relative_to(folder)): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and "reports" not in p.relative_to(folder).parts and p.name != "live.json"
+        if p.is_file()
+        and "reports" not in p.relative_to(folder).parts
+        and p.name != "live.json"
         and p.suffix != ".lock"
     }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from conftest import PROJECT_DIR, Workspace, client_frame, run_ok, wait_until
 from test_drills import FULL, debris, live_version_problems, record, stale_outputs
 
 import deployment
+import newdata
 import production
 from apiserver import free_port
 from common import load_config
@@ -318,7 +320,9 @@ def test_a_kill_at_each_replace_of_reporting_keeps_the_list_the_team_last_saw(de
             f"after a kill at replace {point} of {total}, the list was compared with another list than the last seen"
         )
         assert not stale_outputs(workspace)
-        sweep(production.written_folders(load_config(workspace.config_path)))  # as the next fullprocess.py run does
+        sweep(
+            production.written_folders(load_config(workspace.config_path))
+        )  # as the next fullprocess.py run does
         assert not debris(workspace.root)
     record("reporting_replace_kills", kills=len(points), replaces=total, change_lost=0)
 
@@ -383,3 +387,98 @@ def test_a_full_disk_on_the_run_history_or_the_log_is_exit_74_and_the_deployment
     deployed = [entry for entry in runs(workspace) if entry.get("deployed_version") == 2]
     assert len(deployed) == 1, runs(workspace)  # the redeploy that happened is in the run history
     assert not live_version_problems(prod)
+
+
+# The cases of issue 18 that need no race: each as it was found, and what holds now.
+
+
+def test_a_file_redropped_with_the_same_size_and_mtime_is_new(deployed_workspace):
+    workspace = deployed_workspace
+    path = workspace.path("input_folder_path") / "dataset2.csv"
+    data, stat = path.read_bytes(), path.stat()
+    run_ok(workspace, "fullprocess.py")  # nothing new, identities recorded
+    changed = data.replace(b",0\n", b",1\n", 1)  # a same-length edit
+    assert len(changed) == len(data) and changed != data
+    path.write_bytes(changed)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # cp -p, rsync -t, tar x
+    config = load_config(workspace.config_path)
+    assert newdata.find_new_files(config)[0] == ["dataset2.csv"]
+    path.write_bytes(data)  # the same bytes again: its new identity is remembered, not re-read next time
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert newdata.find_new_files(config)[0] == []
+    processed = json.loads((prod_of(workspace) / "processedfiles.json").read_text())
+    entry = next(entry for entry in processed["files"] if entry["name"] == "dataset2.csv")
+    assert entry["ctime_ns"] == path.stat().st_ctime_ns
+
+
+def test_entries_rejected_by_name_are_remembered_and_not_reprocessed_every_run(deployed_workspace, tmp_path):
+    workspace = deployed_workspace
+    workspace.set_config(api_port=free_port())
+    folder = workspace.path("input_folder_path")
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text((folder / "dataset1.csv").read_text())
+    (folder / "linked.csv").symlink_to(outside)
+    (folder / "two\nlines.csv").write_text((folder / "dataset1.csv").read_text())
+    first = workspace.run("fullprocess.py", timeout=300)
+    assert first.returncode == 3, first.stderr  # rejected, named, said once
+    assert len(runs(workspace)[-1]["rejected_files"]) == 2
+    second = workspace.run("fullprocess.py", timeout=300)
+    assert second.returncode == 0 and runs(workspace)[-1]["decision"] == "nothing new", second.stderr
+    outside.write_text(outside.read_text() + "zzzz9,1,2,3,0\n")  # changed: examined again
+    assert newdata.find_new_files(load_config(workspace.config_path))[0] == ["linked.csv"]
+
+
+@pytest.mark.parametrize("name", ["latestscore.txt", "trainedmodel.pkl"])
+def test_a_live_file_changed_without_changing_its_size_stops_the_run(deployed_workspace, name):
+    workspace, prod = deployed_workspace, prod_of(deployed_workspace)
+    path = prod / manifest_of(workspace)["folder"] / name
+    data, stat = bytearray(path.read_bytes()), path.stat()
+    data[2] ^= (
+        0x01 if name.endswith(".pkl") else ord("8") ^ ord("9")
+    )  # 0.86 -> 0.96, or one bit of the pickle
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    result = workspace.run("fullprocess.py")
+    assert result.returncode == 1, result.stderr
+    assert f"{name}: does not match the manifest of live version 1" in runs(workspace)[-1]["decision"]
+
+
+def test_ingestion_then_deployment_by_hand_is_refused_until_retrained(deployed_workspace):
+    workspace = deployed_workspace
+    workspace.write_csv("input_folder_path", "dataset3.csv", client_frame(300, seed=36))
+    assert workspace.run("ingestion.py").returncode == 0
+    result = workspace.run("deployment.py")
+    assert result.returncode == 65, result.stderr
+    assert (
+        "was not trained on the data" in result.stderr and "run training.py and scoring.py" in result.stderr
+    )
+    assert manifest_of(workspace)["version"] == 1
+    run_ok(workspace, "training.py", "scoring.py", "deployment.py")
+    assert manifest_of(workspace)["version"] == 2
+
+
+def test_two_checkouts_with_one_production_folder_are_refused(deployed_workspace, tmp_path):
+    first = deployed_workspace
+    shutil.move(prod_of(first), tmp_path / "shared")  # beside both checkouts: ../shared
+    first.set_config(prod_deployment_path="../shared")
+    run_ok(first, "deployment.py")  # version 2, deployed by the first checkout into the shared folder
+    second = Workspace(*copy_of(first, tmp_path / "second"))  # another checkout, the same folder
+    result = second.run("fullprocess.py")
+    assert result.returncode == 1, result.stderr
+    assert "one production folder serves one checkout" in result.stderr
+    assert second.run("deployment.py").returncode == 1
+    assert manifest_of(first)["version"] == 2
+    assert first.run("fullprocess.py").returncode == 0  # its own checkout goes on
+
+
+def test_ambiguous_extract_names_are_warned_about_and_a_vanished_file_named_as_such(workspace, tmp_path):
+    import ingestion
+
+    workspace.write_csv("input_folder_path", "dataset1.csv", client_frame(20, seed=1))
+    workspace.write_csv("input_folder_path", "dataset01.csv", client_frame(20, seed=2))
+    result = workspace.run("ingestion.py")
+    assert result.returncode == 0, result.stderr
+    assert "'dataset01.csv' and 'dataset1.csv': their numbers do not decide" in result.stderr
+    folder = workspace.path("input_folder_path")
+    assert ingestion.name_problem(folder / "gone.csv", folder) == "deleted before it could be read"
