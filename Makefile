@@ -39,8 +39,8 @@ run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the 
 test: $(DEV) ## run the whole test suite
 	$(PY) -m pytest
 
-drills: $(DEV) ## kill and disk-full drills at full count (about 20 minutes; make test runs a few)
-	RISK_DRILLS=full $(PY) -m pytest -s -p no:randomly tests/test_drills.py
+drills: $(DEV) ## kill, disk-full, damage and race drills at full count (about 30 minutes; make test runs a few)
+	RISK_DRILLS=full $(PY) -m pytest -s -p no:randomly tests/test_drills.py tests/test_drills_damage.py
 
 lint: $(DEV) ## ruff check and ruff format --check
 	$(BIN)/ruff check .

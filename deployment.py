@@ -5,34 +5,47 @@ folder first; one atomic replace of manifest.json then makes it live. So at any 
 kill, a full disk) every reader sees the old version or the new one, whole.
 
 Reads
-    output_model_path/trainedmodel.pkl, trainedmodel.json (the same model as the
-    numbers the API serves: it must name the pickle's sha256), latestscore.txt,
-    output_folder_path/ingestedfiles.txt (required), and beside them, when
-    present, latestscore.json, referencedata.csv, ingestionrecord.json, and decision.json
-    (why fullprocess.py deploys this model) when it names this model's sha256.
+    output_model_path/trainedmodel.pkl, trainedmodel.json (the same model as the numbers the API
+    serves: it must name the pickle's sha256), latestscore.txt and latestscore.json (the score
+    of this model), output_folder_path/ingestedfiles.txt and ingestionrecord.json (the data it
+    was trained on: trainedmodel.json's training data sha256 must be the record's), and beside
+    them, when present, referencedata.csv and decision.json (why fullprocess.py deploys this
+    model) when it names this model's sha256. Not one consistent triple: refused (exit 65).
 Writes (prod_deployment_path)
-    archive/vNNNN/         the version's files and its manifest.json, read-only
-    manifest.json          the live version: its number, folder, the sha256 of each file
-                           and the versions live before it (what --rollback goes back to);
-                           replaced atomically, it is the switch
+    archive/vNNNN/         the version's files and its manifest.json, read-only; and live.json:
+                           the manifest that last made it live, written at every switch to it
+                           (the proof that it went live, and what a lost manifest is restored from)
+    manifest.json          the live version: its number, folder, the sha256 of each file, the
+                           versions live before it (what --rollback goes back to) and the
+                           checkout that deployed it; replaced atomically, it is the switch
     trainedmodel.pkl, trainedmodel.json, latestscore.txt, ingestedfiles.txt (and extras)
                            the course's copies of the live version's files, refreshed
                            after the switch (and repaired by the next run if a kill
                            caught them half-way); readers use the version folder
     deployments.jsonl      one line per deployment or rollback
-Repairs (before every deploy and rollback, and at the start of every fullprocess.py run)
-    the leftovers of a killed run: staging folders, temporary files of dead processes,
-    versions that never went live, course copies that differ from the live version, a
-    deployment missing from deployments.jsonl. A live version whose own files do not match
+    .deploy.lock           held while production changes; it names its holder (PID, since)
+Repairs (under the lock, before every deploy and rollback, and at the start of every
+fullprocess.py run)
+    the leftovers of a killed run: staging folders, temporary files of dead processes, a
+    version written whole but never switched to (removed only when nothing proves it went live:
+    no live.json, no manifest's lineage, no history line; moved aside to archive/aside/ when the
+    history is damaged), course copies that differ from the live version, a deployment missing
+    from deployments.jsonl (damaged lines are named). A damaged or deleted manifest.json is
+    restored from the last live version's live.json (or the history), every file's sha256
+    verified; never taken for an empty production. A live version whose own files do not match
     its manifest is not repaired: the run stops and says how to recover.
 Run
     python deployment.py               # deploy what training/scoring produced
+    python deployment.py --expect-manifest SHA256
+                                       # only if production is still the state a decision
+                                       # compared against (fullprocess.py's compare and swap)
     python deployment.py --rollback    # go back to the version that was live before, then
                                        # refresh the report and call list for it (reporting.py)
 Exit status
-    0 deployed or rolled back; 65 a required file is missing or inconsistent; 1 nothing to
-    roll back to, a damaged archive or a broken live version; 74 a full disk: production
-    unchanged in each case unless the line says otherwise; 78 bad config.json.
+    0 deployed or rolled back; 65 a required file is missing or inconsistent; 75 production
+    changed since the expected manifest (nothing deployed); 1 nothing to roll back to, a damaged
+    archive, a broken live version, or another checkout's production folder; 74 a full disk:
+    production unchanged in each case unless the line says otherwise; 78 bad config.json.
 Start-up
     It imports no data library: a rollback is a file switch, and answers in tens of milliseconds.
 """

@@ -9,17 +9,24 @@ cron runs it every 10 minutes (crontab.txt). It chains the other scripts as subp
    path imports no data library.
 2. ingestion.py.
 3. Drift (drift.py): the deployed model's F1 on the new finaldata.csv (scoring.py --deployed)
-   against the deployed latestscore.txt, by drift_test (raw, parametric, nonparametric). No
-   drift: recorded; diagnostics, call list and report refreshed on the new data; exit 0.
+   against the deployed latestscore.txt (its sha256 verified), by drift_test (raw, parametric,
+   nonparametric). No drift: recorded; diagnostics, call list and report refreshed on the new
+   data; exit 0.
 4. training.py, scoring.py: the candidate and its F1 on testdata.
 5. Gate (promotion_gate, default on): redeploy only when the candidate's F1 is not below
    the deployed model's; otherwise keep it, record why, and refresh the call list and report.
-6. deployment.py, with decision.json (why) beside the model it deploys.
+6. deployment.py, with decision.json (why) beside the model it deploys, and the manifest
+   digest the drift test and the gate compared against: when a person rolled back or deployed
+   meanwhile, that change stands, nothing is deployed ("superseded", exit 0, a warning) and the
+   next run decides afresh on the same files.
 7. diagnostics.py, reporting.py and apicalls.py for the new deployment: after a redeploy
    they write confusionmatrix2.png and apireturns2.txt, after the first deployment
    confusionmatrix.png and apireturns.txt. When no API serves the live version at
    api_host:api_port, a temporary gunicorn (apiserver.py) serves the calls.
-An empty production folder is bootstrapped: ingest, train, score, deploy, report.
+An empty production folder is bootstrapped: ingest, train, score, deploy, report (a missing
+or damaged manifest.json is not empty: deployment.py's repair restores it from the archive).
+One configuration per run: config.json is read once and every step gets that text (an edit
+takes effect from the next run). Every run checks the sha256 of the live files a decision reads.
 What a killed run started, the next one finishes: production's repairs (deployment.py), a
 killed step's temporary files in every folder the pipeline writes, a deployment's reports, and
 reports that describe another version or older data than the live ones (production.py's stamps).
@@ -36,9 +43,11 @@ Run
 Exit status
     0 success (also: nothing new, no drift, the gate kept the deployed model)
     3 success, but ingestion rejected some input files (named in the log and the run record)
-    1 a step failed, or production is broken (the line says what is live)
-    74 a disk filled up (the line names the file; production is as the line says)
-    75 another run holds the lock
+    1 a step failed, production is broken, another checkout's production folder, or the deploy
+      lock held for more than 20 minutes (the line names the holder and says what is live)
+    74 a disk filled up (the line names the file, the run history and the log included; a
+      deployment whose run record was lost is recorded by the next run)
+    75 another run holds a lock (a deployment by hand: for less than 20 minutes)
     78 bad config.json; 2 a usage error
 """
 

@@ -1,17 +1,22 @@
 """Ingest every client CSV of the input folder into one de-duplicated data set.
 
 Reads
-    input_folder_path/*.csv (any case; hidden and non-CSV files are ignored),
-    in extract order: by name, digits compared as numbers (dataset2.csv before dataset10.csv). Each file is validated; every problem of a file is reported
-    at once, and a rejected file does not stop the valid ones.
+    input_folder_path/*.csv (any case; hidden and non-CSV files are ignored), in extract order:
+    by name, digits compared as numbers (dataset2.csv before dataset10.csv; names the numbers do
+    not order, such as dataset1.csv and dataset01.csv, are warned about). Each file is read as a
+    consistent snapshot (the open file's fstat before and after agree, else it is read again, or
+    left for the next run when a copier keeps writing) and validated; every problem of a file is
+    reported at once, and a rejected file does not stop the valid ones.
 Writes (output_folder_path, each file atomically)
     finaldata.csv          the valid files combined in extract order, exact duplicate
                            rows dropped keeping the last copy: a client's last row is its newest
     finaldataextracts.csv  for each row of finaldata.csv: its client, the first and the last
                            extract (position in ingestedfiles.txt) it appears in
     ingestedfiles.txt      the names of the files read into finaldata.csv, one per line
-    ingestionrecord.json   this run: per file name, size, sha256, rows read and kept,
-                           reasons if rejected; totals, duplicates, missing values, duration
+    ingestionrecord.json   this run: per file name, identity (size, mtime, ctime, inode) and
+                           sha256 of the bytes ingested, rows read and kept, reasons if
+                           rejected (a rejected entry's identity too: it is re-examined only
+                           when it changes); totals, duplicates, missing values, duration
     ingestionhistory.jsonl one line per run (the same record)
 Exit status
     0 all files ingested; 3 ingested, but some files were rejected; 65 nothing

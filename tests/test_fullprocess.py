@@ -48,6 +48,7 @@ def production(workspace):
         "deployments.jsonl",
         "processedfiles.json",
         ".fullprocess.lock",
+        ".deploy.lock",  # names its last holder
     }
     return {p.name: p.read_bytes() for p in prod.iterdir() if p.is_file() and p.name not in skip}
 
