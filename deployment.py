@@ -61,7 +61,6 @@ from pathlib import Path
 
 from common import (
     ARCHIVE_DIR,
-    CONFIG_ENV,
     DECISION,
     DEPLOYMENT_HISTORY,
     EXIT_LOCKED,
@@ -603,7 +602,7 @@ def refresh_reports(config: Config, version: int) -> None:
     import sys
 
     result = subprocess.run([sys.executable, str(PROJECT_DIR / "reporting.py")], capture_output=True, text=True,
-                            env={**os.environ, CONFIG_ENV: str(config.path)}, preexec_fn=die_with_parent)  # fmt: skip
+                            env={**os.environ, **config.frozen()}, preexec_fn=die_with_parent)  # fmt: skip
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         log.warning("version %d is live; its reports were not refreshed (%s); the next fullprocess.py run "

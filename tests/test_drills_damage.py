@@ -132,6 +132,7 @@ def test_a_damaged_deployment_history_never_costs_a_version_that_went_live(two_v
         assert "removed archive/v0003, a version that never went live" in result.stderr
     # and version 2 is still a way forward: a person can redeploy or roll forward to it later
     assert deployment.read_archived_version(prod / "archive" / "v0002")[0]["version"] == 2
+    record(f"history_{how.replace(' ', '_')}_{marks.replace(' ', '_')}", versions_kept=2, versions_lost=0)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "deleted", "garbage", "deleted with live.json and history"])
@@ -167,7 +168,7 @@ def test_a_damaged_or_deleted_manifest_is_restored_from_the_archive_by_the_next_
     result = workspace.run("deployment.py", "--rollback")  # versions before it are still reachable
     assert result.returncode == 0, result.stderr
     assert manifest_of(workspace)["version"] == 1
-    record(f"manifest_{damage.split()[0]}", restored=1, versions_lost=0)
+    record(f"manifest_{damage.replace(' ', '_')}", restored=1, versions_lost=0)
 
 
 @pytest.mark.parametrize("way_out", [["deployment.py", "--rollback"], ["deployment.py"]])
