@@ -317,8 +317,14 @@ def serves_live_version(health: dict | None, manifest: dict) -> bool | None:
 
 def written_folders(config: Config) -> list[Path]:
     """Every folder a killed step can leave temporary files in: the configuration's, and each
-    version's reports folder (fullprocess.py sweeps them at the start of every run)."""
-    return [*config.written_folders(), *sorted((config.prod_folder / ARCHIVE_DIR).glob(f"v*/{REPORTS_DIR}"))]
+    version's folder (its live.json) and reports folder (fullprocess.py sweeps them at the start
+    of every run)."""
+    archive = config.prod_folder / ARCHIVE_DIR
+    return [
+        *config.written_folders(),
+        *sorted(archive.glob("v*/")),
+        *sorted(archive.glob(f"v*/{REPORTS_DIR}")),
+    ]
 
 
 def report_files(config: Config, version: int) -> list[Path]:
