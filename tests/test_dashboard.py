@@ -100,8 +100,12 @@ def test_the_call_list_pages_searches_sorts_and_downloads(full):
         and f">{calls['corporation'].iloc[49]}</a>" not in second
     )
     target = calls["corporation"].iloc[7]
+    matching = calls["corporation"].str.lower().str.contains(target.lower(), regex=False)
     found = page(client, f"/clients?q={target}")
-    assert f">{target}</a>" in found and "1 of" in found or f"of {len(calls):,} clients" in found
+    assert f">{target}</a>" in found
+    assert f"{int(matching.sum()):,} of {len(calls):,} clients matching" in found  # the filter ran
+    other = calls["corporation"][~matching].iloc[0]
+    assert f">{other}</a>" not in found  # and a client that does not match is not listed
     by_client = page(client, "/clients?sort=client&order=asc")
     assert f">{sorted(calls['corporation'])[0]}</a>" in by_client
     download = client.get("/calllist.csv", headers=BROWSER)
