@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test drills lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove bench bench-growth data clean
+.PHONY: help install install-dev run test test-fast drills lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove bench bench-growth data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,8 +36,11 @@ run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the 
 	$(PY) fullprocess.py || { status=$$?; $(PY) fullprocess.py --summary; exit $$status; }
 	@echo; $(PY) fullprocess.py --summary
 
-test: $(DEV) ## run the whole test suite
+test: $(DEV) ## run the whole test suite (what CI runs)
 	$(PY) -m pytest
+
+test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (about a minute)
+	$(PY) -m pytest -m "not slow"
 
 drills: $(DEV) ## kill, disk-full, damage and race drills at full count (about 30 minutes; make test runs a few)
 	RISK_DRILLS=full $(PY) -m pytest -s -p no:randomly tests/test_drills.py tests/test_drills_damage.py

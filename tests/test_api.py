@@ -211,6 +211,7 @@ def test_scoring_matches_the_deployed_score_and_writes_nothing(client, deployed_
     assert after == before
 
 
+@pytest.mark.slow
 def test_summarystats_and_diagnostics(client, deployed_workspace, monkeypatch):
     final = pd.read_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv")
     final.loc[:9, "lastyear_activity"] = np.nan
@@ -250,6 +251,7 @@ def test_health_reports_the_version_or_503(client, deployed_workspace, data_work
     assert_error(empty.get("/prediction?filepath=testdata/testdata.csv"), 503, "model_unavailable")
 
 
+@pytest.mark.slow
 def test_a_redeployed_model_is_picked_up_without_restart(client, deployed_workspace):
     assert client.get("/health").get_json()["model_version"] == 1
     (deployed_workspace.path("input_folder_path") / "dataset2.csv").unlink()
@@ -288,6 +290,7 @@ def test_runs_lists_the_run_history(client, deployed_workspace):
     assert_error(client.get("/runs?limit=x"), 400)
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_be_used_is_503_on_every_model_endpoint(deployed_workspace):
     """A deployment that matches its manifest but cannot be served: the deployment's fault, never the caller's."""
     config = str(deployed_workspace.config_path)
@@ -322,6 +325,7 @@ def test_a_corrupt_pickle_matching_its_manifest_is_503_everywhere_too(deployed_w
         assert_error(client.get(request), 503, "model_unavailable", "describes another model")
 
 
+@pytest.mark.slow
 def test_a_broken_deployment_is_read_and_logged_once_while_the_last_good_model_serves(
     client, deployed_workspace, monkeypatch, caplog
 ):
@@ -341,6 +345,7 @@ def test_a_broken_deployment_is_read_and_logged_once_while_the_last_good_model_s
     assert client.get("/health").get_json()["status"] == "ok" and len(loads) == 2
 
 
+@pytest.mark.slow
 def test_server_data_problems_are_503_and_failures_500(client, deployed_workspace, monkeypatch):
     testdata = deployed_workspace.path("test_data_path") / "testdata.csv"
     testdata.rename(testdata.with_suffix(".away"))
@@ -374,6 +379,7 @@ def test_answers_carry_the_client_ids_when_the_input_has_them(client, deployed_w
     assert "corporations" not in client.post("/prediction", data=bare, content_type="text/csv").get_json()
 
 
+@pytest.mark.slow
 def test_the_call_list_and_reasons_through_the_api(client, deployed_workspace):
     assert_error(client.get("/calllist"), 503, "data_unavailable")  # no report yet
     run_ok(deployed_workspace, "reporting.py")

@@ -70,6 +70,7 @@ def test_missing_key_and_bad_json_are_named(workspace):
         load_config(workspace.config_path)
 
 
+@pytest.mark.slow
 def test_a_script_with_a_bad_config_fails_in_one_line(workspace):
     workspace.set_config(colour="blue")
     result = workspace.run("ingestion.py")
@@ -77,6 +78,7 @@ def test_a_script_with_a_bad_config_fails_in_one_line(workspace):
     assert_one_line_error(result, "unknown config key 'colour'", str(workspace.config_path))
 
 
+@pytest.mark.slow
 def test_importing_the_scripts_has_no_side_effects(tmp_path):
     code = (
         "import os, sys; sys.path.insert(0, sys.argv[1]); "
@@ -103,6 +105,7 @@ def test_ingested_files_reader_accepts_lines_and_the_legacy_list(tmp_path):
     assert read_ingested_files(path) == ["[2026-11] dataset3.csv"]
 
 
+@pytest.mark.slow
 def test_extracts_are_ordered_with_digits_as_numbers(workspace):
     names = ["dataset10.csv", "dataset2.csv", "dataset1.csv", "month_2026-2.csv", "month_2026-11.csv"]
     for name in names:
@@ -136,6 +139,7 @@ def tree(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help_prints_the_usage_page_and_touches_nothing(deployed_workspace, script):
     before = tree(deployed_workspace.root)
@@ -150,6 +154,7 @@ def test_help_prints_the_usage_page_and_touches_nothing(deployed_workspace, scri
     assert tree(deployed_workspace.root) == before
 
 
+@pytest.mark.slow
 def test_unexpected_errors_are_one_line_unless_risk_debug_is_set(tmp_path):
     """A bug (here a ZeroDivisionError in main) is one log line and exit 70; RISK_DEBUG=1 shows its traceback."""
     code = "import common; common.setup_logging('demo'); common.run_main(lambda: 1 / 0, 'demo')"

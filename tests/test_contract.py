@@ -27,6 +27,8 @@ from schemathesis.specs.openapi.checks import (
 from apiserver import free_port, start_api_server, stop_process
 from app import OPENAPI, create_app
 
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+
 DOCUMENT = json.loads(OPENAPI.read_text())
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # answered by Flask for every route
 EXAMPLES = 30  # per operation and mode: about a minute in all on 2 cores

@@ -4,7 +4,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import PROJECT_DIR
+
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 
 
 def make(*args: str, **env) -> subprocess.CompletedProcess:

@@ -13,6 +13,8 @@ import serving
 from apiserver import free_port, start_api_server, stop_process
 from app import create_app
 
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 CHROMIUM = Path("/usr/bin/chromium")
 

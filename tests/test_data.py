@@ -78,6 +78,7 @@ def test_benchmark_scale_generator(tmp_path):
     assert all(len(frame) >= 50 for name, frame in data.items() if name.startswith("input"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SEED_DATA.is_dir(), reason="the original course data (../shared/seed/data) is absent")
 def test_original_course_data_end_to_end(tmp_path):
     workspace = make_workspace(tmp_path / "course")

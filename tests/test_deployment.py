@@ -8,6 +8,8 @@ from conftest import assert_one_line_error, run_ok
 
 from riskmodel import read_deployed_bytes
 
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+
 DEPLOYED = ("trainedmodel.pkl", "latestscore.txt", "ingestedfiles.txt")
 
 

@@ -57,6 +57,7 @@ def test_predictions_match_the_deployed_model_in_any_column_order(config, deploy
         diagnostics.model_predictions(test.drop(columns="lastyear_activity"), config)
 
 
+@pytest.mark.slow
 def test_the_served_model_is_cached_and_reloaded_only_when_the_deployment_changes(config, deployed_workspace):
     serving.clear()
     first = serving.served_model(config.prod_folder)
@@ -66,6 +67,7 @@ def test_the_served_model_is_cached_and_reloaded_only_when_the_deployment_change
     assert second is not first and second.version == first.version + 1
 
 
+@pytest.mark.slow
 def test_a_tampered_model_is_refused(config, deployed_workspace):
     model_path = live_model_path(deployed_workspace)
     model_path.chmod(0o644)
@@ -116,6 +118,7 @@ def test_missing_data_percent_per_column(deployed_workspace):
     assert list(diagnostics.missing_data(config)) == list(frame.columns)
 
 
+@pytest.mark.slow
 def test_execution_time_runs_the_real_scripts_and_changes_nothing(config, deployed_workspace):
     before = tree_hashes(deployed_workspace.root)
     seconds = diagnostics.execution_time(config)
@@ -123,6 +126,7 @@ def test_execution_time_runs_the_real_scripts_and_changes_nothing(config, deploy
     assert tree_hashes(deployed_workspace.root) == before
 
 
+@pytest.mark.slow
 def test_concurrent_timing_requests_share_one_run(config):
     import threading
 
@@ -142,7 +146,9 @@ def test_dependency_check_without_network_is_bounded_and_unknown(config, monkeyp
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # the discard port: refused
     monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
-    table = diagnostics.outdated_packages_list(config, refresh=True)  # its bound: benchmarks, not a timed test
+    table = diagnostics.outdated_packages_list(
+        config, refresh=True
+    )  # its bound: benchmarks, not a timed test
     pins = diagnostics.requirement_pins()
     assert [row["module"] for row in table] == list(pins)
     assert {row["latest"] for row in table} == {"unknown"}
@@ -191,6 +197,7 @@ def test_feature_drift_uses_scipys_ks_and_flags_the_data_set():
     assert drift.compare_features(reference, same)["dataset_drift"] is False
 
 
+@pytest.mark.slow
 def test_main_writes_diagnostics_and_keeps_history(deployed_workspace, monkeypatch):
     for _ in range(2):
         result = deployed_workspace.run("diagnostics.py")
@@ -226,6 +233,7 @@ def test_the_served_numbers_equal_the_pickle_and_other_models_are_refused(config
         riskmodel.linear_parameters(tree)
 
 
+@pytest.mark.slow
 def test_a_recent_timing_of_the_same_inputs_is_reused_only_when_asked(config, deployed_workspace):
     timing_file = deployed_workspace.root / ".cache" / "timing.json"
 

@@ -33,6 +33,8 @@ from common import FEATURES, load_config
 from production import read_manifest
 from records import read_jsonl
 
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+
 FULL = os.environ.get("RISK_DRILLS") == "full"
 COUNTS = {
     "deploy_kills": 120 if FULL else 12,

@@ -33,6 +33,8 @@ from apiserver import free_port
 from common import load_config
 from processes import sweep
 
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+
 ROUNDS = 3 if FULL else 1
 
 

@@ -28,6 +28,8 @@ from common import EXIT_LOCKED
 from drift import decision as drift_decision
 from riskmodel import load_deployed
 
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+
 
 def runs(workspace):
     path = workspace.path("prod_deployment_path") / "runhistory.jsonl"

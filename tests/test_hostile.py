@@ -193,6 +193,7 @@ def test_health_is_503_when_the_served_numbers_cannot_score(client, deployed_wor
 
 
 # 6. Extra fields are not shifted into an index.
+@pytest.mark.slow
 def test_csv_rows_with_extra_fields_are_400(client, deployed_workspace):
     assert_error(post_csv(client, f"{HEADER}\n1,2,3,4,5\n"), 400, "more fields than the header")
     assert_error(post_csv(client, f"{HEADER}\n1,2,3\n1,2,3,4,5\n"), 400, "Expected 3 fields")
@@ -246,6 +247,7 @@ def test_options_and_405_answer_json_with_allow(client):
     assert {"GET", "POST"} <= set(response.headers["Allow"].split(", "))
 
 
+@pytest.mark.slow
 def test_no_answer_names_an_absolute_server_path(client, deployed_workspace):
     root = str(deployed_workspace.root)
     answers = [client.get(path) for path in ("/scoring", "/summarystats", "/health", "/diagnostics?timing=0",
@@ -271,6 +273,7 @@ class Exploit:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 def test_no_route_unpickles_the_deployed_pickle(client, deployed_workspace, tmp_path, monkeypatch):
     """A malicious pickle whose manifest and trainedmodel.json both match it: the API serves the numbers."""
     marker = tmp_path / "pwned"

@@ -12,6 +12,7 @@ def read_record(workspace):
     return json.loads((workspace.path("output_folder_path") / "ingestionrecord.json").read_text())
 
 
+@pytest.mark.slow
 def test_combines_and_deduplicates_like_pandas(data_workspace):
     result = data_workspace.run("ingestion.py")
     assert result.returncode == 0, result.stderr
@@ -46,6 +47,7 @@ def test_combines_and_deduplicates_like_pandas(data_workspace):
     ).sum() == 300  # 295 of the first file's own, and its 5 repeated in the second
 
 
+@pytest.mark.slow
 def test_only_visible_csv_files_are_read_whatever_the_case(workspace):
     frame = client_frame(20, seed=4)
     workspace.write_csv("input_folder_path", "upper.CSV", frame.head(10))
@@ -60,6 +62,7 @@ def test_only_visible_csv_files_are_read_whatever_the_case(workspace):
     assert names == ["lower.csv", "upper.CSV"]
 
 
+@pytest.mark.slow
 def test_bom_column_order_and_extra_columns(workspace):
     frame = client_frame(10, seed=5)
     shuffled = frame[
@@ -101,6 +104,7 @@ BAD_FILES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_a_bad_file_is_rejected_by_name_and_the_good_one_still_ingested(workspace, name):
     good = client_frame(30, seed=6)
@@ -118,6 +122,7 @@ def test_a_bad_file_is_rejected_by_name_and_the_good_one_still_ingested(workspac
     assert any(reason in text for text in rejected[0]["reasons"])
 
 
+@pytest.mark.slow
 def test_every_problem_of_a_file_is_reported_at_once(workspace):
     workspace.write_csv("input_folder_path", "good.csv", client_frame(10, seed=7))
     (workspace.path("input_folder_path") / "many.csv").write_text(
@@ -131,6 +136,7 @@ def test_every_problem_of_a_file_is_reported_at_once(workspace):
     assert len([line for line in result.stderr.splitlines() if "many.csv: rejected" in line]) == 3
 
 
+@pytest.mark.slow
 def test_missing_feature_values_are_kept_as_missing(workspace):
     path = workspace.path("input_folder_path") / "gaps.csv"
     path.write_text(
@@ -142,6 +148,7 @@ def test_missing_feature_values_are_kept_as_missing(workspace):
     assert read_record(workspace)["missing_values"]["lastmonth_activity"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("situation", ["missing folder", "empty folder", "all rejected"])
 def test_nothing_to_ingest_leaves_the_previous_output_untouched(data_workspace, situation):
     assert data_workspace.run("ingestion.py").returncode == 0
@@ -188,6 +195,7 @@ def test_duplicated_rows_equals_pandas_and_shared_strings_keep_values():
 HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["1e300", "1e20", "1e19", str(2**63), str(2**64 - 1), str(2**64), "1" + "0" * 400,
                                    "inf", str(2**53 + 2), str(2**53 + 1)])  # fmt: skip
 def test_a_count_a_float64_cannot_hold_exactly_is_rejected_by_line(workspace, value):
@@ -204,6 +212,7 @@ def test_a_count_a_float64_cannot_hold_exactly_is_rejected_by_line(workspace, va
     assert len(final) == 10 and final["lastmonth_activity"].max() < 2**53
 
 
+@pytest.mark.slow
 def test_the_largest_exact_count_is_kept_exactly(workspace):
     (workspace.path("input_folder_path") / "big.csv").write_text(
         f"{HEADER}abcd,{2**53},2,3,0\nefgh,1,5,6,1\n"
@@ -213,6 +222,7 @@ def test_the_largest_exact_count_is_kept_exactly(workspace):
     assert lines[1] == f"abcd,{2**53},2,3,0"
 
 
+@pytest.mark.slow
 def test_odd_entries_named_csv_are_rejected_with_a_reason_and_the_rest_ingested(workspace, tmp_path):
     folder = workspace.path("input_folder_path")
     workspace.write_csv("input_folder_path", "good.csv", client_frame(10, seed=8))

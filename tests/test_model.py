@@ -20,6 +20,7 @@ def load_pickle(path):
         return pickle.load(handle)
 
 
+@pytest.mark.slow
 def test_trained_model_equals_the_course_logistic_regression(data_workspace):
     run_ok(data_workspace, "ingestion.py", "training.py")
     models = data_workspace.path("output_model_path")
@@ -34,6 +35,7 @@ def test_trained_model_equals_the_course_logistic_regression(data_workspace):
     assert len(pd.read_csv(models / "referencedata.csv")) == len(final)
 
 
+@pytest.mark.slow
 def test_missing_values_are_filled_with_the_training_medians(data_workspace):
     path = data_workspace.path("input_folder_path") / "dataset1.csv"
     frame = pd.read_csv(path)
@@ -52,6 +54,7 @@ def test_missing_values_are_filled_with_the_training_medians(data_workspace):
     np.testing.assert_allclose(model.predict_proba(rows), bare.predict_proba(filled))
 
 
+@pytest.mark.slow
 def test_complete_data_gives_the_bare_models_predictions(data_workspace):
     run_ok(data_workspace, "ingestion.py", "training.py")
     final = pd.read_csv(data_workspace.path("output_folder_path") / "finaldata.csv")
@@ -62,6 +65,7 @@ def test_complete_data_gives_the_bare_models_predictions(data_workspace):
     np.testing.assert_array_equal(model.predict(final[list(FEATURES)]), bare.predict(final[list(FEATURES)]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -79,6 +83,7 @@ def test_training_refuses_unusable_data(workspace, content, message):
     assert not (workspace.path("output_model_path") / "trainedmodel.pkl").exists()
 
 
+@pytest.mark.slow
 def test_score_is_sklearns_f1_and_is_recorded(data_workspace):
     run_ok(data_workspace, "ingestion.py", "training.py")
     result = data_workspace.run("scoring.py")
@@ -99,6 +104,7 @@ def test_score_is_sklearns_f1_and_is_recorded(data_workspace):
     assert history[0]["data"].endswith("testdata.csv")
 
 
+@pytest.mark.slow
 def test_scoring_any_csv_prints_and_writes_nothing(deployed_workspace):
     models = deployed_workspace.path("output_model_path")
     before = {p.name: p.read_bytes() for p in models.iterdir()}
@@ -115,6 +121,7 @@ def test_scoring_any_csv_prints_and_writes_nothing(deployed_workspace):
     assert {p.name: p.read_bytes() for p in models.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_scoring_errors_are_one_line(deployed_workspace, tmp_path):
     assert_one_line_error(
         deployed_workspace.run("scoring.py", "--data", str(tmp_path / "nope.csv")), "not found"
@@ -136,6 +143,7 @@ def test_scoring_errors_are_one_line(deployed_workspace, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_scoring_ranks_an_unlabelled_client_file_with_the_deployed_model(deployed_workspace, tmp_path):
     import pickle
 

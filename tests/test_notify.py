@@ -10,6 +10,8 @@ from conftest import client_frame
 
 from apiserver import free_port
 
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+
 
 class Receiver:
     """A loopback HTTP server that keeps every request: (method, path, JSON body or None)."""

@@ -15,6 +15,8 @@ import production
 import reporting
 from common import FEATURES, load_config
 
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+
 
 @pytest.fixture
 def reported(deployed_workspace):

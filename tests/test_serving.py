@@ -11,6 +11,8 @@ from conftest import Workspace, assert_one_line_error, client_frame, run_ok, wai
 
 from apiserver import start_api_server, stop_process
 
+pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+
 ROW = {"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
 
 

@@ -29,6 +29,7 @@ def imported_modules(*args, env=None) -> tuple[int, set[str]]:
     return result.returncode, names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args", [["fullprocess.py"], ["deployment.py"]], ids=["fullprocess nothing new", "deployment"]
 )
@@ -43,6 +44,7 @@ def test_the_light_paths_import_nothing_heavy(deployed_workspace, args):
         assert '"decision": "nothing new"' in history.read_text()
 
 
+@pytest.mark.slow
 def test_the_guard_sees_a_heavy_import(deployed_workspace):
     """The guard itself can fail: the same measurement on a script that needs pandas finds it."""
     _, names = imported_modules(str(PROJECT_DIR / "training.py"), env=deployed_workspace.env)
