@@ -27,11 +27,10 @@ from schemathesis.specs.openapi.checks import (
 from apiserver import free_port, start_api_server, stop_process
 from app import OPENAPI, create_app
 
-pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
-
 DOCUMENT = json.loads(OPENAPI.read_text())
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # answered by Flask for every route
 EXAMPLES = 30  # per operation and mode: about a minute in all on 2 cores
+SLOW_EXAMPLES = {"/diagnostics": 5}  # each of its examples may start a real timing run (seconds)
 
 
 def test_every_route_is_documented_and_every_documented_route_exists(deployed_workspace):
@@ -109,6 +108,7 @@ FUZZ_CONFIG = {"checks": {"negative_data_rejection": {"expected-statuses": ["400
                                                                             "415"]}}}  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("path", "method", "mode"), operations())
 def test_the_running_api_keeps_its_contract(fuzzed_server, path, method, mode):
     """schemathesis' examples for one operation (a bounded number, the same each run)."""
@@ -117,7 +117,7 @@ def test_the_running_api_keeps_its_contract(fuzzed_server, path, method, mode):
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+    @settings(max_examples=SLOW_EXAMPLES.get(path, EXAMPLES), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
               database=None)  # fmt: skip
     def check(case):
         case.call_and_validate(checks=CHECKS, timeout=60)
