@@ -187,6 +187,50 @@ def deploy_model_meta(workspace: Workspace, change) -> None:
     (prod / "manifest.json").write_text(json.dumps(manifest))
 
 
+ROW = {"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}  # one client's features
+
+
+def deployed_pickle(prod_folder: Path):
+    """The oracle: the deployed pickle itself, loaded with pickle, not with the code under test."""
+    import pickle
+
+    with open(Path(prod_folder) / "trainedmodel.pkl", "rb") as handle:
+        return pickle.load(handle)
+
+
+@pytest.fixture
+def api_client(deployed_workspace):
+    """The real Flask app on the deployed workspace, through its test client."""
+    import serving
+    from app import create_app
+
+    serving.clear()
+    return create_app({"RISK_CONFIG": str(deployed_workspace.config_path)}).test_client()
+
+
+def strict_json(response):
+    """An answer's JSON, refusing NaN and Infinity as a strict parser does."""
+
+    def refuse(name):
+        raise AssertionError(f"answer holds {name}: {response.get_data(as_text=True)[:200]}")
+
+    return json.loads(response.get_data(as_text=True), parse_constant=refuse)
+
+
+def assert_error(response, status, fragment="", error=None, workspace=None):
+    """A JSON error answer: the status, {"error", "message"} only, no traceback, and (given) the
+    error code, a fragment of the message, and no absolute path of the workspace."""
+    body = strict_json(response)
+    assert response.status_code == status, body
+    assert set(body) == {"error", "message"} and (fragment or "") in body["message"], body
+    assert response.mimetype == "application/json" and "Traceback" not in body["message"]
+    if error:
+        assert body["error"] == error, body
+    if workspace is not None:
+        assert str(workspace.root) not in body["message"], body  # no absolute server path
+    return body
+
+
 __all__ = ["COLUMNS", "SEED_DATA", "Workspace", "client_frame", "make_workspace", "run_ok"]
 
 

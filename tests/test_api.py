@@ -3,19 +3,19 @@
 import hashlib
 import json
 import os
-import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import deploy_bytes, deploy_model_meta, run_ok
+from conftest import ROW as FEATURE_ROW
+from conftest import assert_error, deploy_bytes, deploy_model_meta, deployed_pickle, run_ok
 from sklearn.metrics import confusion_matrix, f1_score
 
 import serving
 from app import create_app
 from common import FEATURES
 
-ROW = {"corporation": "abcd", "lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
+ROW = {"corporation": "abcd", **FEATURE_ROW}
 
 
 @pytest.fixture
@@ -29,29 +29,12 @@ def client(app):
     return app.test_client()
 
 
-def deployed_pickle(workspace):
-    """The oracle: the deployed pickle itself, loaded with pickle, not with the code under test."""
-    with open(workspace.path("prod_deployment_path") / "trainedmodel.pkl", "rb") as handle:
-        return pickle.load(handle)
-
-
 @pytest.fixture
 def expected(deployed_workspace):
     """The deployed pickle's own predictions and probabilities on the test file."""
-    model = deployed_pickle(deployed_workspace)
+    model = deployed_pickle(deployed_workspace.path("prod_deployment_path"))
     test = pd.read_csv(deployed_workspace.path("test_data_path") / "testdata.csv")
     return model.predict(test[list(FEATURES)]).tolist(), model.predict_proba(test[list(FEATURES)])[:, 1]
-
-
-def assert_error(response, status, error=None, fragment=None):
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error", "message"}
-    if error:
-        assert body["error"] == error
-    if fragment:
-        assert fragment in body["message"], body
-    assert "Traceback" not in response.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +92,7 @@ def test_rows_with_missing_values_are_predicted_as_scikit_learn_does(client, dep
     response = client.post("/prediction?proba=1", json={"records": rows})
     assert response.status_code == 200, response.get_json()
     frame = pd.DataFrame(rows)[list(FEATURES)].astype(float)
-    model = deployed_pickle(deployed_workspace)
+    model = deployed_pickle(deployed_workspace.path("prod_deployment_path"))
     assert response.get_json()["predictions"] == model.predict(frame).tolist()
     np.testing.assert_allclose(
         response.get_json()["probabilities"], model.predict_proba(frame)[:, 1], atol=1e-12
@@ -195,7 +178,7 @@ def test_scoring_matches_the_deployed_score_and_writes_nothing(client, deployed_
     before = {p: p.read_bytes() for folder in folders for p in folder.rglob("*") if p.is_file()}
     body = client.get("/scoring").get_json()
     test = pd.read_csv(deployed_workspace.path("test_data_path") / "testdata.csv")
-    predicted = deployed_pickle(deployed_workspace).predict(test[list(FEATURES)])
+    predicted = deployed_pickle(deployed_workspace.path("prod_deployment_path")).predict(test[list(FEATURES)])
     assert body["f1"] == pytest.approx(f1_score(test["exited"], predicted))
     assert body["confusion"] == dict(
         zip(
@@ -247,8 +230,8 @@ def test_health_reports_the_version_or_503(client, deployed_workspace, data_work
         "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
     }
     empty = create_app({"RISK_CONFIG": str(data_workspace.config_path)}).test_client()
-    assert_error(empty.get("/health"), 503, "model_unavailable")
-    assert_error(empty.get("/prediction?filepath=testdata/testdata.csv"), 503, "model_unavailable")
+    assert_error(empty.get("/health"), 503, error="model_unavailable")
+    assert_error(empty.get("/prediction?filepath=testdata/testdata.csv"), 503, error="model_unavailable")
 
 
 @pytest.mark.slow
@@ -272,15 +255,15 @@ def test_bearer_token_protects_everything_but_health(deployed_workspace):
         "/diagnostics",
     ):
         response = client.get(path)
-        assert_error(response, 401, "unauthorized")
+        assert_error(response, 401, error="unauthorized")
         assert response.headers["WWW-Authenticate"] == "Bearer"
     assert_error(client.get("/scoring", headers={"Authorization": "Bearer wrong"}), 401)
     assert client.get("/scoring", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
 def test_unknown_routes_and_methods_are_json(client):
-    assert_error(client.get("/nothing"), 404, "not_found")
-    assert_error(client.delete("/prediction"), 405, "method_not_allowed")
+    assert_error(client.get("/nothing"), 404, error="not_found")
+    assert_error(client.delete("/prediction"), 405, error="method_not_allowed")
 
 
 def test_runs_lists_the_run_history(client, deployed_workspace):
@@ -312,8 +295,13 @@ def test_a_model_that_cannot_be_used_is_503_on_every_model_endpoint(deployed_wor
         serving.clear()
         client = create_app({"RISK_CONFIG": config}).test_client()
         for request in ("/health", "/prediction?filepath=testdata/testdata.csv", "/scoring"):
-            assert_error(client.get(request), 503, "model_unavailable", fragment)
-        assert_error(client.post("/prediction", json={"records": [ROW]}), 503, "model_unavailable", fragment)
+            assert_error(client.get(request), 503, error="model_unavailable", fragment=fragment)
+        assert_error(
+            client.post("/prediction", json={"records": [ROW]}),
+            503,
+            error="model_unavailable",
+            fragment=fragment,
+        )
         run_ok(deployed_workspace, "deployment.py")  # a good version again, for the next case
 
 
@@ -322,7 +310,7 @@ def test_a_corrupt_pickle_matching_its_manifest_is_503_everywhere_too(deployed_w
     deploy_bytes(deployed_workspace, b"\x80\x05corrupt")
     client = create_app({"RISK_CONFIG": str(deployed_workspace.config_path)}).test_client()
     for request in ("/health", "/prediction?filepath=testdata/testdata.csv", "/scoring"):
-        assert_error(client.get(request), 503, "model_unavailable", "describes another model")
+        assert_error(client.get(request), 503, error="model_unavailable", fragment="describes another model")
 
 
 @pytest.mark.slow
@@ -349,21 +337,24 @@ def test_a_broken_deployment_is_read_and_logged_once_while_the_last_good_model_s
 def test_server_data_problems_are_503_and_failures_500(client, deployed_workspace, monkeypatch):
     testdata = deployed_workspace.path("test_data_path") / "testdata.csv"
     testdata.rename(testdata.with_suffix(".away"))
-    assert_error(client.get("/scoring"), 503, "data_unavailable", "testdata.csv")
+    assert_error(client.get("/scoring"), 503, error="data_unavailable", fragment="testdata.csv")
     (deployed_workspace.path("output_folder_path") / "finaldata.csv").write_text("")
-    assert_error(client.get("/summarystats"), 503, "data_unavailable", "empty file")
-    assert_error(client.get("/diagnostics?timing=0"), 503, "data_unavailable")
+    assert_error(client.get("/summarystats"), 503, error="data_unavailable", fragment="empty file")
+    assert_error(client.get("/diagnostics?timing=0"), 503, error="data_unavailable")
     # a timing run that fails is the server's failure: 500 with the reason, not a 400
     for path in deployed_workspace.path("input_folder_path").iterdir():
         path.unlink()
     assert_error(
-        client.get("/diagnostics?fresh=1"), 500, "pipeline_error", "timing ingestion.py failed (exit 65)"
+        client.get("/diagnostics?fresh=1"),
+        500,
+        error="pipeline_error",
+        fragment="timing ingestion.py failed (exit 65)",
     )
 
 
 def test_405_names_the_allowed_methods(client):
     response = client.delete("/scoring")
-    assert_error(response, 405, "method_not_allowed")
+    assert_error(response, 405, error="method_not_allowed")
     assert set(response.headers["Allow"].split(", ")) >= {"GET"}
 
 
@@ -381,7 +372,7 @@ def test_answers_carry_the_client_ids_when_the_input_has_them(client, deployed_w
 
 @pytest.mark.slow
 def test_the_call_list_and_reasons_through_the_api(client, deployed_workspace):
-    assert_error(client.get("/calllist"), 503, "data_unavailable")  # no report yet
+    assert_error(client.get("/calllist"), 503, error="data_unavailable")  # no report yet
     run_ok(deployed_workspace, "reporting.py")
     calls = pd.read_csv(
         deployed_workspace.path("output_model_path") / "riskranking.csv", dtype={"corporation": str}

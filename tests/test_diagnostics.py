@@ -4,12 +4,11 @@ import hashlib
 import json
 import math
 import os
-import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_one_line_error, client_frame, live_model_path, run_ok
+from conftest import assert_one_line_error, client_frame, deployed_pickle, live_model_path, run_ok
 from scipy.stats import ks_2samp
 
 import diagnostics
@@ -38,14 +37,9 @@ def tree_hashes(root):
     }
 
 
-def deployed_pickle(config):
-    with open(config.prod_folder / "trainedmodel.pkl", "rb") as handle:
-        return pickle.load(handle)
-
-
 def test_predictions_match_the_deployed_model_in_any_column_order(config, deployed_workspace):
     test = pd.read_csv(config.testdata_file)
-    model = deployed_pickle(config)
+    model = deployed_pickle(config.prod_folder)
     expected = model.predict(test[list(FEATURES)]).tolist()
     assert diagnostics.model_predictions(test, config) == expected
     reordered = test[["number_of_employees", "lastmonth_activity", "lastyear_activity"]]
@@ -217,7 +211,7 @@ def test_main_writes_diagnostics_and_keeps_history(deployed_workspace, monkeypat
 def test_the_served_numbers_equal_the_pickle_and_other_models_are_refused(config):
     from sklearn.tree import DecisionTreeClassifier
 
-    model = deployed_pickle(config)
+    model = deployed_pickle(config.prod_folder)
     scorer, manifest = riskmodel.load_linear(config.prod_folder)
     assert manifest["version"] == 1
     test = pd.read_csv(config.testdata_file)

@@ -11,39 +11,18 @@ import pickle
 import tracemalloc
 
 import pytest
-from conftest import deploy_bytes, deploy_model_meta
+from conftest import ROW, assert_error, deploy_bytes, deploy_model_meta, strict_json
 
 import serving
 from app import create_app
 from common import FEATURES
 
-ROW = {"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
 HEADER = ",".join(FEATURES)
 
 
 @pytest.fixture
-def client(deployed_workspace):
-    serving.clear()
-    return create_app({"RISK_CONFIG": str(deployed_workspace.config_path)}).test_client()
-
-
-def strict_json(response):
-    """The answer's JSON, refusing NaN and Infinity as a strict parser does."""
-
-    def refuse(name):
-        raise AssertionError(f"answer holds {name}: {response.get_data(as_text=True)[:200]}")
-
-    return json.loads(response.get_data(as_text=True), parse_constant=refuse)
-
-
-def assert_error(response, status, fragment="", workspace=None):
-    body = strict_json(response)
-    assert response.status_code == status, body
-    assert set(body) == {"error", "message"} and fragment in body["message"], body
-    assert response.mimetype == "application/json"
-    if workspace is not None:
-        assert str(workspace.root) not in body["message"], body  # no absolute server path
-    return body
+def client(api_client):
+    return api_client
 
 
 def post_json_text(client, text: str, path="/prediction?proba=1"):
@@ -93,8 +72,8 @@ def test_a_data_file_larger_than_a_body_is_refused(client, deployed_workspace):
     small = create_app({"RISK_CONFIG": str(deployed_workspace.config_path)}).test_client()
     big = deployed_workspace.path("test_data_path") / "big.csv"
     big.write_text(HEADER + "\n" + "1,2,3\n" * 5000)
-    assert_error(small.get("/prediction?filepath=testdata/big.csv"), 400, "score large files with scoring.py",
-                 deployed_workspace)  # fmt: skip
+    answer = small.get("/prediction?filepath=testdata/big.csv")
+    assert_error(answer, 400, "score large files with scoring.py", workspace=deployed_workspace)
 
 
 # 3. Strict JSON in and out.
@@ -179,7 +158,7 @@ def test_a_malformed_manifest_is_503_on_model_routes_and_harmless_elsewhere(
     manifest["files"] = files
     manifest_path.write_text(json.dumps(manifest))
     for path in ("/health", "/scoring", "/prediction?filepath=testdata/testdata.csv"):
-        assert_error(client.get(path), 503, "manifest", deployed_workspace)
+        assert_error(client.get(path), 503, "manifest", workspace=deployed_workspace)
     assert client.get("/summarystats").status_code == 200
     assert client.get("/runs").status_code == 200
 
@@ -188,7 +167,9 @@ def test_a_malformed_manifest_is_503_on_model_routes_and_harmless_elsewhere(
 def test_health_is_503_when_the_served_numbers_cannot_score(client, deployed_workspace):
     deploy_model_meta(deployed_workspace, lambda meta: {**meta, "linear_model": {**meta["linear_model"],
                                                                                  "coefficients": [1, 2]}})  # fmt: skip
-    assert_error(client.get("/health"), 503, "'coefficients' must be 3 finite numbers", deployed_workspace)
+    assert_error(
+        client.get("/health"), 503, "'coefficients' must be 3 finite numbers", workspace=deployed_workspace
+    )
     assert_error(client.post("/prediction", json={"records": [ROW]}), 503)
 
 

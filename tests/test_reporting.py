@@ -1,13 +1,12 @@
 """reporting.py: the confusion matrix, the PDF report and the risk ranking."""
 
 import json
-import pickle
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_one_line_error, client_frame, run_ok
+from conftest import assert_one_line_error, client_frame, deployed_pickle, run_ok
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, f1_score
 
@@ -36,16 +35,11 @@ def test_png_and_pdf_are_valid_and_non_trivial(reported):
     assert not [p.name for p in models.iterdir() if p.name.endswith(".tmp")]
 
 
-def deployed_pickle(config):
-    with open(config.prod_folder / "trainedmodel.pkl", "rb") as handle:
-        return pickle.load(handle)
-
-
 def test_the_plotted_counts_are_sklearns_confusion_matrix(deployed_workspace):
     config = load_config(deployed_workspace.config_path)
     results = reporting.evaluate_on_testdata(config)
     test = pd.read_csv(config.testdata_file)
-    model = deployed_pickle(config)
+    model = deployed_pickle(config.prod_folder)
     predicted = model.predict(test[list(FEATURES)])
     oracle = confusion_matrix(test["exited"], predicted)
     axis = Figure().subplots()
@@ -84,7 +78,7 @@ def test_the_call_list_is_the_clients_still_with_us_riskiest_first_with_reasons(
     config = load_config(reported.config_path)
     calls = pd.read_csv(config.model_folder / "riskranking.csv", dtype={"corporation": str})
     final = pd.read_csv(config.finaldata_file, dtype={"corporation": str})
-    oracle = call_list_oracle(deployed_pickle(config), final)
+    oracle = call_list_oracle(deployed_pickle(config.prod_folder), final)
     assert calls["corporation"].tolist() == oracle["corporation"].tolist()  # order: probability, then ID
     np.testing.assert_allclose(calls["exit_probability"], oracle["p"], rtol=0, atol=1e-12)
     assert calls["rank"].tolist() == list(range(1, len(calls) + 1))

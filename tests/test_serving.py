@@ -7,19 +7,11 @@ import threading
 
 import pytest
 import requests
-from conftest import Workspace, assert_one_line_error, client_frame, run_ok, wait_until
+from conftest import ROW, Workspace, assert_one_line_error, client_frame, run_ok, wait_until
 
-from apiserver import start_api_server, stop_process
+from apiserver import free_port, start_api_server, stop_process
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
-
-ROW = {"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
