@@ -87,8 +87,11 @@ def test_probabilities_on_request(client, expected):
 
 
 def test_rows_with_missing_values_are_predicted_as_scikit_learn_does(client, deployed_workspace):
-    rows = [dict(ROW, lastyear_activity=None), dict(ROW, lastmonth_activity=None, number_of_employees=None),
-            dict(ROW, lastmonth_activity=0, lastyear_activity=2000)]  # fmt: skip
+    rows = [
+        dict(ROW, lastyear_activity=None),
+        dict(ROW, lastmonth_activity=None, number_of_employees=None),
+        dict(ROW, lastmonth_activity=0, lastyear_activity=2000),
+    ]
     response = client.post("/prediction?proba=1", json={"records": rows})
     assert response.status_code == 200, response.get_json()
     frame = pd.DataFrame(rows)[list(FEATURES)].astype(float)
@@ -213,9 +216,14 @@ def test_summarystats_and_diagnostics(client, deployed_workspace, monkeypatch):
     assert set(body) == {"execution_time_seconds", "missing_data_percent", "dependencies"}
     assert set(body["execution_time_seconds"]) == {"ingestion", "training"}
     assert body["missing_data_percent"] == pytest.approx(
-        {"corporation": 0.0, "lastmonth_activity": 0.0, "lastyear_activity": 1000 / len(final),
-         "number_of_employees": 0.0, "exited": 0.0}
-    )  # fmt: skip
+        {
+            "corporation": 0.0,
+            "lastmonth_activity": 0.0,
+            "lastyear_activity": 1000 / len(final),
+            "number_of_employees": 0.0,
+            "exited": 0.0,
+        }
+    )
     assert {row["module"] for row in body["dependencies"]} >= {"pandas", "scikit-learn", "flask"}
     assert set(client.get("/diagnostics?timing=0").get_json()) == {"missing_data_percent", "dependencies"}
 
@@ -275,7 +283,8 @@ def test_runs_lists_the_run_history(client, deployed_workspace):
 
 @pytest.mark.slow
 def test_a_model_that_cannot_be_used_is_503_on_every_model_endpoint(deployed_workspace):
-    """A deployment that matches its manifest but cannot be served: the deployment's fault, never the caller's."""
+    """A deployment that matches its manifest but cannot be served: the deployment's fault, never
+    the caller's."""
     config = str(deployed_workspace.config_path)
 
     def linear(**changes):

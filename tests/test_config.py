@@ -111,13 +111,19 @@ def test_extracts_are_ordered_with_digits_as_numbers(workspace):
     for name in names:
         workspace.write_csv("input_folder_path", name, client_frame(5, seed=len(name)))
     assert [path.name for path in list_csv_files(workspace.path("input_folder_path"))] == [
-        "dataset1.csv", "dataset2.csv", "dataset10.csv", "month_2026-2.csv", "month_2026-11.csv"
-    ]  # fmt: skip
+        "dataset1.csv",
+        "dataset2.csv",
+        "dataset10.csv",
+        "month_2026-2.csv",
+        "month_2026-11.csv",
+    ]
     result = workspace.run("ingestion.py")
     assert result.returncode == 0, result.stderr
     assert (workspace.path("output_folder_path") / "ingestedfiles.txt").read_text().split("\n")[:3] == [
-        "dataset1.csv", "dataset2.csv", "dataset10.csv"
-    ]  # fmt: skip
+        "dataset1.csv",
+        "dataset2.csv",
+        "dataset10.csv",
+    ]
 
 
 def test_atomic_writes_leave_no_temporary_files(tmp_path):
@@ -131,8 +137,17 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.txt", "h.jsonl"]
 
 
-SCRIPTS = ["ingestion.py", "training.py", "scoring.py", "deployment.py", "diagnostics.py", "reporting.py",
-           "app.py", "apicalls.py", "fullprocess.py"]  # fmt: skip
+SCRIPTS = [
+    "ingestion.py",
+    "training.py",
+    "scoring.py",
+    "deployment.py",
+    "diagnostics.py",
+    "reporting.py",
+    "app.py",
+    "apicalls.py",
+    "fullprocess.py",
+]
 
 
 def tree(root):
@@ -156,7 +171,8 @@ def test_help_prints_the_usage_page_and_touches_nothing(deployed_workspace, scri
 
 @pytest.mark.slow
 def test_unexpected_errors_are_one_line_unless_risk_debug_is_set(tmp_path):
-    """A bug (here a ZeroDivisionError in main) is one log line and exit 70; RISK_DEBUG=1 shows its traceback."""
+    """A bug (here a ZeroDivisionError in main) is one log line and exit 70; RISK_DEBUG=1 shows its
+    traceback."""
     code = "import common; common.setup_logging('demo'); common.run_main(lambda: 1 / 0, 'demo')"
     env = {key: value for key, value in os.environ.items() if key != "RISK_DEBUG"}
     result = subprocess.run(
@@ -164,8 +180,13 @@ def test_unexpected_errors_are_one_line_unless_risk_debug_is_set(tmp_path):
     )
     assert result.returncode == 70
     assert_one_line_error(result, "unexpected ZeroDivisionError: division by zero (run with RISK_DEBUG=1")
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env={**env, "RISK_DEBUG": "1"},
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_DIR,
+        env={**env, "RISK_DEBUG": "1"},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and "Traceback (most recent call last)" in result.stderr
     assert "ZeroDivisionError" in result.stderr
 

@@ -104,8 +104,11 @@ def operations():
 
 
 # what refusing an invalid request may look like here: 400, or 413/414/415 for its size or type
-FUZZ_CONFIG = {"checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "404", "403", "413", "414",
-                                                                            "415"]}}}  # fmt: skip
+FUZZ_CONFIG = {
+    "checks": {
+        "negative_data_rejection": {"expected-statuses": ["400", "401", "404", "403", "413", "414", "415"]}
+    }
+}
 
 
 @pytest.mark.slow
@@ -117,8 +120,13 @@ def test_the_running_api_keeps_its_contract(fuzzed_server, path, method, mode):
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=SLOW_EXAMPLES.get(path, EXAMPLES), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-              database=None)  # fmt: skip
+    @settings(
+        max_examples=SLOW_EXAMPLES.get(path, EXAMPLES),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
     def check(case):
         case.call_and_validate(checks=CHECKS, timeout=60)
 

@@ -11,8 +11,13 @@ pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make 
 
 
 def make(*args: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-s", "--no-print-directory", *args], cwd=PROJECT_DIR, capture_output=True,
-                          text=True, env={**__import__("os").environ, **env})  # fmt: skip
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", *args],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, **env},
+    )
 
 
 def cron_line(config, log) -> str:
@@ -36,8 +41,14 @@ def test_the_rendered_line_runs_under_a_minimal_cron_environment(deployed_worksp
     log = deployed_workspace.root / "cron.log"
     line = cron_line(deployed_workspace.config_path, log)
     command = line.split(None, 5)[5]  # what cron hands to /bin/sh -c
-    result = subprocess.run(["/bin/sh", "-c", command], cwd=home, env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        ["/bin/sh", "-c", command],
+        cwd=home,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, log.read_text()
     assert "decision: nothing new" in log.read_text()
     history = deployed_workspace.path("prod_deployment_path") / "runhistory.jsonl"

@@ -11,8 +11,13 @@ from sklearn.pipeline import make_pipeline
 import generate_data
 from common import FEATURES
 
-BUNDLED = ["practicedata/dataset1.csv", "practicedata/dataset2.csv", "sourcedata/dataset3.csv",
-           "sourcedata/dataset4.csv", "testdata/testdata.csv"]  # fmt: skip
+BUNDLED = [
+    "practicedata/dataset1.csv",
+    "practicedata/dataset2.csv",
+    "sourcedata/dataset3.csv",
+    "sourcedata/dataset4.csv",
+    "testdata/testdata.csv",
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +78,12 @@ def test_the_data_tells_the_drift_story(bundled):
 
 def test_benchmark_scale_generator(tmp_path):
     data = generate_data.monthly_data(clients=50, files=3, test_rows=20)
-    assert sorted(data) == ["input/month0001.csv", "input/month0002.csv", "input/month0003.csv",
-                            "testdata/testdata.csv"]  # fmt: skip
+    assert sorted(data) == [
+        "input/month0001.csv",
+        "input/month0002.csv",
+        "input/month0003.csv",
+        "testdata/testdata.csv",
+    ]
     assert all(len(frame) >= 50 for name, frame in data.items() if name.startswith("input"))
 
 

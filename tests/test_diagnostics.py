@@ -178,8 +178,10 @@ def test_psi_against_a_hand_computed_case():
 def test_feature_drift_uses_scipys_ks_and_flags_the_data_set():
     reference = client_frame(500, seed=10, regime="last_year")
     same = client_frame(500, seed=11, regime="last_year")
-    shifted = same.assign(number_of_employees=same["number_of_employees"] * 3,
-                          lastmonth_activity=same["lastmonth_activity"] + 200)  # fmt: skip
+    shifted = same.assign(
+        number_of_employees=same["number_of_employees"] * 3,
+        lastmonth_activity=same["lastmonth_activity"] + 200,
+    )
     result = drift.compare_features(reference, shifted)
     for row in result["features"]:
         oracle = ks_2samp(reference[row["feature"]], shifted[row["feature"]])

@@ -131,9 +131,15 @@ def test_kills_inside_deployment_and_rollback_leave_one_whole_version_live(deplo
         manifest = read_manifest(prod)
         action = "rollback" if manifest["lineage"] and rng.random() < 0.4 else "deploy"
         newest = max(ever_live)
-        process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "deployment.py"),
-                                    *(["--rollback"] if action == "rollback" else [])],
-                                   env=workspace.env, stderr=subprocess.DEVNULL)  # fmt: skip
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(PROJECT_DIR / "deployment.py"),
+                *(["--rollback"] if action == "rollback" else []),
+            ],
+            env=workspace.env,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0, duration * 1.2))
         process.kill()
         process.wait()
@@ -148,8 +154,14 @@ def test_kills_inside_deployment_and_rollback_leave_one_whole_version_live(deplo
     assert debris(workspace.root) == [] and course_copies_match(prod)
     archived = set(production.archived_versions(prod))
     assert archived <= ever_live  # versions that never went live were removed
-    record("deployment kills", kills=kills, seconds_per_run=round(duration, 3), versions_live=len(ever_live),
-           debris_left=0, runs_that_needed_a_person=0)  # fmt: skip
+    record(
+        "deployment kills",
+        kills=kills,
+        seconds_per_run=round(duration, 3),
+        versions_live=len(ever_live),
+        debris_left=0,
+        runs_that_needed_a_person=0,
+    )
 
 
 def one_fullprocess_kill(template: Workspace, root: Path, seed: int, duration: float, group: bool) -> dict:
@@ -157,8 +169,13 @@ def one_fullprocess_kill(template: Workspace, root: Path, seed: int, duration: f
     workspace.write_csv("input_folder_path", "dataset9.csv", client_frame(300, seed=seed))
     prod = workspace.path("prod_deployment_path")
     delay = random.Random(seed).uniform(0, duration)
-    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "fullprocess.py")], env=workspace.env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
+        env=workspace.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     time.sleep(delay)
     if group:
         os.killpg(process.pid, signal.SIGKILL)  # the run and every step
@@ -224,11 +241,17 @@ def test_kills_inside_fullprocess_are_finished_by_the_next_run(deployed_workspac
         thread.join()
     failed = [outcome for outcome in outcomes if outcome["findings"]]
     assert len(outcomes) == COUNTS["fullprocess_kills"] and failed == [], failed
-    record("fullprocess kills", kills=len(outcomes), process_group=sum(o["group"] for o in outcomes),
-           parent_alone=sum(not o["group"] for o in outcomes), seconds_per_run=round(duration, 1),
-           killed_before_the_switch=sum(o["live_after_kill"] == 1 for o in outcomes),
-           killed_after_the_switch=sum(o["live_after_kill"] == 2 for o in outcomes),
-           debris_left=0, runs_that_needed_a_person=0)  # fmt: skip
+    record(
+        "fullprocess kills",
+        kills=len(outcomes),
+        process_group=sum(o["group"] for o in outcomes),
+        parent_alone=sum(not o["group"] for o in outcomes),
+        seconds_per_run=round(duration, 1),
+        killed_before_the_switch=sum(o["live_after_kill"] == 1 for o in outcomes),
+        killed_after_the_switch=sum(o["live_after_kill"] == 2 for o in outcomes),
+        debris_left=0,
+        runs_that_needed_a_person=0,
+    )
 
 
 @pytest.fixture
@@ -314,8 +337,12 @@ def test_kills_inside_diagnostics_leave_nothing_the_next_run_does_not_sweep(depl
     planted.write_text("{")
     rng = random.Random(17)
     for _ in range(COUNTS["diagnostics_kills"]):
-        process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "diagnostics.py")], env=workspace.env,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, str(PROJECT_DIR / "diagnostics.py")],
+            env=workspace.env,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         time.sleep(rng.uniform(0.5, 4.0))
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -333,8 +360,12 @@ def small_folders(deployed_workspace):
         folder = deployed_workspace.path(key)
         saved = deployed_workspace.root / f"{folder.name}-saved"
         shutil.copytree(folder, saved)
-        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
-                                               capture_output=True).returncode:  # fmt: skip
+        if (
+            os.geteuid() != 0
+            or subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True
+            ).returncode
+        ):
             for path in mounted:
                 subprocess.run(["umount", "-l", str(path)], check=False)
             pytest.skip("mounting a small tmpfs needs root and mount(8); the drill cannot fill a disk here")
@@ -378,5 +409,10 @@ def test_a_full_disk_in_any_step_is_named_exit_74_and_the_next_run_goes_on(small
         assert result.returncode == 0, result.stderr[-2000:]
         assert debris(workspace.root) == [] and stale_outputs(workspace) == []
     assert sum(events.values()) > 0  # the disk did fill up
-    record("disk full in a step", events=events, files_named=sorted(named), debris_left=0,
-           runs_that_needed_a_person=0)  # fmt: skip
+    record(
+        "disk full in a step",
+        events=events,
+        files_named=sorted(named),
+        debris_left=0,
+        runs_that_needed_a_person=0,
+    )

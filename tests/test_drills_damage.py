@@ -113,8 +113,11 @@ def test_a_damaged_deployment_history_never_costs_a_version_that_went_live(two_v
     never = prod / "archive" / "v0003"
     shutil.copytree(prod / "archive" / "v0002", never)
     (never / "live.json").unlink(missing_ok=True)
-    manifest = json.loads((never / "manifest.json").read_text()) | {"version": 3, "folder": "archive/v0003",
-                                                                     "lineage": [1, 2]}  # fmt: skip
+    manifest = json.loads((never / "manifest.json").read_text()) | {
+        "version": 3,
+        "folder": "archive/v0003",
+        "lineage": [1, 2],
+    }
     (never / "manifest.json").chmod(0o644)
     (never / "manifest.json").write_text(json.dumps(manifest))
     damage_history(prod, how)
@@ -186,8 +189,14 @@ def test_the_scripts_by_hand_restore_a_truncated_manifest_first(deployed_workspa
 
 
 def start_run(workspace: Workspace, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(PROJECT_DIR / "fullprocess.py"), *args], cwd=workspace.root,
-                            env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_DIR / "fullprocess.py"), *args],
+        cwd=workspace.root,
+        env=workspace.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def log_says(workspace: Workspace, text: str) -> bool:
@@ -299,8 +308,13 @@ def replaces_in_reporting(workspace: Workspace) -> int:
     counter = REPLACE_KILLER.replace("os._exit(137)", "pass").replace(
         "runpy.run_path", "import atexit; atexit.register(lambda: print(count[0])); runpy.run_path"
     )
-    result = subprocess.run([sys.executable, "-c", counter, "0", str(PROJECT_DIR / "reporting.py")],
-                            env=workspace.env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", counter, "0", str(PROJECT_DIR / "reporting.py")],
+        env=workspace.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return int(result.stdout.split()[-1])
 
@@ -317,8 +331,13 @@ def test_a_kill_at_each_replace_of_reporting_keeps_the_list_the_team_last_saw(de
     points = range(1, total + 1) if FULL else sorted({1, 2, 3, total // 2, total})
     for point in points:
         workspace = Workspace(*copy_of(template, tmp_path / f"kill{point}"))
-        killed = subprocess.run([sys.executable, "-c", REPLACE_KILLER, str(point), str(PROJECT_DIR / "reporting.py")],
-                                env=workspace.env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        killed = subprocess.run(
+            [sys.executable, "-c", REPLACE_KILLER, str(point), str(PROJECT_DIR / "reporting.py")],
+            env=workspace.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert killed.returncode == 137, killed.stderr
         basis = json.loads((workspace.path("practicemodels") / "riskranking.json").read_text())
         on_disk = hashlib.sha256(
@@ -333,7 +352,8 @@ def test_a_kill_at_each_replace_of_reporting_keeps_the_list_the_team_last_saw(de
         compared = now[now["corporation"].isin(list(seen))]
         expected = compared["corporation"].map(seen)
         assert len(compared) and (compared["previous_probability"] - expected).abs().max() < 1e-12, (
-            f"after a kill at replace {point} of {total}, the list was compared with another list than the last seen"
+            f"after a kill at replace {point} of {total}, "
+            "the list was compared with another list than the last seen"
         )
         assert not stale_outputs(workspace)
         sweep(
@@ -363,8 +383,11 @@ time.sleep(120)
 @pytest.mark.parametrize("held_for", [60, 3600])
 def test_a_deploy_lock_held_by_a_live_process_is_busy_then_a_failure_naming_it(deployed_workspace, held_for):
     workspace, prod = deployed_workspace, prod_of(deployed_workspace)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(prod / ".deploy.lock"), str(held_for)],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(prod / ".deploy.lock"), str(held_for)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         result = workspace.run("fullprocess.py")

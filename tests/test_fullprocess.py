@@ -247,8 +247,12 @@ def test_with_the_gate_off_a_worse_candidate_is_deployed(deployed):
     result = deployed.run("fullprocess.py", timeout=300)
     assert result.returncode == 0, result.stderr
     last = runs(deployed)[-1]
-    assert last["gate"] == {"candidate_f1": last["gate"]["candidate_f1"], "deployed_f1": last["gate"]["deployed_f1"],
-                            "enabled": False, "passed": False}  # fmt: skip
+    assert last["gate"] == {
+        "candidate_f1": last["gate"]["candidate_f1"],
+        "deployed_f1": last["gate"]["deployed_f1"],
+        "enabled": False,
+        "passed": False,
+    }
     assert "promotion_gate is off: deploying anyway" in last["reasons"]
     assert last["decision"] == "redeployed" and manifest(deployed)["version"] == 2
     assert manifest(deployed)["f1"] == pytest.approx(last["gate"]["candidate_f1"])
@@ -274,8 +278,12 @@ def test_a_second_run_exits_with_the_lock_code(deployed):
     add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
     deployed.set_config(drift_tolerance=-1.0)
     log = deployed.path("prod_deployment_path") / "fullprocess.log"
-    first = subprocess.Popen([sys.executable, str(PROJECT_DIR / "fullprocess.py")], env=deployed.env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
+        env=deployed.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(
             lambda: log.is_file() and "new data in" in log.read_text(), "the first run to find new data"
@@ -291,10 +299,16 @@ def test_a_second_run_exits_with_the_lock_code(deployed):
 def test_a_lock_left_by_a_killed_holder_does_not_block(deployed):
     lock = deployed.path("prod_deployment_path") / ".fullprocess.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
-         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     assert deployed.run("fullprocess.py").returncode == EXIT_LOCKED
     holder.send_signal(signal.SIGKILL)
@@ -309,8 +323,13 @@ def test_a_run_killed_mid_way_leaves_production_consistent(deployed):
     deployed.set_config(drift_tolerance=-1.0)
     add_file(deployed, "dataset9.csv", client_frame(3000, seed=9))
     log = deployed.path("prod_deployment_path") / "fullprocess.log"
-    run = subprocess.Popen([sys.executable, str(PROJECT_DIR / "fullprocess.py")], env=deployed.env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    run = subprocess.Popen(
+        [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
+        env=deployed.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     wait_until(lambda: log.is_file() and "drift check" in log.read_text(), "the run to pass its drift check")
     os.killpg(run.pid, signal.SIGKILL)  # the run and its step, mid-training
     run.wait()
@@ -447,8 +466,14 @@ def test_a_relative_risk_config_means_the_same_file_to_every_step(deployed):
     deployed.set_config(drift_tolerance=-1.0)
     add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
     env = {**deployed.env, "RISK_CONFIG": f"{deployed.root.name}/config.json"}
-    result = subprocess.run([sys.executable, str(PROJECT_DIR / "fullprocess.py")], cwd=deployed.root.parent, env=env,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
+        cwd=deployed.root.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert runs(deployed)[-1]["decision"] == "redeployed" and manifest(deployed)["version"] == 2
     assert not (PROJECT_DIR / deployed.root.name).exists()
@@ -467,8 +492,11 @@ def test_a_broken_live_version_stops_the_run_and_each_way_out_works(deployed):
     damage("referencedata.csv")
     result = deployed.run("fullprocess.py")
     assert result.returncode == 1
-    assert_one_line_error(result, "v0002/referencedata.csv: does not match the manifest of live version 2",
-                          "`python deployment.py --rollback` makes version 1 live again")  # fmt: skip
+    assert_one_line_error(
+        result,
+        "v0002/referencedata.csv: does not match the manifest of live version 2",
+        "`python deployment.py --rollback` makes version 1 live again",
+    )
     assert runs(deployed)[-1]["exit_status"] == 1 and "nothing new" not in result.stderr
     for way_out, version in ((["deployment.py", "--rollback"], 1), (["deployment.py"], 3)):
         result = deployed.run(*way_out)

@@ -165,8 +165,10 @@ def test_a_malformed_manifest_is_503_on_model_routes_and_harmless_elsewhere(
 
 # 5. /health tells the truth.
 def test_health_is_503_when_the_served_numbers_cannot_score(client, deployed_workspace):
-    deploy_model_meta(deployed_workspace, lambda meta: {**meta, "linear_model": {**meta["linear_model"],
-                                                                                 "coefficients": [1, 2]}})  # fmt: skip
+    deploy_model_meta(
+        deployed_workspace,
+        lambda meta: {**meta, "linear_model": {**meta["linear_model"], "coefficients": [1, 2]}},
+    )
     assert_error(
         client.get("/health"), 503, "'coefficients' must be 3 finite numbers", workspace=deployed_workspace
     )
@@ -213,8 +215,11 @@ def test_flags_accept_the_documented_spellings(client):
 
 
 def test_a_record_missing_a_feature_is_400_and_null_is_a_missing_value(client):
-    assert_error(client.post("/prediction", json={"records": [{"lastmonth_activity": 1, "lastyear_activity": 2}]}),
-                 400, "row 1 has no number_of_employees")  # fmt: skip
+    assert_error(
+        client.post("/prediction", json={"records": [{"lastmonth_activity": 1, "lastyear_activity": 2}]}),
+        400,
+        "row 1 has no number_of_employees",
+    )
     body = strict_json(client.post("/prediction", json={"records": [dict(ROW, number_of_employees=None)]}))
     assert body["predictions"] in ([0], [1])
 
@@ -231,8 +236,16 @@ def test_options_and_405_answer_json_with_allow(client):
 @pytest.mark.slow
 def test_no_answer_names_an_absolute_server_path(client, deployed_workspace):
     root = str(deployed_workspace.root)
-    answers = [client.get(path) for path in ("/scoring", "/summarystats", "/health", "/diagnostics?timing=0",
-                                             "/prediction?filepath=testdata/nothere.csv")]  # fmt: skip
+    answers = [
+        client.get(path)
+        for path in (
+            "/scoring",
+            "/summarystats",
+            "/health",
+            "/diagnostics?timing=0",
+            "/prediction?filepath=testdata/nothere.csv",
+        )
+    ]
     (deployed_workspace.path("output_folder_path") / "finaldata.csv").write_text("")
     answers.append(client.get("/summarystats"))
     (deployed_workspace.path("prod_deployment_path") / "manifest.json").unlink()
@@ -268,8 +281,14 @@ def test_no_route_unpickles_the_deployed_pickle(client, deployed_workspace, tmp_
     for name in ("loads", "load"):
         monkeypatch.setattr(pickle, name, lambda *a, **k: pytest.fail("the server unpickled"))
     serving.clear()
-    for path in ("/health", "/scoring", "/summarystats", "/runs", "/diagnostics?timing=0",
-                 "/prediction?filepath=testdata/testdata.csv"):  # fmt: skip
+    for path in (
+        "/health",
+        "/scoring",
+        "/summarystats",
+        "/runs",
+        "/diagnostics?timing=0",
+        "/prediction?filepath=testdata/testdata.csv",
+    ):
         assert client.get(path).status_code == 200, path
     assert client.post("/prediction", json={"records": [ROW]}).status_code == 200
     assert not marker.exists()

@@ -37,8 +37,12 @@ def test_combines_and_deduplicates_like_pandas(data_workspace):
     history = (output / "ingestionhistory.jsonl").read_text().splitlines()
     assert len(history) == 1
     assert sorted(p.name for p in output.iterdir()) == [
-        "finaldata.csv", "finaldataextracts.csv", "ingestedfiles.txt", "ingestionhistory.jsonl", "ingestionrecord.json"
-    ]  # fmt: skip
+        "finaldata.csv",
+        "finaldataextracts.csv",
+        "ingestedfiles.txt",
+        "ingestionhistory.jsonl",
+        "ingestionrecord.json",
+    ]
     extracts = pd.read_csv(output / "finaldataextracts.csv", dtype={"corporation": str})
     assert list(extracts["corporation"]) == list(final["corporation"].astype(str))
     assert (extracts["last_extract"] == [1] * 295 + [2] * 305).all()
@@ -95,7 +99,7 @@ BAD_FILES = {
     "header_only.csv": (
         b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n",
         "no data rows",
-    ),  # fmt: skip
+    ),
     "binary.csv": (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary file"),
     "latin1.csv": (
         b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nd\xe9f,1,1,1,0\n",
@@ -196,8 +200,21 @@ HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,e
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("value", ["1e300", "1e20", "1e19", str(2**63), str(2**64 - 1), str(2**64), "1" + "0" * 400,
-                                   "inf", str(2**53 + 2), str(2**53 + 1)])  # fmt: skip
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1e300",
+        "1e20",
+        "1e19",
+        str(2**63),
+        str(2**64 - 1),
+        str(2**64),
+        "1" + "0" * 400,
+        "inf",
+        str(2**53 + 2),
+        str(2**53 + 1),
+    ],
+)
 def test_a_count_a_float64_cannot_hold_exactly_is_rejected_by_line(workspace, value):
     workspace.write_csv("input_folder_path", "good.csv", client_frame(10, seed=8))
     (workspace.path("input_folder_path") / "huge.csv").write_text(
@@ -238,12 +255,14 @@ def test_odd_entries_named_csv_are_rejected_with_a_reason_and_the_rest_ingested(
     (folder / "wide.csv").write_text(",".join(["a"] * 35_000) + "\n1\n")
     result = workspace.run("ingestion.py", timeout=60)
     assert result.returncode == 3 and "Traceback" not in result.stderr
-    for fragment in ["caf\\xe9.csv: rejected: file name is not valid UTF-8",
-                     "two\\nlines.csv: rejected: file name contains a line break",
-                     "folder.csv: rejected: not a regular file (a folder)",
-                     "pipe.csv: rejected: not a regular file (a special file)",
-                     "outside.csv: rejected: a link leading outside the input folder",
-                     "wide.csv: rejected: header line of 69,999 bytes"]:  # fmt: skip
+    for fragment in [
+        "caf\\xe9.csv: rejected: file name is not valid UTF-8",
+        "two\\nlines.csv: rejected: file name contains a line break",
+        "folder.csv: rejected: not a regular file (a folder)",
+        "pipe.csv: rejected: not a regular file (a special file)",
+        "outside.csv: rejected: a link leading outside the input folder",
+        "wide.csv: rejected: header line of 69,999 bytes",
+    ]:
         assert_one_line_error(result, fragment)
     assert max(len(line) for line in result.stderr.splitlines()) < 1000
     output = workspace.path("output_folder_path")

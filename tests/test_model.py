@@ -46,8 +46,13 @@ def test_missing_values_are_filled_with_the_training_medians(data_workspace):
     final = pd.read_csv(data_workspace.path("output_folder_path") / "finaldata.csv")
     medians = final[list(FEATURES)].median()  # pandas skips NaN: the oracle for the imputer
     np.testing.assert_allclose(model.named_steps["impute"].statistics_, medians.to_numpy())
-    rows = pd.DataFrame({"lastmonth_activity": [np.nan, 5.0, 700.0], "lastyear_activity": [100.0, np.nan, np.nan],
-                         "number_of_employees": [3.0, np.nan, 1.0]})  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "lastmonth_activity": [np.nan, 5.0, 700.0],
+            "lastyear_activity": [100.0, np.nan, np.nan],
+            "number_of_employees": [3.0, np.nan, 1.0],
+        }
+    )
     bare = LogisticRegression(**BARE).fit(final[list(FEATURES)].fillna(medians), final["exited"])
     filled = rows.fillna(medians)
     np.testing.assert_array_equal(model.predict(rows), bare.predict(filled))
@@ -71,10 +76,12 @@ def test_complete_data_gives_the_bare_models_predictions(data_workspace):
     [
         (None, "not found; run ingestion.py first"),
         ("", "empty file"),
-        ("corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nab,1,2,3,1\ncd,4,5,6,1\n",
-         "single class"),
+        (
+            "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nab,1,2,3,1\ncd,4,5,6,1\n",
+            "single class",
+        ),
     ],
-)  # fmt: skip
+)
 def test_training_refuses_unusable_data(workspace, content, message):
     if content is not None:
         (workspace.path("output_folder_path") / "finaldata.csv").write_text(content)

@@ -54,8 +54,11 @@ def receiver():
 
 @pytest.fixture
 def watched(deployed_workspace, receiver):
-    deployed_workspace.set_config(api_port=free_port(), notify_urls=[f"json://127.0.0.1:{receiver.port}/notify"],
-                                  heartbeat_url=f"http://127.0.0.1:{receiver.port}/ping")  # fmt: skip
+    deployed_workspace.set_config(
+        api_port=free_port(),
+        notify_urls=[f"json://127.0.0.1:{receiver.port}/notify"],
+        heartbeat_url=f"http://127.0.0.1:{receiver.port}/ping",
+    )
     return deployed_workspace
 
 
@@ -94,8 +97,11 @@ def test_a_failed_run_pings_fail_and_a_dead_receiver_never_fails_a_run(watched, 
     assert receiver.pings() == ["/ping/fail"]
 
     dead = free_port()
-    watched.set_config(notify_urls=[f"json://127.0.0.1:{dead}/notify"], heartbeat_url=f"http://127.0.0.1:{dead}/ping",
-                       notify_timeout_seconds=5.0)  # fmt: skip
+    watched.set_config(
+        notify_urls=[f"json://127.0.0.1:{dead}/notify"],
+        heartbeat_url=f"http://127.0.0.1:{dead}/ping",
+        notify_timeout_seconds=5.0,
+    )
     result = watched.run("fullprocess.py", "--force", timeout=300)
     assert result.returncode == 1  # still failing scoring: the notification failure adds nothing
     assert "notification: not sent" in result.stderr and "heartbeat: not sent" in result.stderr

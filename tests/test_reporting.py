@@ -68,8 +68,10 @@ def call_list_oracle(model, final: pd.DataFrame) -> pd.DataFrame:
     shares = (features.fillna(dict(zip(FEATURES, medians, strict=True))) - medians) * model.named_steps[
         "model"
     ].coef_[0]
-    staying["top"] = [FEATURES[i] if shares.iloc[row, i] > 0 else None
-                      for row, i in enumerate(np.argmax(shares.to_numpy(), axis=1))]  # fmt: skip
+    staying["top"] = [
+        FEATURES[i] if shares.iloc[row, i] > 0 else None
+        for row, i in enumerate(np.argmax(shares.to_numpy(), axis=1))
+    ]
     staying["corporation"] = staying["corporation"].astype(str)
     return staying.sort_values(["p", "corporation"], ascending=[False, True])
 
@@ -84,8 +86,11 @@ def test_the_call_list_is_the_clients_still_with_us_riskiest_first_with_reasons(
     assert calls["rank"].tolist() == list(range(1, len(calls) + 1))
     latest = final.drop_duplicates("corporation", keep="last")
     assert not set(calls["corporation"]) & set(latest.loc[latest["exited"] == 1, "corporation"])
-    words = {"lastmonth_activity": "last month's activity", "lastyear_activity": "last year's activity",
-             "number_of_employees": "number of employees"}  # fmt: skip
+    words = {
+        "lastmonth_activity": "last month's activity",
+        "lastyear_activity": "last year's activity",
+        "number_of_employees": "number of employees",
+    }
     for reason, top in zip(calls["reason"], oracle["top"], strict=True):
         assert reason.startswith(words[top]) if isinstance(top, str) else reason.startswith("no factor")
     assert (calls["reason_log_odds"] >= 0).all() and calls["reason"].notna().all()
@@ -173,9 +178,18 @@ def test_page_one_states_the_decision_with_both_scores(deployed_workspace):
     assert reporting.decision_lines(production.live(config))[0].startswith(
         "Deployed by hand with deployment.py"
     )
-    decision = {"summary": "Retrained because of drift", "drift": {"test_used": "raw", "new_score": 0.6644,
-                "threshold": 0.7856, "rule": "new F1 < deployed F1", "drift": True},
-                "gate": {"candidate_f1": 0.8714, "deployed_f1": 0.7856, "passed": True}, "new_files": ["d3.csv"]}  # fmt: skip
+    decision = {
+        "summary": "Retrained because of drift",
+        "drift": {
+            "test_used": "raw",
+            "new_score": 0.6644,
+            "threshold": 0.7856,
+            "rule": "new F1 < deployed F1",
+            "drift": True,
+        },
+        "gate": {"candidate_f1": 0.8714, "deployed_f1": 0.7856, "passed": True},
+        "new_files": ["d3.csv"],
+    }
     folder = config.prod_folder / manifest["folder"]
     (folder / "decision.json").write_text(json_module.dumps(decision))
     text = " ".join(reporting.decision_lines(production.live(config)))

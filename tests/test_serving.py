@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make 
 def server(deployed_workspace):
     """A real gunicorn on a free loopback port, always stopped."""
     port = free_port()
-    process = start_api_server("127.0.0.1", port, deployed_workspace.root / "gunicorn.log", workers=2,
-                               env=deployed_workspace.env)  # fmt: skip
+    process = start_api_server(
+        "127.0.0.1", port, deployed_workspace.root / "gunicorn.log", workers=2, env=deployed_workspace.env
+    )
     yield f"http://127.0.0.1:{port}"
     stop_process(process)
 
@@ -132,8 +133,9 @@ def small_server(deployed_workspace):
     """A gunicorn whose body limit is 100 kB."""
     deployed_workspace.set_config(api_max_body_bytes=100_000)
     port = free_port()
-    process = start_api_server("127.0.0.1", port, deployed_workspace.root / "gunicorn.log", workers=2,
-                               env=deployed_workspace.env)  # fmt: skip
+    process = start_api_server(
+        "127.0.0.1", port, deployed_workspace.root / "gunicorn.log", workers=2, env=deployed_workspace.env
+    )
     yield port
     stop_process(process)
 
@@ -165,8 +167,10 @@ def chunked(body: bytes, size: int = 4096) -> bytes:
 
 
 def csv_post(body: bytes, headers: str) -> bytes:
-    return (f"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n{headers}"
-            "Connection: close\r\n\r\n").encode() + body  # fmt: skip
+    return (
+        f"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n{headers}"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 def test_a_chunked_body_is_counted_never_cut_short(small_server):
@@ -177,8 +181,10 @@ def test_a_chunked_body_is_counted_never_cut_short(small_server):
     status, answer = exchange(small_server, csv_post(chunked(big), "Transfer-Encoding: chunked\r\n"))
     assert status == 413 and answer["error"] == "request_entity_too_large", answer
     body = b'{"records": [' + b",".join([json.dumps(ROW).encode()] * 3000) + b"]}"
-    request = (b"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked(body))  # fmt: skip
+    request = (
+        b"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked(body)
+    )
     assert exchange(small_server, request)[0] == 413
     status, answer = exchange(
         small_server, csv_post(b"zz\r\n1,2\r\n0\r\n\r\n", "Transfer-Encoding: chunked\r\n")

@@ -13,14 +13,31 @@ import pytest
 from conftest import PROJECT_DIR
 
 # Data, web and notification libraries, and the project's modules that import them.
-HEAVY = {"pandas", "numpy", "sklearn", "scipy", "matplotlib", "seaborn", "flask", "werkzeug", "requests",
-         "apprise", "gevent", "riskmodel", "clientdata", "serving", "diagnostics", "drift"}  # fmt: skip
+HEAVY = {
+    "pandas",
+    "numpy",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "seaborn",
+    "flask",
+    "werkzeug",
+    "requests",
+    "apprise",
+    "gevent",
+    "riskmodel",
+    "clientdata",
+    "serving",
+    "diagnostics",
+    "drift",
+}
 
 
 def imported_modules(*args, env=None) -> tuple[int, set[str]]:
     """(exit status, the modules a process imported), from python -X importtime."""
-    result = subprocess.run([sys.executable, "-X", "importtime", *args], env=env, capture_output=True, text=True,
-                            cwd=PROJECT_DIR)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], env=env, capture_output=True, text=True, cwd=PROJECT_DIR
+    )
     names = {
         line.rsplit("|", 1)[1].strip()
         for line in result.stderr.splitlines()
@@ -63,8 +80,11 @@ def test_nothing_imports_fullprocess():
         *PROJECT_DIR.glob("benchmarks/*.py"),
     ]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) else [])
+            )
             if "fullprocess" in names:
                 importers.append(path.name)
     assert importers == []
