@@ -119,13 +119,19 @@ def file_lock(path: Path, blocking: bool = True, poll: float = 0.0):
         try:
             yield handle
         finally:
+            with contextlib.suppress(OSError):  # released: no holder to name
+                handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def lock_holder(path: Path) -> dict | None:
-    """Who took a lock last ({pid, since (epoch seconds), command}), as file_lock wrote it; None when unknown."""
+    """Who holds a lock ({pid, since (epoch seconds), command}), as file_lock wrote it; None when
+    unknown: nothing written (an older holder, a process that took the lock another way) or a
+    holder that is no longer alive (a child that inherited the lock may still hold it)."""
     try:
         holder = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return holder if isinstance(holder, dict) and isinstance(holder.get("since"), int | float) else None
+    if not isinstance(holder, dict) or not isinstance(holder.get("since"), int | float):
+        return None
+    return holder if isinstance(holder.get("pid"), int) and process_alive(holder["pid"]) else None
