@@ -80,8 +80,13 @@ def check_deployment(health: dict, manifest: dict | None, url: str) -> None:
         )
 
 
-def call_all(base_url: str, data_file: str, token: str | None = None, timeout: float = 300.0,
-             manifest: dict | None = None) -> dict:  # fmt: skip
+def call_all(
+    base_url: str,
+    data_file: str,
+    token: str | None = None,
+    timeout: float = 300.0,
+    manifest: dict | None = None,
+) -> dict:
     """The four endpoints' answers, combined, once /health shows the server serves manifest's version."""
     base_url = base_url.rstrip("/")
     with requests.Session() as session:

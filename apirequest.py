@@ -43,8 +43,10 @@ MAX_PATH_CHARS = 1024  # a data file's location, as given
 
 def data_roots(config: Config) -> list[Path]:
     """The folders /prediction may read: input, ingested, test data, models (not production)."""
-    return [folder.resolve() for folder in (config.input_folder, config.output_folder, config.test_data,
-                                            config.model_folder)]  # fmt: skip
+    return [
+        folder.resolve()
+        for folder in (config.input_folder, config.output_folder, config.test_data, config.model_folder)
+    ]
 
 
 def resolve_data_file(config: Config, raw) -> Path:
@@ -70,8 +72,10 @@ def resolve_data_file(config: Config, raw) -> Path:
     except OSError as error:  # a component too long, a loop of links
         raise InputError(f"{raw[:80]}: not a usable path ({error.strerror or error})") from None
     if size > config["api_max_body_bytes"]:
-        raise InputError(f"{raw}: {size:,} bytes, more than a request may hold (api_max_body_bytes "
-                         f"{config['api_max_body_bytes']:,}); score large files with scoring.py")  # fmt: skip
+        raise InputError(
+            f"{raw}: {size:,} bytes, more than a request may hold (api_max_body_bytes "
+            f"{config['api_max_body_bytes']:,}); score large files with scoring.py"
+        )
     return resolved
 
 
@@ -82,8 +86,9 @@ def read_body(limit: int) -> bytes:
     chunk, is 400.
     """
     if request.content_length is not None and request.content_length > limit:
-        raise RequestEntityTooLarge(f"the body is {request.content_length:,} bytes; at most {limit:,} "
-                                    "(api_max_body_bytes)")  # fmt: skip
+        raise RequestEntityTooLarge(
+            f"the body is {request.content_length:,} bytes; at most {limit:,} (api_max_body_bytes)"
+        )
     chunks, size = [], 0
     try:
         while chunk := request.stream.read(65536):
@@ -112,8 +117,9 @@ def parse_json(body: bytes, config: Config) -> dict:
     objects and arrays (counted before parsing: what bounds the parser's memory)."""
     containers = body.count(b"{") + body.count(b"[")
     if containers > config["api_max_rows"] + 8:
-        raise InputError(f"JSON body: more objects and arrays than api_max_rows ({config['api_max_rows']:,}) "
-                         "rows need")  # fmt: skip
+        raise InputError(
+            f"JSON body: more objects and arrays than api_max_rows ({config['api_max_rows']:,}) rows need"
+        )
     try:
         value = json.loads(body, parse_constant=reject_constant)
     except RecursionError:
@@ -172,8 +178,11 @@ def matrix_from_json(body: dict, config: Config) -> tuple[np.ndarray, list | Non
         )
     else:
         split = body["dataframe_split"]
-        if not (isinstance(split, dict) and isinstance(split.get("columns"), list)
-                and isinstance(split.get("data"), list)):  # fmt: skip
+        if not (
+            isinstance(split, dict)
+            and isinstance(split.get("columns"), list)
+            and isinstance(split.get("data"), list)
+        ):
             raise InputError("dataframe_split needs 'columns' and 'data' lists")
         columns = split["columns"]
         if not all(isinstance(column, str) for column in columns):

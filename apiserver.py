@@ -55,21 +55,46 @@ def api_health(url: str, timeout: float = 3.0) -> dict | None:
         return None
 
 
-def start_api_server(host: str, port: int, log_path: Path, workers: int | None = None, env: dict | None = None,
-                     access_log: bool = True, timeout: float = 60.0, pass_fds: tuple[int, ...] = ()):  # fmt: skip
+def start_api_server(
+    host: str,
+    port: int,
+    log_path: Path,
+    workers: int | None = None,
+    env: dict | None = None,
+    access_log: bool = True,
+    timeout: float = 60.0,
+    pass_fds: tuple[int, ...] = (),
+):
     """gunicorn as `make serve` runs it (gunicorn.conf.py), once it answers /health.
 
     Its output goes to log_path: a pipe nobody reads would fill and stall the workers.
     """
-    command = [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "gunicorn.conf.py"),
-               "--chdir", str(PROJECT_DIR), "-b", f"{host}:{port}", "wsgi:app"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(PROJECT_DIR / "gunicorn.conf.py"),
+        "--chdir",
+        str(PROJECT_DIR),
+        "-b",
+        f"{host}:{port}",
+        "wsgi:app",
+    ]
     if workers:
         command[-1:-1] = ["-w", str(workers)]
     if not access_log:
         command[-1:-1] = ["--access-logfile", "/dev/null"]
     with open(log_path, "ab") as output:
-        server = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  pass_fds=pass_fds, preexec_fn=die_with_parent)  # fmt: skip
+        server = subprocess.Popen(
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
+            preexec_fn=die_with_parent,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -102,10 +127,15 @@ def serving_live_version(config: Config, pass_fds: tuple[int, ...] = ()):
         yield url
         return
     port = free_port()
-    log.info("the API at %s %s: starting a temporary gunicorn on 127.0.0.1:%d", url,
-             "does not answer" if serves is None else "serves another deployment", port)  # fmt: skip
-    server = start_api_server("127.0.0.1", port, config.prod_folder / "temporary-api.log", workers=1,
-                              pass_fds=pass_fds)  # fmt: skip
+    log.info(
+        "the API at %s %s: starting a temporary gunicorn on 127.0.0.1:%d",
+        url,
+        "does not answer" if serves is None else "serves another deployment",
+        port,
+    )
+    server = start_api_server(
+        "127.0.0.1", port, config.prod_folder / "temporary-api.log", workers=1, pass_fds=pass_fds
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -153,8 +153,13 @@ def served_model() -> serving.ServedModel:
 def public(text: str) -> str:
     """text with the server's absolute folders written relative to the project (config.json's folder)."""
     config = risk_config()
-    for folder in (config.input_folder, config.output_folder, config.test_data, config.model_folder,
-                   config.prod_folder):  # fmt: skip
+    for folder in (
+        config.input_folder,
+        config.output_folder,
+        config.test_data,
+        config.model_folder,
+        config.prod_folder,
+    ):
         text = text.replace(str(folder), config.relative(folder))
     return text.replace(f"{config.path.parent}/", "")
 
@@ -193,8 +198,14 @@ def http_error(error: HTTPException):
 
 
 def unexpected_error(error: Exception):
-    log.error("unexpected error on %s %s: %s: %s", request.method, request.path, type(error).__name__,
-              str(error)[:300], exc_info=os.environ.get(DEBUG_ENV) == "1")  # fmt: skip
+    log.error(
+        "unexpected error on %s %s: %s: %s",
+        request.method,
+        request.path,
+        type(error).__name__,
+        str(error)[:300],
+        exc_info=os.environ.get(DEBUG_ENV) == "1",
+    )
     return error_response(500, "internal_error", "unexpected server error; see the server log")
 
 
@@ -218,9 +229,12 @@ def health():
     _, probability = loaded.predict(riskmodel.probe_rows()[:1])
     if not np.isfinite(probability).all():
         raise DeploymentUnavailable(f"version {loaded.version} gives no probability for a probe row")
-    answer = {"status": "ok" if loaded.problem is None else "serving_previous_version",
-              "model_version": loaded.version, "deployed_at": loaded.manifest.get("timestamp"),
-              "model_sha256": loaded.sha256}  # fmt: skip
+    answer = {
+        "status": "ok" if loaded.problem is None else "serving_previous_version",
+        "model_version": loaded.version,
+        "deployed_at": loaded.manifest.get("timestamp"),
+        "model_sha256": loaded.sha256,
+    }
     if loaded.problem is not None:
         answer["problem"] = public(loaded.problem)
     return jsonify(answer)
@@ -286,10 +300,21 @@ def call_list():
     except (OSError, ValueError):
         basis = {}
     page = frame.iloc[offset : offset + limit].astype(object)
-    rows = [{key: None if value != value else value.item() if hasattr(value, "item") else value
-             for key, value in row.items()} for row in page.to_dict(orient="records")]  # fmt: skip
-    return jsonify(model_version=basis.get("model_version"), written=basis.get("written"),
-                   data=basis.get("data"), total=len(frame), offset=offset, rows=rows)  # fmt: skip
+    rows = [
+        {
+            key: None if value != value else value.item() if hasattr(value, "item") else value
+            for key, value in row.items()
+        }
+        for row in page.to_dict(orient="records")
+    ]
+    return jsonify(
+        model_version=basis.get("model_version"),
+        written=basis.get("written"),
+        data=basis.get("data"),
+        total=len(frame),
+        offset=offset,
+        rows=rows,
+    )
 
 
 @api.get("/runs")
@@ -301,8 +326,11 @@ def runs():
 def openapi_document(config: Config) -> dict:
     """openapi.json with this server's limits filled in."""
     document = json.loads(OPENAPI.read_text(encoding="utf-8"))
-    limits = {"api_max_body_bytes": config["api_max_body_bytes"], "api_max_rows": config["api_max_rows"],
-              "api_max_columns": config["api_max_columns"]}  # fmt: skip
+    limits = {
+        "api_max_body_bytes": config["api_max_body_bytes"],
+        "api_max_rows": config["api_max_rows"],
+        "api_max_columns": config["api_max_columns"],
+    }
     document["info"]["x-limits"] = limits
     return document
 

@@ -47,8 +47,16 @@ FEATURE_WORDS = {
 }
 LOST_MEANS = "on the last list or still clients at the previous extract, gone in the latest"
 UNCHANGED = 0.0005  # a change in probability smaller than this is "unchanged"
-CALL_COLUMNS = ["rank", ID_COLUMN, "exit_probability", "reason", "reason_log_odds", "change",
-                "previous_probability", *FEATURES]  # fmt: skip
+CALL_COLUMNS = [
+    "rank",
+    ID_COLUMN,
+    "exit_probability",
+    "reason",
+    "reason_log_odds",
+    "change",
+    "previous_probability",
+    *FEATURES,
+]
 
 
 def contributions(scorer: LinearScorer, matrix: np.ndarray) -> np.ndarray:
@@ -105,8 +113,9 @@ def still_clients_at_previous_extract(frame: pd.DataFrame, extracts: pd.DataFram
     first, last = extracts["first_extract"].to_numpy(), extracts["last_extract"].to_numpy()
     previous = int(last.max(initial=0)) - 1
     stood = np.where(last <= previous, last, np.where(first <= previous, first, 0))
-    rows = pd.DataFrame({"id": ids, "stood": stood, "order": np.arange(len(ids)),
-                         "exited": frame[TARGET].to_numpy()})[stood > 0]  # fmt: skip
+    rows = pd.DataFrame(
+        {"id": ids, "stood": stood, "order": np.arange(len(ids)), "exited": frame[TARGET].to_numpy()}
+    )[stood > 0]
     newest = rows.sort_values(["id", "stood", "order"], kind="stable").drop_duplicates("id", keep="last")
     return set(newest.loc[newest["exited"] != 1, "id"])
 
@@ -143,8 +152,11 @@ def list_basis(model_folder) -> dict:
             written = sha256_file(model_folder / RISK_RANKING) == basis.get("list_sha256")
         except OSError:
             written = False
-        basis = {key: value for key, value in basis.items() if key not in ("pending", "before")} if written \
-            else basis.get("before") or {}  # fmt: skip
+        basis = (
+            {key: value for key, value in basis.items() if key not in ("pending", "before")}
+            if written
+            else basis.get("before") or {}
+        )
     return basis
 
 
@@ -174,8 +186,13 @@ def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
     return pd.DataFrame({ID_COLUMN: earlier[ID_COLUMN], "exit_probability": earlier["previous_probability"]})
 
 
-def call_list(frame: pd.DataFrame, scorer: LinearScorer, previous: pd.DataFrame | None = None, source: str = "data",
-              extracts: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+def call_list(
+    frame: pd.DataFrame,
+    scorer: LinearScorer,
+    previous: pd.DataFrame | None = None,
+    source: str = "data",
+    extracts: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the call list, the lost list) of a client table (exited may be absent: then nobody is lost).
 
     previous: an earlier call list (its corporation and exit_probability columns), or None.
@@ -194,9 +211,16 @@ def call_list(frame: pd.DataFrame, scorer: LinearScorer, previous: pd.DataFrame 
         else {}
     )
     previous_probability = np.array([before.get(client, np.nan) for client in ids], dtype=float)
-    calls = pd.DataFrame({ID_COLUMN: ids, "exit_probability": probability, "reason": words,
-                          "reason_log_odds": log_odds, "change": change_words(probability, previous_probability),
-                          "previous_probability": previous_probability})  # fmt: skip
+    calls = pd.DataFrame(
+        {
+            ID_COLUMN: ids,
+            "exit_probability": probability,
+            "reason": words,
+            "reason_log_odds": log_odds,
+            "change": change_words(probability, previous_probability),
+            "previous_probability": previous_probability,
+        }
+    )
     for feature in FEATURES:
         calls[feature] = staying[feature].to_numpy()
     calls = calls.sort_values(["exit_probability", ID_COLUMN], ascending=[False, True], kind="stable")
@@ -205,8 +229,9 @@ def call_list(frame: pd.DataFrame, scorer: LinearScorer, previous: pd.DataFrame 
     were_clients = still_clients_at_previous_extract(frame, extracts) if len(lost_ids) else set()
     keep = np.array([client in before or client in were_clients for client in lost_ids], dtype=bool)
     lost = lost[keep]
-    lost_list = pd.DataFrame({ID_COLUMN: lost_ids[keep],
-                              "previous_probability": [before.get(c, np.nan) for c in lost_ids[keep]]})  # fmt: skip
+    lost_list = pd.DataFrame(
+        {ID_COLUMN: lost_ids[keep], "previous_probability": [before.get(c, np.nan) for c in lost_ids[keep]]}
+    )
     for feature in FEATURES:
         lost_list[feature] = lost[feature].to_numpy()
     return calls.reset_index(drop=True)[CALL_COLUMNS], lost_list.sort_values(ID_COLUMN).reset_index(drop=True)

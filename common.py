@@ -31,8 +31,13 @@ TOKEN_ENV = "RISK_API_TOKEN"
 FROZEN_ENV = "RISK_CONFIG_FROZEN"  # fullprocess.py's children: the run's one configuration (load_config)
 
 # The five keys of the course's config.json: all required.
-REQUIRED_KEYS = ("input_folder_path", "output_folder_path", "test_data_path", "output_model_path",
-                 "prod_deployment_path")  # fmt: skip
+REQUIRED_KEYS = (
+    "input_folder_path",
+    "output_folder_path",
+    "test_data_path",
+    "output_model_path",
+    "prod_deployment_path",
+)
 # Optional keys and their defaults; anything else in config.json is an error.
 OPTIONAL_DEFAULTS = {
     "drift_test": "raw",  # raw | parametric | nonparametric (fullprocess.py)
@@ -54,14 +59,25 @@ OPTIONAL_DEFAULTS = {
 DRIFT_TESTS = ("raw", "parametric", "nonparametric")
 VALUE_RULES = {  # key: (check, what the value must be)
     "drift_test": (lambda value: value in DRIFT_TESTS, f"one of {', '.join(DRIFT_TESTS)}"),
-    "notify_urls": (lambda urls: all(isinstance(url, str) and url.strip() for url in urls),
-                    "a list of apprise URLs (strings)"),
+    "notify_urls": (
+        lambda urls: all(isinstance(url, str) and url.strip() for url in urls),
+        "a list of apprise URLs (strings)",
+    ),
     "api_port": (lambda value: 0 < value < 65536, "a port number (1-65535)"),
     "dependency_cache_hours": (lambda value: value >= 0, "not negative"),
-    **{key: (lambda value: value > 0, "positive") for key in ("step_timeout_seconds", "api_workers",
-       "api_max_body_bytes", "api_max_rows", "api_max_columns", "dependency_timeout_seconds",
-       "notify_timeout_seconds")},
-}  # fmt: skip
+    **{
+        key: (lambda value: value > 0, "positive")
+        for key in (
+            "step_timeout_seconds",
+            "api_workers",
+            "api_max_body_bytes",
+            "api_max_rows",
+            "api_max_columns",
+            "dependency_timeout_seconds",
+            "notify_timeout_seconds",
+        )
+    },
+}
 
 ID_COLUMN = "corporation"
 FEATURES = ("lastmonth_activity", "lastyear_activity", "number_of_employees")
@@ -140,8 +156,10 @@ def disk_full(error: BaseException, path: Path | None = None) -> DiskFull | None
         return None
     name = path or seen.filename
     shown = os.path.relpath(name, config_path().parent) if name else "a file"
-    return DiskFull(f"disk full writing {shown} ({seen.strerror}): it is as it was, nothing in it changed; "
-                    "free space and run again")  # fmt: skip
+    return DiskFull(
+        f"disk full writing {shown} ({seen.strerror}): it is as it was, nothing in it changed; "
+        "free space and run again"
+    )
 
 
 class Unavailable(PipelineError):
@@ -194,8 +212,13 @@ class Config:
 
     def written_folders(self) -> list[Path]:
         """Every folder the pipeline writes (where a killed run's temporary files can be left)."""
-        return [self.output_folder, self.model_folder, self.model_folder / DIAGNOSTICS_HISTORY,
-                self.prod_folder, self.cache_folder]  # fmt: skip
+        return [
+            self.output_folder,
+            self.model_folder,
+            self.model_folder / DIAGNOSTICS_HISTORY,
+            self.prod_folder,
+            self.cache_folder,
+        ]
 
     def relative(self, path: Path) -> str:
         """path relative to the config file's folder: what stays true when the project moves."""

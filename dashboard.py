@@ -85,9 +85,16 @@ def live_state(cfg: Config) -> dict:
     if state is None:
         return {"state": None, "problem": None}
     ingested = state.folder / INGESTEDFILES
-    live = {"state": state, "manifest": state.manifest, "how": state.how(), "problem": None, "serving": None,
-            "metrics": production.read_json(state.folder / SCORE_METRICS) or {}, "decision": state.decision,
-            "ingested": read_ingested_files(ingested) if ingested.is_file() else []}  # fmt: skip
+    live = {
+        "state": state,
+        "manifest": state.manifest,
+        "how": state.how(),
+        "problem": None,
+        "serving": None,
+        "metrics": production.read_json(state.folder / SCORE_METRICS) or {},
+        "decision": state.decision,
+        "ingested": read_ingested_files(ingested) if ingested.is_file() else [],
+    }
     try:
         served = serving.served_model(cfg.prod_folder)
         live["serving"], live["problem"] = served.version, served.problem
@@ -102,14 +109,18 @@ def stamped(cfg: Config, path, live: dict, model: bool = True) -> tuple[dict, st
     value = production.read_json(path)
     if not isinstance(value, dict):
         return {}, None
-    return value, production.stamp_problem(production.stamp_of(value), live.get("state"),
-                                           production.data_fingerprint(cfg), model)  # fmt: skip
+    return value, production.stamp_problem(
+        production.stamp_of(value), live.get("state"), production.data_fingerprint(cfg), model
+    )
 
 
 def f1_chart(deployments: list[dict], width: int = 640, height: int = 180) -> dict | None:
     """Points of the live version's F1 over time (a step line), scaled into an SVG box."""
-    points = [(entry.get("timestamp"), entry.get("f1"), entry.get("version"), entry.get("action", "deploy"))
-              for entry in deployments if isinstance(entry.get("f1"), (int, float))]  # fmt: skip
+    points = [
+        (entry.get("timestamp"), entry.get("f1"), entry.get("version"), entry.get("action", "deploy"))
+        for entry in deployments
+        if isinstance(entry.get("f1"), (int, float))
+    ]
     if not points:
         return None
     times = pd.to_datetime([time for time, *_ in points], errors="coerce", utc=True)
@@ -125,8 +136,10 @@ def f1_chart(deployments: list[dict], width: int = 640, height: int = 180) -> di
     def y(value):
         return height - pad - (height - 2 * pad) * (value - low) / (high - low)
 
-    marks = [{"x": round(x(sec), 1), "y": round(y(score), 1), "label": f"v{version} {score:.3f}", "action": action}
-             for sec, (_, score, version, action) in zip(seconds, points, strict=True)]  # fmt: skip
+    marks = [
+        {"x": round(x(sec), 1), "y": round(y(score), 1), "label": f"v{version} {score:.3f}", "action": action}
+        for sec, (_, score, version, action) in zip(seconds, points, strict=True)
+    ]
     path = []
     for index, mark in enumerate(marks):
         if index:
@@ -134,8 +147,16 @@ def f1_chart(deployments: list[dict], width: int = 640, height: int = 180) -> di
         path.append(f"{'M' if not index else 'L'}{mark['x']},{mark['y']}")
     if len(marks) == 1:
         path.append(f"L{width - pad},{marks[0]['y']}")
-    return {"width": width, "height": height, "path": " ".join(path), "marks": marks[-40:],
-            "low": round(low, 3), "high": round(high, 3), "first": str(times.min())[:16], "last": str(times.max())[:16]}  # fmt: skip
+    return {
+        "width": width,
+        "height": height,
+        "path": " ".join(path),
+        "marks": marks[-40:],
+        "low": round(low, 3),
+        "high": round(high, 3),
+        "first": str(times.min())[:16],
+        "last": str(times.max())[:16],
+    }
 
 
 def histogram_bars(histogram: dict, width: int = 260, height: int = 90) -> dict | None:
@@ -149,8 +170,15 @@ def histogram_bars(histogram: dict, width: int = 260, height: int = 90) -> dict 
     for index, (ref, cur) in enumerate(zip(reference, current, strict=True)):
         for offset, share, kind in ((0.1, ref, "reference"), (0.5, cur, "current")):
             bar = (height - 14) * share / top
-            bars.append({"x": round(index * slot + offset * slot, 1), "y": round(height - 14 - bar, 1),
-                         "w": round(0.4 * slot, 1), "h": round(bar, 1), "kind": kind})  # fmt: skip
+            bars.append(
+                {
+                    "x": round(index * slot + offset * slot, 1),
+                    "y": round(height - 14 - bar, 1),
+                    "w": round(0.4 * slot, 1),
+                    "h": round(bar, 1),
+                    "kind": kind,
+                }
+            )
     edges = histogram["edges"]
     return {"width": width, "height": height, "bars": bars, "low": edges[0], "high": edges[-1]}
 
@@ -178,9 +206,15 @@ def report_links(cfg: Config, live_version: int | None) -> list[dict]:
     for version in reversed(production.archived_versions(cfg.prod_folder)):
         files = production.report_files(cfg, version)
         for index, path in enumerate(files):
-            links.append({"version": version, "name": path.name, "url": url_for("dashboard.report", version=version,
-                          name=path.name), "when": "at deployment" if path.name == REPORT else report_time(path.stem),
-                          "live": version == live_version and index == len(files) - 1})  # fmt: skip
+            links.append(
+                {
+                    "version": version,
+                    "name": path.name,
+                    "url": url_for("dashboard.report", version=version, name=path.name),
+                    "when": "at deployment" if path.name == REPORT else report_time(path.stem),
+                    "live": version == live_version and index == len(files) - 1,
+                }
+            )
     return links
 
 
@@ -205,12 +239,25 @@ def overview():
     lost_count = max(0, sum(1 for _ in lost.open()) - 1) if lost.is_file() else None
     basis, calls_note = stamped(cfg, cfg.model_folder / RISK_RANKING_BASIS, live)
     return render_template(
-        "dashboard.html", live=live, runs=runs, last_run=runs[0] if runs else None, chart=f1_chart(deployments),
-        deployments=deployments[::-1][:20], comparisons=comparisons, drift_note=drift_note,
-        diagnostics=diagnostics, diagnostics_note=diagnostics_note, calls_total=None if calls is None else len(calls),
-        top=top, lost_count=lost_count, lost_means=calllist.LOST_MEANS, basis=basis, calls_note=calls_note,
-        reports=report_links(cfg, live["state"].version if live.get("state") else None), features=FEATURES,
-    )  # fmt: skip
+        "dashboard.html",
+        live=live,
+        runs=runs,
+        last_run=runs[0] if runs else None,
+        chart=f1_chart(deployments),
+        deployments=deployments[::-1][:20],
+        comparisons=comparisons,
+        drift_note=drift_note,
+        diagnostics=diagnostics,
+        diagnostics_note=diagnostics_note,
+        calls_total=None if calls is None else len(calls),
+        top=top,
+        lost_count=lost_count,
+        lost_means=calllist.LOST_MEANS,
+        basis=basis,
+        calls_note=calls_note,
+        reports=report_links(cfg, live["state"].version if live.get("state") else None),
+        features=FEATURES,
+    )
 
 
 @pages.get("/clients")
@@ -227,8 +274,9 @@ def clients():
         abort(400, "page must be a whole number from 1")
     page = int(raw_page)
     if calls is None:
-        return render_template("clients.html", rows=[], total=0, query=query, sort=sort, order=order, page=1,
-                               pages=0, empty=True)  # fmt: skip
+        return render_template(
+            "clients.html", rows=[], total=0, query=query, sort=sort, order=order, page=1, pages=0, empty=True
+        )
     view = calls
     if query:
         _, lower = serving.client_positions_cached(cfg.model_folder / RISK_RANKING)
@@ -238,8 +286,19 @@ def clients():
     pages_total = max(1, math.ceil(len(view) / PAGE_SIZE))
     page = min(page, pages_total)
     rows = view.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE].to_dict(orient="records")
-    return render_template("clients.html", rows=rows, total=len(view), all_total=len(calls), query=query, sort=sort,
-                           order=order, page=page, pages=pages_total, empty=False, features=FEATURES)  # fmt: skip
+    return render_template(
+        "clients.html",
+        rows=rows,
+        total=len(view),
+        all_total=len(calls),
+        query=query,
+        sort=sort,
+        order=order,
+        page=page,
+        pages=pages_total,
+        empty=False,
+        features=FEATURES,
+    )
 
 
 @pages.get("/clients/<path:client>")
@@ -260,8 +319,15 @@ def client_page(client: str):
     if row is None and not history:
         abort(404, f"no client {client!r} in the call list or the ingested data")
     lost = row is None and bool(history) and history[-1].get(TARGET) == 1
-    return render_template("client.html", client=client, row=row, history=history, lost=lost, features=FEATURES,
-                           words=FEATURE_WORDS)  # fmt: skip
+    return render_template(
+        "client.html",
+        client=client,
+        row=row,
+        history=history,
+        lost=lost,
+        features=FEATURES,
+        words=FEATURE_WORDS,
+    )
 
 
 @pages.get("/calllist.csv")

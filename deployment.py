@@ -153,21 +153,28 @@ def read_sources(config: Config) -> tuple[dict[str, bytes], float, list[str]]:
     ingested = read_ingested_files(required[INGESTEDFILES])
     contents = {name: path.read_bytes() for name, path in {**required, **optional}.items()}
     model_sha = sha256_bytes(contents[MODEL])
-    meta, scored, record = (_json_of(required[name], contents[name])
-                            for name in (MODEL_META, SCORE_METRICS, INGESTION_RECORD))  # fmt: skip
+    meta, scored, record = (
+        _json_of(required[name], contents[name]) for name in (MODEL_META, SCORE_METRICS, INGESTION_RECORD)
+    )
     # The served numbers, the score and the reasons must be those of this model, not of an earlier one.
     if meta.get("model_sha256") != model_sha:
-        raise InputError(f"{required[MODEL_META]}: describes another model than {required[MODEL]}; "
-                         "run training.py again")  # fmt: skip
+        raise InputError(
+            f"{required[MODEL_META]}: describes another model than {required[MODEL]}; run training.py again"
+        )
     if "linear_model" not in meta:
-        raise InputError(f"{required[MODEL_META]}: has no linear_model (the numbers the API serves); "
-                         "run training.py again")  # fmt: skip
+        raise InputError(
+            f"{required[MODEL_META]}: has no linear_model (the numbers the API serves); run training.py again"
+        )
     if scored.get("model_sha256") != model_sha or scored.get("f1") != f1:
-        raise InputError(f"{required[LATESTSCORE]}: was computed for another model than {required[MODEL]} "
-                         f"(or {required[SCORE_METRICS]} says another score); run scoring.py first")  # fmt: skip
+        raise InputError(
+            f"{required[LATESTSCORE]}: was computed for another model than {required[MODEL]} "
+            f"(or {required[SCORE_METRICS]} says another score); run scoring.py first"
+        )
     if meta.get("training_data_sha256") != record.get("finaldata_sha256"):
-        raise InputError(f"{required[MODEL]}: was not trained on the data {required[INGESTION_RECORD]} "
-                         "describes (ingestion ran since); run training.py and scoring.py first")  # fmt: skip
+        raise InputError(
+            f"{required[MODEL]}: was not trained on the data {required[INGESTION_RECORD]} "
+            "describes (ingestion ran since); run training.py and scoring.py first"
+        )
     decision = _decision_for(config.model_folder / DECISION, model_sha)  # fullprocess.py's reasons
     if decision is not None:
         contents[DECISION] = decision
@@ -282,8 +289,11 @@ def switch_to(prod_folder: Path, manifest: dict, contents: dict[str, bytes], bef
     try:
         atomic_write_json(prod_folder / MANIFEST, manifest)
     except WRITE_ERRORS as error:
-        raise write_failed(error, f"{prod_folder / MANIFEST}: could not switch to version {manifest['version']} "
-                                  f"({{cause}}); {still_live(before)}") from None  # fmt: skip
+        raise write_failed(
+            error,
+            f"{prod_folder / MANIFEST}: could not switch to version {manifest['version']} "
+            f"({{cause}}); {still_live(before)}",
+        ) from None
     try:
         mark_live(prod_folder, manifest)
         refresh_course_copies(prod_folder, manifest, contents)
@@ -318,8 +328,10 @@ def deploy(config: Config, expect: str | None = None) -> dict:
         if other:
             raise PipelineError(other)
         if expect is not None and manifest_digest(prod) != expect:
-            raise ProductionChanged(f"{prod / MANIFEST}: production changed since the drift test and the gate read "
-                                    f"it ({what_is_live(prod)} now); not deployed")  # fmt: skip
+            raise ProductionChanged(
+                f"{prod / MANIFEST}: production changed since the drift test and the gate read "
+                f"it ({what_is_live(prod)} now); not deployed"
+            )
         try:
             before = current_manifest(prod)
         except DeploymentUnavailable:  # damaged beyond repair: --force deploys over it
@@ -332,19 +344,27 @@ def deploy(config: Config, expect: str | None = None) -> dict:
             "action": "deploy",
             "f1": f1,
             "ingested_files": ingested,
-            "source": {"checkout": str(config.path.parent), "prod_folder": str(prod), "model_folder": str(config.model_folder),
-                       "output_folder": str(config.output_folder), "input_folder": str(config.input_folder)},
+            "source": {
+                "checkout": str(config.path.parent),
+                "prod_folder": str(prod),
+                "model_folder": str(config.model_folder),
+                "output_folder": str(config.output_folder),
+                "input_folder": str(config.input_folder),
+            },
             "folder": folder_name(version),
             "lineage": [*lineage(prod, before), before["version"]] if before else ever_live(prod)[0],
             "files": {},
-        }  # fmt: skip
+        }
         if decision.get("run_start"):
             manifest["run_start"] = decision["run_start"]  # the fullprocess.py run that deployed it
         try:
             archive_version(contents, prod, manifest)
         except WRITE_ERRORS as error:
-            raise write_failed(error, f"{prod / manifest['folder']}: could not write version {version} "
-                                      f"({{cause}}); {still_live(before)}") from None  # fmt: skip
+            raise write_failed(
+                error,
+                f"{prod / manifest['folder']}: could not write version {version} "
+                f"({{cause}}); {still_live(before)}",
+            ) from None
         switch_to(prod, manifest, contents, before)
     return manifest
 
@@ -384,8 +404,9 @@ def rollback(config: Config) -> dict:
         before = read_manifest(prod)
         earlier = lineage(prod, before)
         if not earlier:
-            raise PipelineError(f"{prod}: version {before['version']} is the first live deployment; "
-                                "nothing to roll back to")  # fmt: skip
+            raise PipelineError(
+                f"{prod}: version {before['version']} is the first live deployment; nothing to roll back to"
+            )
         target = earlier[-1]
         archived, contents = read_archived_version(prod / folder_name(target))
         manifest = {
@@ -419,8 +440,9 @@ def check_live_version(prod_folder: Path, manifest: dict, full: bool = False) ->
             earlier = lineage(prod_folder, manifest)
             recover = (
                 f"`python deployment.py --rollback` makes version {earlier[-1]} live again, or "
-                if earlier else ""
-            )  # fmt: skip
+                if earlier
+                else ""
+            )
             raise ProductionBroken(
                 f"{path}: does not match the manifest of live version {manifest['version']}: production is "
                 f"broken; {recover}`python fullprocess.py --force` retrains and deploys a new version"
@@ -437,8 +459,9 @@ def repair(prod_folder: Path, require_whole: bool = True) -> list[str]:
     try:
         return repair_files(prod_folder, require_whole)
     except WRITE_ERRORS as error:  # a full disk, most likely: nothing live was changed by a failed repair
-        raise write_failed(error, f"{prod_folder}: repairing production failed ({{cause}}); "
-                            "the live version is as it was") from None  # fmt: skip
+        raise write_failed(
+            error, f"{prod_folder}: repairing production failed ({{cause}}); the live version is as it was"
+        ) from None
 
 
 def ever_live(prod_folder: Path, manifest: dict | None = None) -> tuple[list[int], list[int]]:
@@ -452,8 +475,11 @@ def ever_live(prod_folder: Path, manifest: dict | None = None) -> tuple[list[int
     history = read_jsonl(prod_folder / DEPLOYMENT_HISTORY, damaged)
     marks = live_marks(prod_folder)
     manifests = [*marks.values(), *([manifest] if manifest else [])]
-    manifests += [archived for version in archived_versions(prod_folder)
-                  if (archived := archived_manifest(prod_folder, version)) is not None]  # fmt: skip
+    manifests += [
+        archived
+        for version in archived_versions(prod_folder)
+        if (archived := archived_manifest(prod_folder, version)) is not None
+    ]
     proven = set(marks)
     for entry in manifests:
         proven.update(version for version in entry.get("lineage") or [] if isinstance(version, int))
@@ -476,8 +502,11 @@ def restorable(prod_folder: Path) -> tuple[dict, str] | None:
             marks.values(), key=lambda entry: (int(entry.get("switch") or 0), str(entry.get("timestamp")))
         )
         return mark, f"{mark['folder']}/{LIVE_MARK}"
-    history = [entry for entry in read_jsonl(prod_folder / DEPLOYMENT_HISTORY)
-               if isinstance(entry.get("version"), int) and archived_manifest(prod_folder, entry["version"])]  # fmt: skip
+    history = [
+        entry
+        for entry in read_jsonl(prod_folder / DEPLOYMENT_HISTORY)
+        if isinstance(entry.get("version"), int) and archived_manifest(prod_folder, entry["version"])
+    ]
     versions = archived_versions(prod_folder)
     if history:
         last = history[-1]
@@ -499,19 +528,25 @@ def restore_manifest(prod_folder: Path, reason: str) -> str:
     found = restorable(prod_folder)
     if found is None:
         if read_jsonl(prod_folder / DEPLOYMENT_HISTORY):
-            raise ProductionBroken(f"{prod_folder / MANIFEST}: {reason}, and {DEPLOYMENT_HISTORY} records deployments "
-                                   "whose archive is gone: nothing to restore; `python fullprocess.py --force` "
-                                   "deploys a new version")  # fmt: skip
+            raise ProductionBroken(
+                f"{prod_folder / MANIFEST}: {reason}, and {DEPLOYMENT_HISTORY} records deployments "
+                "whose archive is gone: nothing to restore; `python fullprocess.py --force` "
+                "deploys a new version"
+            )
         return ""
     manifest, source = found
     try:
         read_archived_version(live_folder(prod_folder, manifest))
     except (PipelineError, DeploymentUnavailable) as error:
-        raise ProductionBroken(f"{prod_folder / MANIFEST}: {reason}; the last live version cannot be restored "
-                               f"({error}); `python fullprocess.py --force` deploys a new version") from None  # fmt: skip
+        raise ProductionBroken(
+            f"{prod_folder / MANIFEST}: {reason}; the last live version cannot be restored "
+            f"({error}); `python fullprocess.py --force` deploys a new version"
+        ) from None
     atomic_write_json(prod_folder / MANIFEST, manifest)
-    return (f"{MANIFEST} was {reason}: restored version {manifest['version']}, the last live one, from {source} "
-            "(every file's sha256 verified)")  # fmt: skip
+    return (
+        f"{MANIFEST} was {reason}: restored version {manifest['version']}, the last live one, from {source} "
+        "(every file's sha256 verified)"
+    )
 
 
 def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
@@ -528,8 +563,9 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
         problem = None if manifest is not None else "missing"
     except DeploymentUnavailable as error:
         manifest, problem = None, f"damaged ({str(error).split('(', 1)[-1].rstrip(')')})"
-    if manifest is None and (problem != "missing" or archived_versions(prod_folder)
-                             or (prod_folder / DEPLOYMENT_HISTORY).exists()):  # fmt: skip
+    if manifest is None and (
+        problem != "missing" or archived_versions(prod_folder) or (prod_folder / DEPLOYMENT_HISTORY).exists()
+    ):
         try:
             restored = restore_manifest(prod_folder, problem)
         except ProductionBroken:
@@ -544,9 +580,12 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
         return repairs
     proven, damaged = ever_live(prod_folder, manifest)
     if damaged:
-        log.warning("%s: line %s damaged (not one JSON object): skipped; versions are kept by their own "
-                    "live.json and the manifests", prod_folder / DEPLOYMENT_HISTORY,
-                    ", ".join(map(str, damaged[:5])))  # fmt: skip
+        log.warning(
+            "%s: line %s damaged (not one JSON object): skipped; versions are kept by their own "
+            "live.json and the manifests",
+            prod_folder / DEPLOYMENT_HISTORY,
+            ", ".join(map(str, damaged[:5])),
+        )
     for version in archived_versions(prod_folder):
         if version in proven or version < max(proven):
             continue
@@ -555,8 +594,10 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
             aside = archive / "aside" / f"v{version:04d}-{utc_now()[:19].replace(':', '')}"
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.replace(prod_folder / folder_name(version), aside)
-            repairs.append(f"moved {folder_name(version)} aside to {aside.relative_to(prod_folder)}: no proof it "
-                           f"went live, and {DEPLOYMENT_HISTORY} is damaged or missing")  # fmt: skip
+            repairs.append(
+                f"moved {folder_name(version)} aside to {aside.relative_to(prod_folder)}: no proof it "
+                f"went live, and {DEPLOYMENT_HISTORY} is damaged or missing"
+            )
         else:
             remove_tree(prod_folder / folder_name(version))
             repairs.append(f"removed {folder_name(version)}, a version that never went live")
@@ -601,12 +642,21 @@ def refresh_reports(config: Config, version: int) -> None:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, str(PROJECT_DIR / "reporting.py")], capture_output=True, text=True,
-                            env={**os.environ, **config.frozen()}, preexec_fn=die_with_parent)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "reporting.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **config.frozen()},
+        preexec_fn=die_with_parent,
+    )
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        log.warning("version %d is live; its reports were not refreshed (%s); the next fullprocess.py run "
-                    "refreshes them", version, last)  # fmt: skip
+        log.warning(
+            "version %d is live; its reports were not refreshed (%s); the next fullprocess.py run "
+            "refreshes them",
+            version,
+            last,
+        )
     else:
         log.info("refreshed the report and the call list for version %d", version)
 
@@ -614,15 +664,24 @@ def refresh_reports(config: Config, version: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = command_line(__doc__)
     parser.add_argument("--rollback", action="store_true", help="go back to the version that was live before")
-    parser.add_argument("--expect-manifest", metavar="SHA256", help="deploy only if manifest.json still has this "
-                        "sha256 ('none': production empty); exit 75 otherwise (fullprocess.py's compare and swap)")  # fmt: skip
+    parser.add_argument(
+        "--expect-manifest",
+        metavar="SHA256",
+        help="deploy only if manifest.json still has this "
+        "sha256 ('none': production empty); exit 75 otherwise (fullprocess.py's compare and swap)",
+    )
     args = parser.parse_args(argv)
     setup_logging(NAME)
     config = load_config()
     if args.rollback:
         manifest = rollback(config)
-        log.info("rolled back %s from version %d to version %d (F1 %s)", config.prod_folder,
-                 manifest["rolled_back_from"], manifest["version"], manifest["f1"])  # fmt: skip
+        log.info(
+            "rolled back %s from version %d to version %d (F1 %s)",
+            config.prod_folder,
+            manifest["rolled_back_from"],
+            manifest["version"],
+            manifest["f1"],
+        )
         refresh_reports(config, manifest["version"])
     else:
         manifest = deploy(config, args.expect_manifest)

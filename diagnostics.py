@@ -334,14 +334,16 @@ def run_all(config: Config) -> dict:
         "stamp": production.stamp(config, state, data_sha256),
         "deployed_version": state.version,
         "model_sha256": state.model_sha256,
-        "predictions": {"data": config.relative(config.testdata_file),
-                        "values": model_predictions(test, config, config.relative(config.testdata_file))},
+        "predictions": {
+            "data": config.relative(config.testdata_file),
+            "values": model_predictions(test, config, config.relative(config.testdata_file)),
+        },
         "summary_statistics": dataframe_summary(config),
         "missing_data_percent": missing_data(config),
         "execution_time_seconds": dict(zip(("ingestion", "training"), execution_time(config), strict=True)),
         "dependencies": outdated_packages_list(config),
         "feature_drift": drift.since_training(config, state, final),
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

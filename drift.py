@@ -44,8 +44,9 @@ TRIGGERED = "the drift that triggered this version"
 SINCE = "drift since this version was trained"
 
 
-def decision(test: str, new_score: float, deployed_score: float, history: list[float],
-             tolerance: float = 0.0) -> dict:  # fmt: skip
+def decision(
+    test: str, new_score: float, deployed_score: float, history: list[float], tolerance: float = 0.0
+) -> dict:
     """Whether new_score shows drift, by the course's raw, parametric or non-parametric test.
 
     history: the F1 of each deployed version. Too short a history for the chosen test
@@ -68,8 +69,16 @@ def decision(test: str, new_score: float, deployed_score: float, history: list[f
         rule = f"new F1 < Q1 - 1.5 IQR of {len(history)} deployed scores ({q1:.4f} - 1.5 x {q3 - q1:.4f})"
     if tolerance:
         rule += f" - tolerance {tolerance}"
-    return {"test": test, "test_used": used, "note": note, "new_score": new_score, "deployed_score": deployed_score,
-            "threshold": threshold - tolerance, "rule": rule, "drift": new_score < threshold - tolerance}  # fmt: skip
+    return {
+        "test": test,
+        "test_used": used,
+        "note": note,
+        "new_score": new_score,
+        "deployed_score": deployed_score,
+        "threshold": threshold - tolerance,
+        "rule": rule,
+        "drift": new_score < threshold - tolerance,
+    }
 
 
 def why_redeployed(drifted: bool, at_least_as_good: bool, forced: bool) -> str:
@@ -77,10 +86,13 @@ def why_redeployed(drifted: bool, at_least_as_good: bool, forced: bool) -> str:
     if not drifted:
         return "Retrained and redeployed on request (--force), without drift"
     if at_least_as_good:
-        return ("Retrained because the model then live lost accuracy on the new data (drift), and redeployed "
-                "because the retrained model scored at least as well")  # fmt: skip
-    return ("Retrained because of drift, and redeployed although the retrained model scored lower ("
-            + ("--force)" if forced else "promotion_gate is off)"))  # fmt: skip
+        return (
+            "Retrained because the model then live lost accuracy on the new data (drift), and redeployed "
+            "because the retrained model scored at least as well"
+        )
+    return "Retrained because of drift, and redeployed although the retrained model scored lower (" + (
+        "--force)" if forced else "promotion_gate is off)"
+    )
 
 
 def deployed_score_history(config: Config) -> list[float]:
@@ -142,8 +154,16 @@ def compare_features(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
         expected = pd.to_numeric(reference[feature], errors="coerce").dropna().to_numpy(float)
         actual = pd.to_numeric(current[feature], errors="coerce").dropna().to_numpy(float)
         if len(expected) == 0 or len(actual) == 0:
-            features.append({"feature": feature, "ks_statistic": None, "ks_p_value": None, "psi": None,
-                             "psi_band": "unknown", "drift": False})  # fmt: skip
+            features.append(
+                {
+                    "feature": feature,
+                    "ks_statistic": None,
+                    "ks_p_value": None,
+                    "psi": None,
+                    "psi_band": "unknown",
+                    "drift": False,
+                }
+            )
             continue
         test = ks_2samp(expected, actual)
         value = psi(expected, actual)
@@ -184,10 +204,17 @@ def since_training(config: Config, state: production.Live, final: pd.DataFrame) 
     """SINCE: the live version's training data against the latest ingested data."""
     reference = state.folder / REFERENCE_DATA
     if not reference.is_file():
-        return {"label": SINCE, "error": f"version {state.version} was deployed without its training data "
-                f"({REFERENCE_DATA}); redeploy a new model to compare"}  # fmt: skip
-    return {"label": SINCE, "reference": f"version {state.version}'s training data",
-            "current": "the latest ingested data", **compare_features(read_data_file(reference), final)}  # fmt: skip
+        return {
+            "label": SINCE,
+            "error": f"version {state.version} was deployed without its training data "
+            f"({REFERENCE_DATA}); redeploy a new model to compare",
+        }
+    return {
+        "label": SINCE,
+        "reference": f"version {state.version}'s training data",
+        "current": "the latest ingested data",
+        **compare_features(read_data_file(reference), final),
+    }
 
 
 def that_triggered(config: Config, state: production.Live) -> dict:
@@ -196,28 +223,43 @@ def that_triggered(config: Config, state: production.Live) -> dict:
     first = production.archived_manifest(config.prod_folder, state.version) or state.manifest
     earlier = production.lineage(config.prod_folder, first)
     if not earlier:
-        return {"label": TRIGGERED, "error": f"version {state.version} was the first deployment: "
-                "no earlier version to compare with"}  # fmt: skip
+        return {
+            "label": TRIGGERED,
+            "error": f"version {state.version} was the first deployment: no earlier version to compare with",
+        }
     try:
         before, own = reference_of(config, earlier[-1]), reference_of(config, state.version)
     except PipelineError as error:
         return {"label": TRIGGERED, "error": str(error)}
     if before is None or own is None:
-        return {"label": TRIGGERED, "error": f"the training data of version {earlier[-1]} or {state.version} "
-                "was not deployed with it"}  # fmt: skip
-    return {"label": TRIGGERED, "reference": f"version {earlier[-1]}'s training data",
-            "current": f"version {state.version}'s training data", **compare_features(before, own)}  # fmt: skip
+        return {
+            "label": TRIGGERED,
+            "error": f"the training data of version {earlier[-1]} or {state.version} "
+            "was not deployed with it",
+        }
+    return {
+        "label": TRIGGERED,
+        "reference": f"version {earlier[-1]}'s training data",
+        "current": f"version {state.version}'s training data",
+        **compare_features(before, own),
+    }
 
 
 def comparisons(config: Config, state: production.Live, final: pd.DataFrame, data_sha256: str | None) -> dict:
     """Both comparisons for the live version and the latest data, stamped with what they describe."""
-    return {"stamp": production.stamp(config, state, data_sha256), "live": state.how(),
-            "since_training": since_training(config, state, final), "triggered": that_triggered(config, state)}  # fmt: skip
+    return {
+        "stamp": production.stamp(config, state, data_sha256),
+        "live": state.how(),
+        "since_training": since_training(config, state, final),
+        "triggered": that_triggered(config, state),
+    }
 
 
 def verdict(result: dict) -> str:
     """'data set drift: YES (3 of 3 features)' or the reason there are no figures."""
     if "features" not in result:
         return result.get("error", "no figures")
-    return (f"data set drift: {'YES' if result['dataset_drift'] else 'no'} "
-            f"({result['drifted_features']} of {len(result['features'])} features)")  # fmt: skip
+    return (
+        f"data set drift: {'YES' if result['dataset_drift'] else 'no'} "
+        f"({result['drifted_features']} of {len(result['features'])} features)"
+    )

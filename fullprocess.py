@@ -131,8 +131,15 @@ class Run:
 
     def __init__(self, config: Config, args):
         self.config = config
-        self.record = {"start": utc_now(), "end": None, "force": args.force, "dry_run": args.dry_run,
-                       "new_files": [], "steps": [], "reasons": []}  # fmt: skip
+        self.record = {
+            "start": utc_now(),
+            "end": None,
+            "force": args.force,
+            "dry_run": args.dry_run,
+            "new_files": [],
+            "steps": [],
+            "reasons": [],
+        }
         self.log_file = None if args.dry_run else config.prod_folder / FULLPROCESS_LOG
         self.lock = None  # the open lock file: every child inherits it, so the lock outlives a killed parent
         self.log_error: OSError | None = None  # the log file could not be written
@@ -225,8 +232,9 @@ def ingest(run: Run) -> None:
     record = json.loads((run.config.output_folder / INGESTION_RECORD).read_text(encoding="utf-8"))
     rejected = [entry for entry in record["files"] if entry.get("status") == "rejected"]
     if rejected:
-        run.record["rejected_files"] = [{"name": entry["name"], "reasons": entry.get("reasons", [])}
-                                        for entry in rejected]  # fmt: skip
+        run.record["rejected_files"] = [
+            {"name": entry["name"], "reasons": entry.get("reasons", [])} for entry in rejected
+        ]
         names = ", ".join(
             f"{entry['name']!r} ({'; '.join(entry.get('reasons', []))[:120]})" for entry in rejected[:5]
         )
@@ -240,10 +248,17 @@ def write_decision(run: Run, summary: str) -> None:
     config = run.config
     atomic_write_json(
         config.model_folder / DECISION,
-        {"model_sha256": sha256_file(config.model_folder / MODEL), "summary": summary, "run_start": run.record["start"],
-         "drift": run.record.get("drift"), "gate": run.record.get("gate"), "new_files": run.record.get("new_files", []),
-         "rejected_files": run.record.get("rejected_files", []), "reasons": list(run.record["reasons"])},
-    )  # fmt: skip
+        {
+            "model_sha256": sha256_file(config.model_folder / MODEL),
+            "summary": summary,
+            "run_start": run.record["start"],
+            "drift": run.record.get("drift"),
+            "gate": run.record.get("gate"),
+            "new_files": run.record.get("new_files", []),
+            "rejected_files": run.record.get("rejected_files", []),
+            "reasons": list(run.record["reasons"]),
+        },
+    )
 
 
 def deploy(run: Run, second: bool, summary: str) -> None:
@@ -256,8 +271,10 @@ def deploy(run: Run, second: bool, summary: str) -> None:
     result = run.step("deployment.py", *expect, ok_codes=(0, EXIT_LOCKED))
     if result.returncode == EXIT_LOCKED:  # compare and swap: a person changed production meanwhile
         (config.prod_folder / PENDING_REPORT).unlink(missing_ok=True)
-        raise Superseded(f"production changed during this run ({production.what_is_live_now(config, before)}): "
-                         "that change stands, nothing deployed; the next run decides afresh on the same files")  # fmt: skip
+        raise Superseded(
+            f"production changed during this run ({production.what_is_live_now(config, before)}): "
+            "that change stands, nothing deployed; the next run decides afresh on the same files"
+        )
     run.record["deployed_version"] = production.live_version(config)
     newdata.mark_processed(config)
     report(run, second)
@@ -274,12 +291,24 @@ def recover_run_record(run: Run) -> None:
     recent = tail_jsonl(config.prod_folder / RUN_HISTORY)
     if any(entry.get("start", "") >= last["run_start"] for entry in recent):
         return
-    append_jsonl(config.prod_folder / RUN_HISTORY, {
-        "start": last["run_start"], "end": None, "decision": f"redeployed (version {last['version']}; this record "
-        "was written by the next run: the run's own could not be written)", "exit_status": None,
-        "deployed_version": last["version"], "recorded_by": "next run", "steps": [], "reasons": []})  # fmt: skip
-    run.reason(f"recorded the run of {last['run_start']} that deployed version {last['version']} (its own record "
-               "was lost)")  # fmt: skip
+    append_jsonl(
+        config.prod_folder / RUN_HISTORY,
+        {
+            "start": last["run_start"],
+            "end": None,
+            "decision": f"redeployed (version {last['version']}; this record "
+            "was written by the next run: the run's own could not be written)",
+            "exit_status": None,
+            "deployed_version": last["version"],
+            "recorded_by": "next run",
+            "steps": [],
+            "reasons": [],
+        },
+    )
+    run.reason(
+        f"recorded the run of {last['run_start']} that deployed version {last['version']} (its own record "
+        "was lost)"
+    )
 
 
 def finish_pending_report(run: Run) -> None:
@@ -334,8 +363,10 @@ def held(path) -> PipelineError:
         else "an unknown process"
     )
     if age > LOCK_ALARM_SECONDS:
-        return PipelineError(f"{path}: held by {who} for {age / 60:.0f} minutes (more than two cron periods): a stuck "
-                             "deployment? new data waits until it ends; stop it or let it finish")  # fmt: skip
+        return PipelineError(
+            f"{path}: held by {who} for {age / 60:.0f} minutes (more than two cron periods): a stuck "
+            "deployment? new data waits until it ends; stop it or let it finish"
+        )
     return Busy(f"{path}: a deployment.py run is in progress ({who}); trying again next run")
 
 
@@ -423,11 +454,18 @@ def execute(run: Run, args) -> str:
     result = run.step("scoring.py", "--deployed", "--data", str(config.finaldata_file), "--json")
     scored = json.loads(result.stdout)
     if scored.get("model_sha256") != state.model_sha256:
-        raise Superseded(f"production changed during the drift test (version {scored.get('deployed_version')} is live "
-                         f"now, not {state.version}): nothing decided; the next run decides afresh")  # fmt: skip
+        raise Superseded(
+            f"production changed during the drift test (version {scored.get('deployed_version')} is live "
+            f"now, not {state.version}): nothing decided; the next run decides afresh"
+        )
     new_score = scored["f1"]
-    decision = drift.decision(config["drift_test"], new_score, deployed_score, drift.deployed_score_history(config),
-                              config["drift_tolerance"])  # fmt: skip
+    decision = drift.decision(
+        config["drift_test"],
+        new_score,
+        deployed_score,
+        drift.deployed_score_history(config),
+        config["drift_tolerance"],
+    )
     run.record["drift"] = decision
     if decision["note"]:
         run.reason(decision["note"])
@@ -444,8 +482,12 @@ def execute(run: Run, args) -> str:
 
     retrain(run)
     candidate = read_score(config.model_folder / LATESTSCORE)
-    run.record["gate"] = {"candidate_f1": candidate, "deployed_f1": deployed_score,
-                          "enabled": config["promotion_gate"], "passed": candidate >= deployed_score}  # fmt: skip
+    run.record["gate"] = {
+        "candidate_f1": candidate,
+        "deployed_f1": deployed_score,
+        "enabled": config["promotion_gate"],
+        "passed": candidate >= deployed_score,
+    }
     verdict = "passes" if candidate >= deployed_score else "fails"
     run.reason(
         f"promotion gate: candidate F1 {candidate:.4f} vs deployed {deployed_score:.4f} on testdata: {verdict}"
@@ -507,8 +549,14 @@ def record_run(run: Run, before: int | None) -> int:
                 f"could not record this run in {run.config.relative(run.config.prod_folder / RUN_HISTORY)}",
             )
         )
-    log_failed = next((handler.failed for handler in logging.getLogger().handlers
-                       if isinstance(handler, LogFileHandler) and handler.failed), run.log_error)  # fmt: skip
+    log_failed = next(
+        (
+            handler.failed
+            for handler in logging.getLogger().handlers
+            if isinstance(handler, LogFileHandler) and handler.failed
+        ),
+        run.log_error,
+    )
     if log_failed is not None:
         failures.append((log_failed, f"could not write {run.config.relative(run.log_file)}"))
     if not failures:

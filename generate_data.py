@@ -116,8 +116,10 @@ def bundled_data(seed: int = SEED) -> dict[str, pd.DataFrame]:
         frame = add_missing(rng, add_duplicates(rng, frame, 0.01), 3)
         data[f"{folder}/dataset{index + 1}.csv"] = frame
     # The second file of each pair repeats some rows of the first (overlapping extracts).
-    for first, second in [("practicedata/dataset1.csv", "practicedata/dataset2.csv"),
-                          ("sourcedata/dataset3.csv", "sourcedata/dataset4.csv")]:  # fmt: skip
+    for first, second in [
+        ("practicedata/dataset1.csv", "practicedata/dataset2.csv"),
+        ("sourcedata/dataset3.csv", "sourcedata/dataset4.csv"),
+    ]:
         overlap = data[first].sample(n=40, random_state=rng.integers(2**31))
         data[second] = pd.concat([data[second], overlap], ignore_index=True)
     # The audit sample: this year's behaviour, small and mid-sized clients.

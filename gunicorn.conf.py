@@ -47,8 +47,10 @@ control_socket_disable = True
 def _json_error(sock, status_int, reason, mesg):
     """gunicorn.util.write_error's answer as the API's JSON error instead of an HTML page."""
     body = json.dumps({"error": reason.lower().replace(" ", "_"), "message": mesg or reason}).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")  # fmt: skip
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
     gunicorn.util.write_nonblock(sock, head + body)
 
 

@@ -285,9 +285,14 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     if not paths:
         raise IngestionError(f"{input_folder}: no *.csv files to ingest")
     for first, second in ambiguous_order([path.name for path in paths]):
-        log.warning("%s: %r and %r: their numbers do not decide which extract is newer; taken in name order (%r "
-                    "first): rename them (dataset1.csv ... dataset12.csv, or dates as YYYY-MM)", input_folder,
-                    display_name(first), display_name(second), display_name(first))  # fmt: skip
+        log.warning(
+            "%s: %r and %r: their numbers do not decide which extract is newer; taken in name order (%r "
+            "first): rename them (dataset1.csv ... dataset12.csv, or dates as YYYY-MM)",
+            input_folder,
+            display_name(first),
+            display_name(second),
+            display_name(first),
+        )
     frames, records, strings = [], [], {}
     for path in paths:
         frame, record = read_file(path, input_folder)
@@ -320,8 +325,13 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     del combined
     final = final.astype(COLUMN_TYPES)  # counts as integers, blanks kept (Int64)
     # each kept row's extracts (1 = the first file of ingestedfiles.txt): calllist.py's lost list
-    extracts = pd.DataFrame({ID_COLUMN: final[ID_COLUMN], "first_extract": first[~duplicated] + 1,
-                             "last_extract": source[~duplicated] + 1})  # fmt: skip
+    extracts = pd.DataFrame(
+        {
+            ID_COLUMN: final[ID_COLUMN],
+            "first_extract": first[~duplicated] + 1,
+            "last_extract": source[~duplicated] + 1,
+        }
+    )
     ingested = [record for record in records if record["status"] == "ingested"]
     for record, kept in zip(ingested, kept_per_file, strict=True):
         record["rows_kept"] = int(kept)

@@ -78,11 +78,16 @@ def remember(config: Config, known: dict[str, dict], confirmed: dict[str, dict])
     """Record the new identity of files whose content did not change (processedfiles.json)."""
     atomic_write_json(
         config.prod_folder / PROCESSED_FILES,
-        {"timestamp": utc_now(), "input_folder": str(config.input_folder),
-         "input_folder_relative": config.relative(config.input_folder),
-         "files": [{key: entry.get(key) for key in ("name", *IDENTITY, "sha256", "status")}
-                   for entry in {**known, **confirmed}.values()]},
-    )  # fmt: skip
+        {
+            "timestamp": utc_now(),
+            "input_folder": str(config.input_folder),
+            "input_folder_relative": config.relative(config.input_folder),
+            "files": [
+                {key: entry.get(key) for key in ("name", *IDENTITY, "sha256", "status")}
+                for entry in {**known, **confirmed}.values()
+            ],
+        },
+    )
 
 
 def mark_processed(config: Config) -> None:
@@ -90,8 +95,13 @@ def mark_processed(config: Config) -> None:
     record = json.loads((config.output_folder / INGESTION_RECORD).read_text(encoding="utf-8"))
     atomic_write_json(
         config.prod_folder / PROCESSED_FILES,
-        {"timestamp": utc_now(), "input_folder": record["input_folder"],
-         "input_folder_relative": record["input_folder_relative"],
-         "files": [{key: entry.get(key) for key in ("name", *IDENTITY, "sha256", "status")}
-                   for entry in record["files"]]},
-    )  # fmt: skip
+        {
+            "timestamp": utc_now(),
+            "input_folder": record["input_folder"],
+            "input_folder_relative": record["input_folder_relative"],
+            "files": [
+                {key: entry.get(key) for key in ("name", *IDENTITY, "sha256", "status")}
+                for entry in record["files"]
+            ],
+        },
+    )

@@ -34,8 +34,12 @@ def kind(record: dict) -> str | None:
     decision = record["decision"]
     if record["exit_status"] not in (0, EXIT_PARTIAL, EXIT_LOCKED) or decision.startswith("failed"):
         return FAILURE
-    if record.get("rejected_files") or record.get("repairs") or record.get("reported_pending_version") \
-            or decision.startswith(("gate refused", "superseded")):  # fmt: skip
+    if (
+        record.get("rejected_files")
+        or record.get("repairs")
+        or record.get("reported_pending_version")
+        or decision.startswith(("gate refused", "superseded"))
+    ):
         return WARNING
     if decision.startswith(("bootstrapped", "redeployed")):
         return SUCCESS
@@ -46,22 +50,30 @@ def message(config: Config, record: dict) -> tuple[str, str]:
     """(title, body) of a run's notification: short, and true of the state the run left."""
     live = production.live_version(config)
     title = f"risk model: {record['decision']}"[:200]
-    lines = [f"{record['decision']} (exit {record['exit_status']}); "
-             + (f"version {live} is live." if live is not None else "no version is live.")]  # fmt: skip
+    lines = [
+        f"{record['decision']} (exit {record['exit_status']}); "
+        + (f"version {live} is live." if live is not None else "no version is live.")
+    ]
     drift = record.get("drift")
     if drift:
-        lines.append(f"Drift ({drift['test_used']}): F1 {drift['new_score']:.4f} on the new data vs threshold "
-                     f"{drift['threshold']:.4f}: {'drift' if drift['drift'] else 'no drift'}.")  # fmt: skip
+        lines.append(
+            f"Drift ({drift['test_used']}): F1 {drift['new_score']:.4f} on the new data vs threshold "
+            f"{drift['threshold']:.4f}: {'drift' if drift['drift'] else 'no drift'}."
+        )
     gate = record.get("gate")
     if gate:
-        lines.append(f"Gate: candidate F1 {gate['candidate_f1']:.4f} vs deployed {gate['deployed_f1']:.4f}: "
-                     f"{'passed' if gate['passed'] else 'failed'}.")  # fmt: skip
+        lines.append(
+            f"Gate: candidate F1 {gate['candidate_f1']:.4f} vs deployed {gate['deployed_f1']:.4f}: "
+            f"{'passed' if gate['passed'] else 'failed'}."
+        )
     for entry in record.get("rejected_files", [])[:5]:
         lines.append(f"Rejected {entry['name']}: {'; '.join(entry.get('reasons', []))[:200]}")
     for repair in record.get("repairs", [])[:5]:
         lines.append(f"Repaired: {repair}")
-    lines.append(f"Host {os.uname().nodename}, production {config.relative(config.prod_folder)}; "
-                 f"details: {config.relative(config.prod_folder / RUN_HISTORY)}.")  # fmt: skip
+    lines.append(
+        f"Host {os.uname().nodename}, production {config.relative(config.prod_folder)}; "
+        f"details: {config.relative(config.prod_folder / RUN_HISTORY)}."
+    )
     return title, "\n".join(lines)
 
 

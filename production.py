@@ -122,8 +122,12 @@ def live_folder(prod_folder: Path, manifest: dict) -> Path:
     folder = manifest.get("folder")
     if folder is None:
         return Path(prod_folder)
-    if not isinstance(folder, str) or folder.count("/") != 1 or folder.split("/")[0] != ARCHIVE_DIR \
-            or version_of_folder(folder.split("/")[1]) is None:  # fmt: skip
+    if (
+        not isinstance(folder, str)
+        or folder.count("/") != 1
+        or folder.split("/")[0] != ARCHIVE_DIR
+        or version_of_folder(folder.split("/")[1]) is None
+    ):
         raise DeploymentUnavailable(f"{Path(prod_folder) / MANIFEST}: names no version folder ({folder!r})")
     return Path(prod_folder) / folder
 
@@ -178,8 +182,10 @@ class Live:
         """How this version came to be live, in a sentence: a rollback, fullprocess.py's reason, or by hand."""
         first = (self.decision or {}).get("summary") or "Deployed by hand with deployment.py"
         if self.rolled_back_from is not None:
-            return (f"Live again since {str(self.timestamp)[:19].replace('T', ' ')} UTC: rolled back from version "
-                    f"{self.rolled_back_from} (deployment.py --rollback). When first deployed: {first}.")  # fmt: skip
+            return (
+                f"Live again since {str(self.timestamp)[:19].replace('T', ' ')} UTC: rolled back from version "
+                f"{self.rolled_back_from} (deployment.py --rollback). When first deployed: {first}."
+            )
         return f"{first}."
 
     def reports_folder(self) -> Path:
@@ -213,9 +219,11 @@ def other_checkout(config: Config) -> str | None:
     ours = str(config.path.parent)
     if not checkout or checkout == ours or prod != str(config.prod_folder) or not Path(checkout).is_dir():
         return None
-    return (f"{config.prod_folder}: its live version {manifest['version']} was deployed by the checkout in {checkout}; "
-            f"this one is {ours}: one production folder serves one checkout (each would take the other's files "
-            "for new data and replace its model); give this checkout its own prod_deployment_path")  # fmt: skip
+    return (
+        f"{config.prod_folder}: its live version {manifest['version']} was deployed by the checkout in {checkout}; "
+        f"this one is {ours}: one production folder serves one checkout (each would take the other's files "
+        "for new data and replace its model); give this checkout its own prod_deployment_path"
+    )
 
 
 def live(config: Config) -> Live | None:
@@ -270,9 +278,13 @@ def data_fingerprint(config: Config) -> str | None:
 
 def stamp(config: Config, state: Live, data_sha256: str | None = None) -> dict:
     """What a derived output (drift figures, the call list, a report) was computed for."""
-    return {"model_version": state.version, "model_sha256": state.model_sha256,
-            "live_since": state.timestamp, "data": config.relative(config.finaldata_file),
-            "data_sha256": data_sha256 or data_fingerprint(config)}  # fmt: skip
+    return {
+        "model_version": state.version,
+        "model_sha256": state.model_sha256,
+        "live_since": state.timestamp,
+        "data": config.relative(config.finaldata_file),
+        "data_sha256": data_sha256 or data_fingerprint(config),
+    }
 
 
 def stamp_of(value) -> dict | None:
@@ -285,8 +297,9 @@ def read_stamp(path: Path) -> dict | None:
     return stamp_of(read_json(path))
 
 
-def stamp_problem(stamped: dict | None, state: Live | None, data_sha256: str | None,
-                  model: bool = True) -> str | None:  # fmt: skip
+def stamp_problem(
+    stamped: dict | None, state: Live | None, data_sha256: str | None, model: bool = True
+) -> str | None:
     """None when a derived output describes the live version (unless model is False: figures of the
     data alone) and the latest ingested data; otherwise what it does describe, in the words a view
     shows beside it."""
@@ -296,10 +309,14 @@ def stamp_problem(stamped: dict | None, state: Live | None, data_sha256: str | N
         return "a run was stopped while writing these files; the next run writes them again"
     if model and state is None:
         return "nothing is live"
-    if model and (stamped.get("model_sha256"), stamped.get("live_since", state.timestamp)) != (state.model_sha256,
-                                                                                   state.timestamp):  # fmt: skip
-        return (f"these figures are version {stamped.get('model_version')}'s, not those of version {state.version}, "
-                "live now; the next run refreshes them")  # fmt: skip
+    if model and (stamped.get("model_sha256"), stamped.get("live_since", state.timestamp)) != (
+        state.model_sha256,
+        state.timestamp,
+    ):
+        return (
+            f"these figures are version {stamped.get('model_version')}'s, not those of version {state.version}, "
+            "live now; the next run refreshes them"
+        )
     if data_sha256 and stamped.get("data_sha256") and stamped["data_sha256"] != data_sha256:
         return "these figures describe earlier ingested data; the next run refreshes them"
     return None
@@ -354,16 +371,29 @@ def summary(config: Config) -> str:
         state = None
     if state is not None:
         folders += [state.folder, state.reports_folder()]
-    written = sorted({config.relative(path) for folder in folders if folder.is_dir() for path in folder.iterdir()
-                      if path.is_file() and not path.name.startswith(".") and path.stat().st_mtime >= started})  # fmt: skip
-    lines = [f"Last run ({last['start'][:19]} UTC): {last['decision']} (exit {last['exit_status']}); "
-             + (f"version {state.version} is live." if state else "nothing is live."),
-             "Files it wrote:" if written else "It wrote no file."]  # fmt: skip
+    written = sorted(
+        {
+            config.relative(path)
+            for folder in folders
+            if folder.is_dir()
+            for path in folder.iterdir()
+            if path.is_file() and not path.name.startswith(".") and path.stat().st_mtime >= started
+        }
+    )
+    lines = [
+        f"Last run ({last['start'][:19]} UTC): {last['decision']} (exit {last['exit_status']}); "
+        + (f"version {state.version} is live." if state else "nothing is live."),
+        "Files it wrote:" if written else "It wrote no file.",
+    ]
     lines += [f"  {name}" for name in written]
     if config.relative(config.input_folder) == "practicedata":
-        lines.append("Next: `make serve` for the API, or point config.json at sourcedata and models and "
-                     "`make run` again (README: walkthrough).")  # fmt: skip
+        lines.append(
+            "Next: `make serve` for the API, or point config.json at sourcedata and models and "
+            "`make run` again (README: walkthrough)."
+        )
     else:
-        lines.append(f"Next: `make serve` for the API; the call list is {config.relative(config.model_folder)}/"
-                     f"{RISK_RANKING}, the report {config.relative(config.model_folder)}/{REPORT}.")  # fmt: skip
+        lines.append(
+            f"Next: `make serve` for the API; the call list is {config.relative(config.model_folder)}/"
+            f"{RISK_RANKING}, the report {config.relative(config.model_folder)}/{REPORT}."
+        )
     return "\n".join(lines)

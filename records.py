@@ -88,8 +88,12 @@ IDENTITY = ("size", "mtime_ns", "ctime_ns", "inode")  # what a file's stat says 
 def identity(stat: os.stat_result) -> dict:
     """What tells a file changed without reading it: size, mtime, ctime and inode. ctime catches a
     same-length edit whose mtime was set back (cp -p, rsync -t, tar x); the inode a replaced file."""
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
-            "inode": stat.st_ino}  # fmt: skip
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+    }
 
 
 def same_identity(seen: dict, now: dict) -> bool:
@@ -151,8 +155,11 @@ def natural_key(name: str) -> list:
 def csv_entries(folder: Path) -> list[Path]:
     """Every visible entry named *.csv (any case) of a folder, in extract order (natural_key):
     regular files, and anything else so named (ingestion rejects it with a reason, not in silence)."""
-    entries = (entry for entry in Path(folder).iterdir()
-               if entry.name.lower().endswith(".csv") and not entry.name.startswith("."))  # fmt: skip
+    entries = (
+        entry
+        for entry in Path(folder).iterdir()
+        if entry.name.lower().endswith(".csv") and not entry.name.startswith(".")
+    )
     return sorted(entries, key=lambda entry: (natural_key(entry.name), entry.name))
 
 

@@ -108,8 +108,18 @@ def evaluate_on_testdata(config: Config) -> Evaluation:
 def draw_confusion_matrix(axis, truth, predicted, title: str) -> None:
     matrix = confusion_matrix(truth, predicted, labels=[0, 1])
     labels = ["stayed (0)", "exited (1)"]
-    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, square=True, ax=axis,
-                xticklabels=labels, yticklabels=labels, annot_kws={"size": 16})  # fmt: skip
+    sns.heatmap(
+        matrix,
+        annot=True,
+        fmt="d",
+        cmap="Blues",
+        cbar=False,
+        square=True,
+        ax=axis,
+        xticklabels=labels,
+        yticklabels=labels,
+        annot_kws={"size": 16},
+    )
     axis.set_xlabel("predicted")
     axis.set_ylabel("actual")
     axis.set_title(title, fontsize=11)
@@ -145,9 +155,14 @@ def write_call_list(config: Config, stamp: dict, final: pd.DataFrame) -> tuple[p
     with atomic_path(folder / RISK_RANKING) as list_temp, atomic_path(folder / LOST_CLIENTS) as lost_temp:
         calllist.write_csv(calls, list_temp)
         calllist.write_csv(lost, lost_temp)
-        basis = {**stamp, "written": utc_now(), "previous_list": previous is not None,
-                 "lost_means": calllist.LOST_MEANS, "list_sha256": sha256_file(list_temp),
-                 "lost_sha256": sha256_file(lost_temp)}  # fmt: skip
+        basis = {
+            **stamp,
+            "written": utc_now(),
+            "previous_list": previous is not None,
+            "lost_means": calllist.LOST_MEANS,
+            "list_sha256": sha256_file(list_temp),
+            "lost_sha256": sha256_file(lost_temp),
+        }
         atomic_write_json(folder / RISK_RANKING_BASIS, {**basis, "pending": True, "before": before or None})
     atomic_write_json(
         folder / RISK_RANKING_BASIS, basis
@@ -181,14 +196,18 @@ def decision_lines(state: production.Live) -> list[str]:
     decision = state.decision or {}
     drift_test = decision.get("drift")
     if drift_test:
-        lines.append(f"Drift test ({drift_test['test_used']}): the model then live scored F1 "
-                     f"{drift_test['new_score']:.4f} on the new data, threshold {drift_test['threshold']:.4f} "
-                     f"({drift_test['rule']}): {'drift' if drift_test['drift'] else 'no drift'}.")  # fmt: skip
+        lines.append(
+            f"Drift test ({drift_test['test_used']}): the model then live scored F1 "
+            f"{drift_test['new_score']:.4f} on the new data, threshold {drift_test['threshold']:.4f} "
+            f"({drift_test['rule']}): {'drift' if drift_test['drift'] else 'no drift'}."
+        )
     gate = decision.get("gate")
     if gate:
         verdict = "passed" if gate["passed"] else "failed (deployed anyway)"
-        lines.append(f"Promotion gate: the retrained model scored F1 {gate['candidate_f1']:.4f} on the test data "
-                     f"against {gate['deployed_f1']:.4f} for the model then live: {verdict}.")  # fmt: skip
+        lines.append(
+            f"Promotion gate: the retrained model scored F1 {gate['candidate_f1']:.4f} on the test data "
+            f"against {gate['deployed_f1']:.4f} for the model then live: {verdict}."
+        )
     if decision.get("new_files"):
         lines.append("Triggered by the new files: " + ", ".join(decision["new_files"]) + ".")
     if decision.get("rejected_files"):
@@ -208,41 +227,62 @@ def wrapped(text: str, width: int = 100) -> list[str]:
     return textwrap.wrap(text, width) or [""]
 
 
-def page_one_lines(config: Config, state: production.Live, results: Evaluation, lost: pd.DataFrame,
-                   calls: pd.DataFrame) -> list[str]:  # fmt: skip
+def page_one_lines(
+    config: Config, state: production.Live, results: Evaluation, lost: pd.DataFrame, calls: pd.DataFrame
+) -> list[str]:
     """Page 1's text above the first 10: why this version is live, its F1, the list's size."""
     before = previous_version(config, state)
     lines = [f"Live since {str(state.timestamp)[:19].replace('T', ' ')} UTC.", ""]
     lines += [line for text in decision_lines(state) for line in wrapped(text)]
     f1_before = before.get("f1") if before else None
-    lines += ["", f"Quality on the test data: F1 {results.metrics['f1']:.3f} now"
-              + (f", {f1_before:.3f} for version {before.get('version')} before it." if isinstance(f1_before, float)
-                 else " (no earlier version).")]  # fmt: skip
-    lines += ["", f"{len(calls):,} clients to call, riskiest first (ties: by client ID). {len(lost):,} lost since "
-              f"the last list ({calllist.LOST_MEANS}: lostclients.csv)."]  # fmt: skip
+    lines += [
+        "",
+        f"Quality on the test data: F1 {results.metrics['f1']:.3f} now"
+        + (
+            f", {f1_before:.3f} for version {before.get('version')} before it."
+            if isinstance(f1_before, float)
+            else " (no earlier version)."
+        ),
+    ]
+    lines += [
+        "",
+        f"{len(calls):,} clients to call, riskiest first (ties: by client ID). {len(lost):,} lost since "
+        f"the last list ({calllist.LOST_MEANS}: lostclients.csv).",
+    ]
     return lines
 
 
-def summary_page(pdf, config: Config, state: production.Live, results: Evaluation, calls: pd.DataFrame,
-                 lost: pd.DataFrame) -> None:  # fmt: skip
+def summary_page(
+    pdf, config: Config, state: production.Live, results: Evaluation, calls: pd.DataFrame, lost: pd.DataFrame
+) -> None:
     """Page 1: what a client manager needs, in words, with no server paths."""
     figure = Figure(figsize=(8.27, 11.69))
     figure.text(
         0.07, 0.955, f"Attrition risk: model version {state.version}", fontsize=18, weight="bold", va="top"
     )
-    figure.text(0.07, 0.915, "\n".join(page_one_lines(config, state, results, lost, calls)), fontsize=10, va="top",
-                wrap=True)  # fmt: skip
+    figure.text(
+        0.07,
+        0.915,
+        "\n".join(page_one_lines(config, state, results, lost, calls)),
+        fontsize=10,
+        va="top",
+        wrap=True,
+    )
     top = calls.head(10)
     axis = figure.add_axes((0.07, 0.08, 0.86, 0.5))
     axis.axis("off")
     axis.set_title("The first 10 clients to call", loc="left", fontsize=12, weight="bold")
     if len(top):
         table = axis.table(
-            cellText=[[row["rank"], row[ID_COLUMN], f"{row['exit_probability']:.3f}", row["reason"], row["change"]]
-                      for _, row in top.iterrows()],
+            cellText=[
+                [row["rank"], row[ID_COLUMN], f"{row['exit_probability']:.3f}", row["reason"], row["change"]]
+                for _, row in top.iterrows()
+            ],
             colLabels=["#", "client", "risk", "top reason", "since last list"],
-            colWidths=[0.04, 0.1, 0.07, 0.6, 0.19], loc="upper left", cellLoc="left",
-        )  # fmt: skip
+            colWidths=[0.04, 0.1, 0.07, 0.6, 0.19],
+            loc="upper left",
+            cellLoc="left",
+        )
         table.auto_set_font_size(False)
         table.set_fontsize(7.5)
         table.scale(1, 1.6)
@@ -253,14 +293,25 @@ def summary_page(pdf, config: Config, state: production.Live, results: Evaluatio
 
 def drift_lines(result: dict) -> list[str]:
     """One comparison of drift.py, labelled, as the report's table."""
-    lines = [f"{result['label'].capitalize()}"
-             + (f" ({result['reference']} -> {result['current']}):" if "reference" in result else ":")]  # fmt: skip
+    lines = [
+        f"{result['label'].capitalize()}"
+        + (f" ({result['reference']} -> {result['current']}):" if "reference" in result else ":")
+    ]
     if "features" in result:
         lines += _table(
-            [[row["feature"], _fmt(row["ks_statistic"]), _fmt(row["ks_p_value"]), _fmt(row["psi"]),
-              row["psi_band"], "DRIFT" if row["drift"] else "ok"] for row in result["features"]],
+            [
+                [
+                    row["feature"],
+                    _fmt(row["ks_statistic"]),
+                    _fmt(row["ks_p_value"]),
+                    _fmt(row["psi"]),
+                    row["psi_band"],
+                    "DRIFT" if row["drift"] else "ok",
+                ]
+                for row in result["features"]
+            ],
             ["feature", "KS stat", "KS p", "PSI", "PSI band", "verdict"],
-        )  # fmt: skip
+        )
     lines.append(f"  {drift.verdict(result)}")
     return lines
 
@@ -275,17 +326,33 @@ def f1_history_figure(config: Config) -> Figure:
     many = len(history) + len(deployments) > 40
     if history:
         times = pd.to_datetime([entry["timestamp"] for entry in history])
-        axis.plot(times, [entry["f1"] for entry in history], marker=None if many else "o", linewidth=1,
-                  label="each trained model on the test data")  # fmt: skip
+        axis.plot(
+            times,
+            [entry["f1"] for entry in history],
+            marker=None if many else "o",
+            linewidth=1,
+            label="each trained model on the test data",
+        )
     if deployments:
         times = pd.to_datetime([entry["timestamp"] for entry in deployments])
         scores = [entry["f1"] for entry in deployments]
-        axis.step(times, scores, where="post", marker=None if many else "s", linewidth=2,
-                  label="the live version's F1")  # fmt: skip
+        axis.step(
+            times,
+            scores,
+            where="post",
+            marker=None if many else "s",
+            linewidth=2,
+            label="the live version's F1",
+        )
         if len(deployments) <= 12:
             for time, score, entry in zip(times, scores, deployments, strict=True):
-                axis.annotate(f"v{entry.get('version')} {score:.3f}", (time, score), textcoords="offset points",
-                              xytext=(4, 6), fontsize=8)  # fmt: skip
+                axis.annotate(
+                    f"v{entry.get('version')} {score:.3f}",
+                    (time, score),
+                    textcoords="offset points",
+                    xytext=(4, 6),
+                    fontsize=8,
+                )
     points = [entry["f1"] for entry in history + deployments]
     if points:
         low, high = min(points), max(points)
@@ -303,8 +370,14 @@ def f1_history_figure(config: Config) -> Figure:
     return figure
 
 
-def write_report(config: Config, state: production.Live, results: Evaluation, figures: dict, calls: pd.DataFrame,
-                 lost: pd.DataFrame) -> Path:  # fmt: skip
+def write_report(
+    config: Config,
+    state: production.Live,
+    results: Evaluation,
+    figures: dict,
+    calls: pd.DataFrame,
+    lost: pd.DataFrame,
+) -> Path:
     """One PDF a person reads instead of the raw files: page 1 for a client manager, then the details."""
     truth, predicted, probability = results.truth, results.predicted, results.probability
     metrics = {
@@ -347,22 +420,38 @@ def write_report(config: Config, state: production.Live, results: Evaluation, fi
         pdf.savefig(f1_history_figure(config))
 
         lines = _table(
-            [[column, *(_fmt(stats[key], 2) for key in ("mean", "median", "mode", "std"))]
-             for column, stats in summary.items()],
+            [
+                [column, *(_fmt(stats[key], 2) for key in ("mean", "median", "mode", "std"))]
+                for column, stats in summary.items()
+            ],
             ["column", "mean", "median", "mode", "std"],
-        ) + ["", *_table([[column, f"{value:.3f}%"] for column, value in missing.items()], ["column", "missing"])]  # fmt: skip
+        ) + [
+            "",
+            *_table([[column, f"{value:.3f}%"] for column, value in missing.items()], ["column", "missing"]),
+        ]
         lines += ["", *drift_lines(figures["triggered"]), "", *drift_lines(figures["since_training"])]
         _text_page(pdf, "Data: summary, missing values, drift", lines)
 
         top = calls.head(TOP_CLIENTS)
-        lines = [f"{len(calls)} clients still with us, riskiest first (ties broken by client ID); "
-                 f"the full list is {RISK_RANKING}.", "Reasons: the feature adding most to the log-odds "
-                 "against the training data's median client.", ""]  # fmt: skip
+        lines = [
+            f"{len(calls)} clients still with us, riskiest first (ties broken by client ID); "
+            f"the full list is {RISK_RANKING}.",
+            "Reasons: the feature adding most to the log-odds against the training data's median client.",
+            "",
+        ]
         lines += _table(
-            [[row["rank"], row[ID_COLUMN], f"{row['exit_probability']:.4f}", row["reason"][:60], row["change"]]
-             for _, row in top.iterrows()],
+            [
+                [
+                    row["rank"],
+                    row[ID_COLUMN],
+                    f"{row['exit_probability']:.4f}",
+                    row["reason"][:60],
+                    row["change"],
+                ]
+                for _, row in top.iterrows()
+            ],
             ["rank", ID_COLUMN, "risk", "top reason", "since last list"],
-        )  # fmt: skip
+        )
         if len(lost):
             lines += [
                 "",
@@ -373,9 +462,11 @@ def write_report(config: Config, state: production.Live, results: Evaluation, fi
         info = pdf.infodict()
         info["Title"] = "Attrition risk model report"
         # the stamp, and the first 10 of the call list page 1 shows: what the report describes
-        info["Subject"] = (f"model version {state.version}, sha256 {state.model_sha256[:12]}; data sha256 "
-                           f"{str(figures['stamp'].get('data_sha256'))[:12]}; first 10 to call: "
-                           + " ".join(calls[ID_COLUMN].head(10)))  # fmt: skip
+        info["Subject"] = (
+            f"model version {state.version}, sha256 {state.model_sha256[:12]}; data sha256 "
+            f"{str(figures['stamp'].get('data_sha256'))[:12]}; first 10 to call: "
+            + " ".join(calls[ID_COLUMN].head(10))
+        )
     return target
 
 
@@ -421,10 +512,17 @@ def main(argv: list[str] | None = None) -> int:
     written.append(write_confusion_matrix(config, args.output, results))
     report = write_report(config, state, results, figures, calls, lost)
     kept = keep_with_version(state, written, report)
-    log.info("version %d: wrote %s and %s (%d clients to call, %d lost since the last list; %s: %s); kept in %s",
-             state.version, ", ".join(config.relative(path) for path in written), config.relative(report),
-             len(calls), len(lost), drift.SINCE, drift.verdict(figures["since_training"]),
-             config.relative(kept))  # fmt: skip
+    log.info(
+        "version %d: wrote %s and %s (%d clients to call, %d lost since the last list; %s: %s); kept in %s",
+        state.version,
+        ", ".join(config.relative(path) for path in written),
+        config.relative(report),
+        len(calls),
+        len(lost),
+        drift.SINCE,
+        drift.verdict(figures["since_training"]),
+        config.relative(kept),
+    )
     return 0
 
 

@@ -78,8 +78,10 @@ def unpickle_model(blob: bytes, source: Path, error: type[InputError] | type[Dep
     try:
         shape = np.shape(model.predict_proba(PROBE_ROW))
     except Exception as failure:  # a model for other features, or a broken object
-        raise error(f"{source}: the model cannot score the features {', '.join(FEATURES)} "
-                    f"({type(failure).__name__}: {str(failure)[:120]})") from None  # fmt: skip
+        raise error(
+            f"{source}: the model cannot score the features {', '.join(FEATURES)} "
+            f"({type(failure).__name__}: {str(failure)[:120]})"
+        ) from None
     if shape != (1, 2):
         raise error(f"{source}: the model does not give two class probabilities (shape {shape})")
     return model
@@ -263,19 +265,23 @@ def scorer_from_parameters(parameters, source: str) -> LinearScorer:
         return values
 
     if not isinstance(parameters, dict) or parameters.get("format") != LINEAR_FORMAT:
-        raise DeploymentUnavailable(f"{source}: no model parameters of format {LINEAR_FORMAT} "
-                                    "(trained before the API stopped unpickling: retrain and redeploy with "
-            "`python fullprocess.py --force`)")  # fmt: skip
+        raise DeploymentUnavailable(
+            f"{source}: no model parameters of format {LINEAR_FORMAT} "
+            "(trained before the API stopped unpickling: retrain and redeploy with "
+            "`python fullprocess.py --force`)"
+        )
     if parameters.get("features") != list(FEATURES):
-        raise DeploymentUnavailable(f"{source}: the model is for features {parameters.get('features')!r}, "
-                                    f"not {list(FEATURES)}")  # fmt: skip
+        raise DeploymentUnavailable(
+            f"{source}: the model is for features {parameters.get('features')!r}, not {list(FEATURES)}"
+        )
     if parameters.get("classes") != [0, 1]:
         raise DeploymentUnavailable(f"{source}: the model's classes must be [0, 1]")
     intercept = parameters.get("intercept")
     if type(intercept) not in (int, float) or not math.isfinite(intercept):
         raise DeploymentUnavailable(f"{source}: 'intercept' must be a finite number")
-    scorer = LinearScorer(numbers("impute_fill", len(FEATURES)), numbers("coefficients", len(FEATURES)),
-                          intercept, [0, 1])  # fmt: skip
+    scorer = LinearScorer(
+        numbers("impute_fill", len(FEATURES)), numbers("coefficients", len(FEATURES)), intercept, [0, 1]
+    )
     with np.errstate(all="ignore"):
         decision = scorer.decision_function(probe_rows())
     if not np.isfinite(decision).all():
@@ -292,16 +298,20 @@ def load_linear(prod_folder: Path) -> tuple[LinearScorer, dict]:
     path = folder / MODEL_META
     entry = manifest["files"].get(MODEL_META)
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
-        raise DeploymentUnavailable(f"{Path(prod_folder) / MANIFEST}: version {manifest.get('version')} has no "
-                                    f"{MODEL_META} (deployed before the API stopped unpickling): retrain and redeploy with "
-            "`python fullprocess.py --force`")  # fmt: skip
+        raise DeploymentUnavailable(
+            f"{Path(prod_folder) / MANIFEST}: version {manifest.get('version')} has no "
+            f"{MODEL_META} (deployed before the API stopped unpickling): retrain and redeploy with "
+            "`python fullprocess.py --force`"
+        )
     try:
         blob = path.read_bytes()
     except OSError as error:
         raise DeploymentUnavailable(f"{path}: unreadable ({error.strerror or error}); redeploy") from None
     if sha256_bytes(blob) != entry["sha256"]:
-        raise ModelIntegrityError(f"{path}: sha256 does not match {MANIFEST} (version {manifest.get('version')}); "
-                                  "refusing a tampered or half-copied model")  # fmt: skip
+        raise ModelIntegrityError(
+            f"{path}: sha256 does not match {MANIFEST} (version {manifest.get('version')}); "
+            "refusing a tampered or half-copied model"
+        )
     try:
         meta = json.loads(blob)
     except (ValueError, RecursionError):

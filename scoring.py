@@ -128,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         if output.resolve() == args.rank.resolve():
             raise InputError(f"{output}: the call list would overwrite the client file")
         listed, exited = rank_clients(config.prod_folder, args.rank, output)
-        log.info("ranked %d clients of %s with the deployed model (%d left out: exited=1); wrote %s", listed,
-                 args.rank, exited, output)  # fmt: skip
+        log.info(
+            "ranked %d clients of %s with the deployed model (%d left out: exited=1); wrote %s",
+            listed,
+            args.rank,
+            exited,
+            output,
+        )
         return 0
     data_path = args.data or config.testdata_file
     if args.deployed:
@@ -139,8 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     write = not (args.no_write or args.model or args.data or args.deployed)
     if write:
         write_scores(metrics, config.model_folder)
-        log.info("F1 %.4f of %s on %s; wrote %s", metrics["f1"], metrics["model"], data_path,
-                 config.model_folder / LATESTSCORE)  # fmt: skip
+        log.info(
+            "F1 %.4f of %s on %s; wrote %s",
+            metrics["f1"],
+            metrics["model"],
+            data_path,
+            config.model_folder / LATESTSCORE,
+        )
     print(json.dumps(metrics, indent=2) if args.json else metrics["f1"])
     return 0
 

@@ -96,8 +96,12 @@ def served_model(prod_folder: Path) -> ServedModel:
                 if current is None:
                     log.error("%s", error)
                 else:
-                    current = _models[prod_folder] = ServedModel(current.scorer, current.manifest, current.stamp,
-                                                                 f"{error}; still serving version {current.version}")  # fmt: skip
+                    current = _models[prod_folder] = ServedModel(
+                        current.scorer,
+                        current.manifest,
+                        current.stamp,
+                        f"{error}; still serving version {current.version}",
+                    )
                     log.error("%s", current.problem)
             else:
                 loaded = _models[prod_folder] = ServedModel(scorer, manifest, stamp)

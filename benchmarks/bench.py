@@ -86,8 +86,21 @@ def log(message: str) -> None:
 
 
 def generate(root: Path, clients: int, files: int, test_rows: int) -> Path:
-    subprocess.run([PY, str(PROJECT / "generate_data.py"), "--out", str(root), "--clients", str(clients),
-                    "--files", str(files), "--test-rows", str(test_rows)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            PY,
+            str(PROJECT / "generate_data.py"),
+            "--out",
+            str(root),
+            "--clients",
+            str(clients),
+            "--files",
+            str(files),
+            "--test-rows",
+            str(test_rows),
+        ],
+        check=True,
+    )
     return root
 
 
@@ -129,8 +142,18 @@ def bench_scale(scale: str, runs: int, temp: Path, seconds: int) -> dict:
     env = harness.env_for(config)
     ws = config.parent
     rows = sum(1 for path in (data / "input").glob("*.csv") for _ in open(path)) - sizes["files"]
-    script = {name: [PY, str(PROJECT / f"{name}.py")] for name in
-              ("ingestion", "training", "scoring", "deployment", "reporting", "diagnostics", "fullprocess")}  # fmt: skip
+    script = {
+        name: [PY, str(PROJECT / f"{name}.py")]
+        for name in (
+            "ingestion",
+            "training",
+            "scoring",
+            "deployment",
+            "reporting",
+            "diagnostics",
+            "fullprocess",
+        )
+    }
     results, measured = [], {}
 
     def step(name: str, command: list[str] | None = None, **options) -> dict:
@@ -159,8 +182,11 @@ def bench_scale(scale: str, runs: int, temp: Path, seconds: int) -> dict:
         floor = harness.repeat([PY, "-c", IMPORTS[name]], runs)
         results.append(figure(f"{name}.py", measured[name], "import its libraries", floor))
     step("fullprocess nothing new", script["fullprocess"])
-    results.append(figure("fullprocess.py, nothing new", measured["fullprocess nothing new"], "python -c pass",
-                          pass_floor))  # fmt: skip
+    results.append(
+        figure(
+            "fullprocess.py, nothing new", measured["fullprocess nothing new"], "python -c pass", pass_floor
+        )
+    )
 
     # With new data: production trained on the first half of the months, the rest arriving.
     inputs = sorted((data / "input").glob("*.csv"))
@@ -180,11 +206,23 @@ def bench_scale(scale: str, runs: int, temp: Path, seconds: int) -> dict:
     new_data = harness.repeat(
         script["fullprocess"] + ["--force"], runs, env=harness.env_for(fresh), before=reset
     )
-    steps_alone = sum(measured[name]["median"] for name in
-                      ("ingestion", "scoring", "training", "scoring", "deployment", "diagnostics", "reporting"))  # fmt: skip
-    results.append(figure("fullprocess.py, new data (retrain, redeploy, report)", new_data,
-                          "its steps run alone", {"median": steps_alone, "rss_mib": max(
-                              measured[name]["rss_mib"] for name in ("ingestion", "training", "diagnostics"))}))  # fmt: skip
+    steps_alone = sum(
+        measured[name]["median"]
+        for name in ("ingestion", "scoring", "training", "scoring", "deployment", "diagnostics", "reporting")
+    )
+    results.append(
+        figure(
+            "fullprocess.py, new data (retrain, redeploy, report)",
+            new_data,
+            "its steps run alone",
+            {
+                "median": steps_alone,
+                "rss_mib": max(
+                    measured[name]["rss_mib"] for name in ("ingestion", "training", "diagnostics")
+                ),
+            },
+        )
+    )
 
     log(f"{scale}: API")
     harness.run_script(config, "deployment.py")
@@ -228,24 +266,32 @@ def bench_growth(runs: int, temp: Path) -> list[dict]:
 
 
 def print_scale(result: dict) -> None:
-    print(f"\n## {result['scale']}: {result['rows']:,} input rows, finaldata {result['finaldata_rows']:,} rows "
-          f"({result['finaldata_in_memory_mib']:.0f} MiB in memory); {result['machine']}")  # fmt: skip
+    print(
+        f"\n## {result['scale']}: {result['rows']:,} input rows, finaldata {result['finaldata_rows']:,} rows "
+        f"({result['finaldata_in_memory_mib']:.0f} MiB in memory); {result['machine']}"
+    )
     print(f"\npython -c pass: {result['python_pass']['median'] * 1000:.1f} ms\n")
     print(
         "| figure | median s | min-max s | peak RSS MiB | floor | floor s | floor RSS MiB | time ratio | RSS ratio |"
     )
     print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
     for row in result["steps"]:
-        print(f"| {row['figure']} | {row['median']:.3f} | {row['min']:.3f}-{row['max']:.3f} | {row['rss_mib']:.0f} | "
-              f"{row['floor']} | {row['floor_median']:.3f} | {row['floor_rss_mib']:.0f} | {row['ratio']:.2f} | "
-              f"{row['rss_ratio']:.2f} |")  # fmt: skip
-    print("\nPeak RSS / finaldata in memory: " + ", ".join(
-        f"{name} {ratio:.2f}" for name, ratio in result["rss_over_finaldata"].items()))  # fmt: skip
+        print(
+            f"| {row['figure']} | {row['median']:.3f} | {row['min']:.3f}-{row['max']:.3f} | {row['rss_mib']:.0f} | "
+            f"{row['floor']} | {row['floor_median']:.3f} | {row['floor_rss_mib']:.0f} | {row['ratio']:.2f} | "
+            f"{row['rss_ratio']:.2f} |"
+        )
+    print(
+        "\nPeak RSS / finaldata in memory: "
+        + ", ".join(f"{name} {ratio:.2f}" for name, ratio in result["rss_over_finaldata"].items())
+    )
     print("\n| API figure (wrk 4 connections) | req/s | p50 ms | p99 ms | share of floor |")
     print("|---|---:|---:|---:|---:|")
     for row in result["api"]:
-        print(f"| {row['figure']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-              f"{row['share_of_floor']:.0%} |")  # fmt: skip
+        print(
+            f"| {row['figure']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+            f"{row['share_of_floor']:.0%} |"
+        )
 
 
 def print_growth(rows: list[dict]) -> None:
@@ -254,9 +300,11 @@ def print_growth(rows: list[dict]) -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         ingest, train, idle = row["ingestion"], row["training"], row["fullprocess nothing new"]
-        print(f"| {row['rows']:,} | {ingest['median']:.2f} | {ingest['median'] / row['rows'] * 1e6:.2f} | "
-              f"{ingest['rss_mib']:.0f} | {train['median']:.2f} | {train['median'] / row['rows'] * 1e6:.2f} | "
-              f"{train['rss_mib']:.0f} | {idle['median']:.3f} | {idle['rss_mib']:.0f} |")  # fmt: skip
+        print(
+            f"| {row['rows']:,} | {ingest['median']:.2f} | {ingest['median'] / row['rows'] * 1e6:.2f} | "
+            f"{ingest['rss_mib']:.0f} | {train['median']:.2f} | {train['median'] / row['rows'] * 1e6:.2f} | "
+            f"{train['rss_mib']:.0f} | {idle['median']:.3f} | {idle['rss_mib']:.0f} |"
+        )
 
 
 def main() -> int:

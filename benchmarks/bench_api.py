@@ -50,11 +50,18 @@ def prepare(root: Path, testdata: Path | None = None) -> Path:
 def cases(base: str, test_rows: int) -> list[tuple[str, str, dict]]:
     return [
         ("GET / (floor: hello-world route)", f"{base}/", {}),
-        ("POST /prediction, 1-row JSON", f"{base}/prediction",
-         {"method": "POST", "body": ONE_ROW, "content_type": "application/json"}),
+        (
+            "POST /prediction, 1-row JSON",
+            f"{base}/prediction",
+            {"method": "POST", "body": ONE_ROW, "content_type": "application/json"},
+        ),
         ("GET /prediction, 100-row CSV path", f"{base}/prediction?filepath=testdata/rows100.csv", {}),
-        (f"GET /prediction, testdata path ({test_rows} rows)", f"{base}/prediction?filepath=testdata/testdata.csv", {}),
-    ]  # fmt: skip
+        (
+            f"GET /prediction, testdata path ({test_rows} rows)",
+            f"{base}/prediction?filepath=testdata/testdata.csv",
+            {},
+        ),
+    ]
 
 
 class hostile_load:
@@ -90,8 +97,9 @@ class hostile_load:
 
 def run(config: Path, seconds: int, connections: int, workdir: Path) -> list[dict]:
     port = harness.free_port()
-    server = start_api_server("127.0.0.1", port, workdir / "gunicorn.log", env=harness.env_for(config),
-                              access_log=False)  # fmt: skip
+    server = start_api_server(
+        "127.0.0.1", port, workdir / "gunicorn.log", env=harness.env_for(config), access_log=False
+    )
     test_rows = len((config.parent / "testdata" / "testdata.csv").read_text().splitlines()) - 1
     results = []
     try:
@@ -122,8 +130,10 @@ def print_table(results: list[dict], seconds: int, connections: int) -> None:
     print(f"\nAPI under gunicorn, wrk {connections} connections x {seconds} s, on {harness.machine()}")
     print(f"{'figure':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of floor':>9}")
     for result in results:
-        print(f"{result['figure']:<44} {result['rps']:>9.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f} "
-              f"{result['share_of_floor']:>8.0%}")  # fmt: skip
+        print(
+            f"{result['figure']:<44} {result['rps']:>9.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f} "
+            f"{result['share_of_floor']:>8.0%}"
+        )
 
 
 def main() -> int:

@@ -49,11 +49,20 @@ def million(config: Path, rows: int = 1_000_000) -> str:
     ids = np.char.add("c", np.char.zfill(np.arange(rows).astype(str), 7))
     risk = np.sort(rng.random(rows))[::-1]
     features = rng.integers(0, 5000, size=(rows, 3))
-    calls = pd.DataFrame({"rank": np.arange(1, rows + 1), "corporation": ids, "exit_probability": risk,
-                          "reason": "last month's activity far below typical (14 vs. median 98)",
-                          "reason_log_odds": rng.random(rows), "change": "unchanged", "previous_probability": risk,
-                          "lastmonth_activity": features[:, 0], "lastyear_activity": features[:, 1],
-                          "number_of_employees": features[:, 2]})  # fmt: skip
+    calls = pd.DataFrame(
+        {
+            "rank": np.arange(1, rows + 1),
+            "corporation": ids,
+            "exit_probability": risk,
+            "reason": "last month's activity far below typical (14 vs. median 98)",
+            "reason_log_odds": rng.random(rows),
+            "change": "unchanged",
+            "previous_probability": risk,
+            "lastmonth_activity": features[:, 0],
+            "lastyear_activity": features[:, 1],
+            "number_of_employees": features[:, 2],
+        }
+    )
     calls.to_csv(root / "models" / "riskranking.csv", index=False)
     final = calls[["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees"]].assign(
         exited=0
@@ -79,8 +88,15 @@ def views(config: Path, paths: list[tuple[str, str, dict]], repeat: int) -> list
             started = time.perf_counter()
             client.get(path, headers=headers)
             times.append((time.perf_counter() - started) * 1000)
-        results.append({"figure": name, "first_ms": first_ms, "median_ms": statistics.median(times),
-                        "max_ms": max(times), "bytes": len(first.data)})  # fmt: skip
+        results.append(
+            {
+                "figure": name,
+                "first_ms": first_ms,
+                "median_ms": statistics.median(times),
+                "max_ms": max(times),
+                "bytes": len(first.data),
+            }
+        )
     return results
 
 
@@ -89,24 +105,32 @@ def run(repeat: int, temp: Path) -> dict:
     client_id = pd.read_csv(config.parent / "models" / "riskranking.csv", dtype={"corporation": str})[
         "corporation"
     ][7]
-    bundled = views(config, [
-        ('floor: GET / as JSON ("hello world")', "/", {}),
-        ("GET / (the dashboard)", "/", BROWSER),
-        ("GET /clients (page 1)", "/clients", BROWSER),
-        ("GET /clients?page=40", "/clients?page=40", BROWSER),
-        ("GET /clients?q=ab (search)", "/clients?q=ab", BROWSER),
-        ("GET /clients?sort=risk&order=asc", "/clients?sort=risk&order=asc", BROWSER),
-        (f"GET /clients/{client_id}", f"/clients/{client_id}", BROWSER),
-    ], repeat)  # fmt: skip
+    bundled = views(
+        config,
+        [
+            ('floor: GET / as JSON ("hello world")', "/", {}),
+            ("GET / (the dashboard)", "/", BROWSER),
+            ("GET /clients (page 1)", "/clients", BROWSER),
+            ("GET /clients?page=40", "/clients?page=40", BROWSER),
+            ("GET /clients?q=ab (search)", "/clients?q=ab", BROWSER),
+            ("GET /clients?sort=risk&order=asc", "/clients?sort=risk&order=asc", BROWSER),
+            (f"GET /clients/{client_id}", f"/clients/{client_id}", BROWSER),
+        ],
+        repeat,
+    )
     big_id = million(config)
-    big = views(config, [
-        ('floor: GET / as JSON ("hello world")', "/", {}),
-        ("GET /clients (page 1)", "/clients", BROWSER),
-        ("GET /clients?page=10000", "/clients?page=10000", BROWSER),
-        ("GET /clients?q=c09999 (search)", "/clients?q=c09999", BROWSER),
-        ("GET /clients?sort=risk&order=asc", "/clients?sort=risk&order=asc", BROWSER),
-        (f"GET /clients/{big_id}", f"/clients/{big_id}", BROWSER),
-    ], max(3, repeat // 4))  # fmt: skip
+    big = views(
+        config,
+        [
+            ('floor: GET / as JSON ("hello world")', "/", {}),
+            ("GET /clients (page 1)", "/clients", BROWSER),
+            ("GET /clients?page=10000", "/clients?page=10000", BROWSER),
+            ("GET /clients?q=c09999 (search)", "/clients?q=c09999", BROWSER),
+            ("GET /clients?sort=risk&order=asc", "/clients?sort=risk&order=asc", BROWSER),
+            (f"GET /clients/{big_id}", f"/clients/{big_id}", BROWSER),
+        ],
+        max(3, repeat // 4),
+    )
     return {"machine": harness.machine(), "bundled": bundled, "million": big}
 
 
@@ -118,8 +142,10 @@ def print_tables(result: dict) -> None:
     ):
         print(f"\n{title}\n{'figure':<44} {'first ms':>9} {'median ms':>10} {'max ms':>8} {'KiB':>6}")
         for row in result[key]:
-            print(f"{row['figure']:<44} {row['first_ms']:>9.1f} {row['median_ms']:>10.1f} {row['max_ms']:>8.1f} "
-                  f"{row['bytes'] / 1024:>6.0f}")  # fmt: skip
+            print(
+                f"{row['figure']:<44} {row['first_ms']:>9.1f} {row['median_ms']:>10.1f} {row['max_ms']:>8.1f} "
+                f"{row['bytes'] / 1024:>6.0f}"
+            )
 
 
 def main() -> int:

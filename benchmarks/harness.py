@@ -110,8 +110,14 @@ def ensure_wrk() -> str:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, seconds: int, connections: int, method: str = "GET", body: str | None = None,
-        content_type: str | None = None) -> dict:  # fmt: skip
+def wrk(
+    url: str,
+    seconds: int,
+    connections: int,
+    method: str = "GET",
+    body: str | None = None,
+    content_type: str | None = None,
+) -> dict:
     """requests/s, p50 and p99 latency (ms) of one endpoint under wrk."""
     lua = f"wrk.method = {json.dumps(method)}\n"
     if body is not None:
@@ -122,10 +128,23 @@ def wrk(url: str, seconds: int, connections: int, method: str = "GET", body: str
         script.write(lua)
     try:
         output = subprocess.run(
-            [ensure_wrk(), "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s",
-             "--latency", "-s", script.name, url],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            [
+                ensure_wrk(),
+                "-t",
+                str(min(connections, 2)),
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--latency",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     finally:
         os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
@@ -134,8 +153,12 @@ def wrk(url: str, seconds: int, connections: int, method: str = "GET", body: str
         for percent, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
     }
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"],
-            "non_2xx": int(errors.group(1)) if errors else 0}  # fmt: skip
+    return {
+        "rps": rps,
+        "p50_ms": latency["50"],
+        "p99_ms": latency["99"],
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
 
 
 def machine() -> str:
