@@ -401,6 +401,9 @@ def rollback(config: Config) -> dict:
     prod = config.prod_folder
     with file_lock(prod / LOCK):
         repair(prod, require_whole=False)
+        other = other_checkout(config)
+        if other:
+            raise PipelineError(other)
         before = read_manifest(prod)
         earlier = lineage(prod, before)
         if not earlier:

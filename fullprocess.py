@@ -410,8 +410,9 @@ def execute(run: Run, args) -> str:
         finish_pending_report(run)
         refresh_stale_reports(run)
     bootstrap = not (config.prod_folder / MANIFEST).is_file()
-    if bootstrap and args.dry_run and deployment.restorable(config.prod_folder):
-        run.reason(f"{MANIFEST} is missing: a run would restore the last live version from the archive first")
+    if args.dry_run and production.live_version(config) is None and deployment.restorable(config.prod_folder):
+        state = "missing" if bootstrap else "damaged"
+        run.reason(f"{MANIFEST} is {state}: a run would restore the last live version from the archive first")
         return "dry run"
     if bootstrap:
         new = (

@@ -160,6 +160,8 @@ def test_a_damaged_or_deleted_manifest_is_restored_from_the_archive_by_the_next_
             (folder / "live.json").unlink()
         (prod / "deployments.jsonl").unlink()
 
+    dry = workspace.run("fullprocess.py", "--dry-run")
+    assert dry.returncode == 0 and "a run would restore the last live version" in dry.stderr, dry.stderr
     result = workspace.run("fullprocess.py", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "bootstrap" not in result.stderr  # never a silent bootstrap over history
@@ -507,6 +509,7 @@ def test_two_checkouts_with_one_production_folder_are_refused(deployed_workspace
     assert result.returncode == 1, result.stderr
     assert "one production folder serves one checkout" in result.stderr
     assert second.run("deployment.py").returncode == 1
+    assert second.run("deployment.py", "--rollback").returncode == 1
     assert manifest_of(first)["version"] == 2
     assert first.run("fullprocess.py").returncode == 0  # its own checkout goes on
 
