@@ -40,7 +40,7 @@ COUNTS = {
     "deploy_kills": 120 if FULL else 12,
     "fullprocess_kills": 50 if FULL else 2,
     "disk_full": 24 if FULL else 4,
-    "diagnostics_kills": 20 if FULL else 3,
+    "diagnostics_kills": 20 if FULL else 2,
     "step_disk_full": 3 if FULL else 1,  # per folder in full: the ingested data's and the models'
 }
 RESULTS = PROJECT_DIR / "benchmarks" / "results" / "drills.json"

@@ -330,7 +330,7 @@ def test_a_kill_at_each_replace_of_reporting_keeps_the_list_the_team_last_saw(de
     template.write_csv("input_folder_path", "dataset3.csv", client_frame(300, seed=34))
     run_ok(template, "ingestion.py")  # new data: the next list differs
     total = replaces_in_reporting(Workspace(*copy_of(template, tmp_path / "count")))
-    points = range(1, total + 1) if FULL else sorted({1, 2, 3, total // 2, total})
+    points = range(1, total + 1) if FULL else [2, 3, 4]  # make test: the pending basis, each list
     for point in points:
         workspace = Workspace(*copy_of(template, tmp_path / f"kill{point}"))
         killed = subprocess.run(
