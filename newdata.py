@@ -76,6 +76,17 @@ def find_new_files(config: Config) -> tuple[list[str], list[dict]]:
 
 def remember(config: Config, known: dict[str, dict], confirmed: dict[str, dict]) -> None:
     """Record the new identity of files whose content did not change (processedfiles.json)."""
+    write_processed(config, {**known, **confirmed}.values())
+
+
+def mark_processed(config: Config) -> None:
+    """Remember the files of the latest ingestion as decided on (written only once decided)."""
+    record = json.loads((config.output_folder / INGESTION_RECORD).read_text(encoding="utf-8"))
+    write_processed(config, record["files"])
+
+
+def write_processed(config: Config, entries) -> None:
+    """processedfiles.json: each file's name, identity, sha256 and status, for this input folder."""
     atomic_write_json(
         config.prod_folder / PROCESSED_FILES,
         {
@@ -83,25 +94,7 @@ def remember(config: Config, known: dict[str, dict], confirmed: dict[str, dict])
             "input_folder": str(config.input_folder),
             "input_folder_relative": config.relative(config.input_folder),
             "files": [
-                {key: entry.get(key) for key in ("name", *IDENTITY, "sha256", "status")}
-                for entry in {**known, **confirmed}.values()
-            ],
-        },
-    )
-
-
-def mark_processed(config: Config) -> None:
-    """Remember the files of the latest ingestion as decided on (written only once decided)."""
-    record = json.loads((config.output_folder / INGESTION_RECORD).read_text(encoding="utf-8"))
-    atomic_write_json(
-        config.prod_folder / PROCESSED_FILES,
-        {
-            "timestamp": utc_now(),
-            "input_folder": record["input_folder"],
-            "input_folder_relative": record["input_folder_relative"],
-            "files": [
-                {key: entry.get(key) for key in ("name", *IDENTITY, "sha256", "status")}
-                for entry in record["files"]
+                {key: entry.get(key) for key in ("name", *IDENTITY, "sha256", "status")} for entry in entries
             ],
         },
     )
