@@ -7,7 +7,8 @@ unpickled) and data files cached until they change.
     predict(data, config)           the live version's predictions and probabilities (model_predictions)
     dataframe_summary(config)       mean, median, mode, std of each numeric column of finaldata.csv
     missing_data(config)            percent missing in each column of finaldata.csv
-    execution_time(config)          seconds of ingestion.py and training.py, timed on a copy
+    execution_time(config)          seconds of ingestion.py and training.py, timed on a copy (or the
+                                    seconds fullprocess.py's own steps took: --measured)
     outdated_packages_list(config)  installed and latest version of each requirement
 Drift has its own home (drift.py); diagnostics.json carries drift since the live version was
 trained, stamped with the version and data it describes.
@@ -23,6 +24,8 @@ Writes (main() only; output_model_path, atomically)
     next timing run.
 Run
     python diagnostics.py
+    python diagnostics.py --measured 0.7 2.3   seconds already measured on the current inputs: not
+                                               timed again (fullprocess.py, after retraining)
 Exit status
     0 written; 69 no usable deployed model, or finaldata.csv / testdata.csv missing or unusable;
     1 the timing run failed; 74 disk full; 78 bad config.json.
@@ -187,6 +190,20 @@ def execution_time(config: Config | None = None, max_age: float = 0.0) -> list[f
     return seconds
 
 
+def keep_timing(config: Config, seconds: list[float]) -> list[float]:
+    """A caller's own timing of ingestion.py and training.py on the current input files (fullprocess.py
+    passes the seconds its steps just took: timing them again would do the run's work twice), kept
+    as execution_time's answer for those files (the API's /diagnostics reuses it like its own)."""
+    cache = config.cache_folder
+    cache.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache / "timing.lock", poll=0.05):
+        atomic_write_json(
+            cache / "timing.json",
+            {"finished": time.time(), "inputs": input_signature(config), "seconds": seconds},
+        )
+    return seconds
+
+
 def input_signature(config: Config) -> list[list]:
     """[name, size, mtime] of each input file: what a timing is valid for."""
     if not config.input_folder.is_dir():
@@ -319,8 +336,9 @@ def outdated_packages_list(config: Config | None = None, refresh: bool = False) 
     return table
 
 
-def run_all(config: Config) -> dict:
-    """Every diagnostic of the live version and the ingested data, stamped with what it describes."""
+def run_all(config: Config, measured: list[float] | None = None) -> dict:
+    """Every diagnostic of the live version and the ingested data, stamped with what it describes.
+    measured: [ingestion, training] seconds the caller timed on the current inputs (else timed here)."""
     state = production.live(config)
     if state is None:
         raise DeploymentUnavailable(
@@ -340,17 +358,34 @@ def run_all(config: Config) -> dict:
         },
         "summary_statistics": dataframe_summary(config),
         "missing_data_percent": missing_data(config),
-        "execution_time_seconds": dict(zip(("ingestion", "training"), execution_time(config), strict=True)),
+        "execution_time_seconds": dict(
+            zip(
+                ("ingestion", "training"),
+                keep_timing(config, measured) if measured else execution_time(config),
+                strict=True,
+            )
+        ),
         "dependencies": outdated_packages_list(config),
         "feature_drift": drift.since_training(config, state, final),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    command_line(__doc__).parse_args(argv)
+    parser = command_line(__doc__)
+    parser.add_argument(
+        "--measured",
+        nargs=2,
+        type=float,
+        metavar=("INGESTION", "TRAINING"),
+        help="seconds ingestion.py and training.py just took on the current input files (fullprocess.py "
+        "passes its own steps'): used instead of timing them again",
+    )
+    args = parser.parse_args(argv)
+    if args.measured and not all(0 <= value < math.inf for value in args.measured):
+        parser.error(f"--measured: seconds must be finite and not negative, not {args.measured}")
     setup_logging(NAME)
     config = load_config()
-    report = run_all(config)
+    report = run_all(config, args.measured)
     target = config.model_folder / DIAGNOSTICS
     history = config.model_folder / DIAGNOSTICS_HISTORY
     history.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,6 @@ import statistics
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ks_2samp
 
 import production
 from clientdata import read_data_file
@@ -149,6 +148,10 @@ def psi_band(value: float) -> str:
 
 def compare_features(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
     """Per feature KS test and PSI, and the data-set verdict."""
+    from scipy.stats import (
+        ks_2samp,  # 1 s of import: loaded by the run that compares, not by every API worker
+    )
+
     features = []
     for feature in FEATURES:
         expected = pd.to_numeric(reference[feature], errors="coerce").dropna().to_numpy(float)

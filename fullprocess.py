@@ -161,6 +161,18 @@ class Run:
             except OSError as error:  # a full disk: said once, and in the exit status (record_run)
                 self.log_error = error
 
+    def measured(self) -> list[str]:
+        """diagnostics.py's --measured: the seconds this run's ingestion.py and training.py took on the
+        current inputs, when both ran and succeeded (timing them again would do the run's work twice)."""
+        seconds = {
+            step["step"]: step["seconds"]
+            for step in self.record["steps"]
+            if step["exit"] in (0, EXIT_PARTIAL)
+        }
+        if "ingestion.py" in seconds and "training.py" in seconds:
+            return ["--measured", str(seconds["ingestion.py"]), str(seconds["training.py"])]
+        return []
+
     def inherited_fds(self) -> tuple[int, ...]:
         return (self.lock.fileno(),) if self.lock is not None else ()
 
@@ -199,7 +211,7 @@ class Run:
 def report(run: Run, second: bool) -> None:
     """Diagnostics, reporting and the API calls for the newly deployed model (the API at
     api_host:api_port when it serves the live version, else a temporary one: apiserver.py)."""
-    run.step("diagnostics.py")
+    run.step("diagnostics.py", *run.measured())
     run.step("reporting.py", "--output", CONFUSION_MATRIX_AFTER_REDEPLOY if second else CONFUSION_MATRIX)
     try:
         with apiserver.serving_live_version(run.config, pass_fds=run.inherited_fds()) as url:
@@ -215,7 +227,7 @@ def report(run: Run, second: bool) -> None:
 def refresh_reports(run: Run) -> None:
     """The deployed model stays, but the clients to call are those of the new data: the diagnostics,
     the call list, the drift figures and the report (whose page 1 lists the call list's first 10)."""
-    run.step("diagnostics.py")
+    run.step("diagnostics.py", *run.measured())
     run.step("reporting.py")
     run.reason("diagnostics, call list and report refreshed on the new data for the live version")
 

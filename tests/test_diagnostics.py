@@ -246,3 +246,18 @@ def test_a_recent_timing_of_the_same_inputs_is_reused_only_when_asked(config, de
     diagnostics.execution_time(config, max_age=600)  # other inputs: measured again
     assert finished() > measured
     assert json.loads(timing_file.read_text())["inputs"][1][2] == 1
+
+
+@pytest.mark.slow
+def test_seconds_measured_by_the_caller_are_used_and_kept_for_the_api(config, deployed_workspace):
+    """diagnostics.py --measured (what fullprocess.py passes after its own ingestion and training
+    steps): those seconds are reported and kept as the timing of these inputs; nothing is timed again."""
+    result = deployed_workspace.run("diagnostics.py", "--measured", "0.25", "1.5")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((deployed_workspace.path("output_model_path") / "diagnostics.json").read_text())
+    assert report["execution_time_seconds"] == {"ingestion": 0.25, "training": 1.5}
+    assert diagnostics.execution_time(config, max_age=600) == [0.25, 1.5]  # the API's reuse
+    for bad in (["-1", "2"], ["nan", "2"], ["1"]):
+        result = deployed_workspace.run("diagnostics.py", "--measured", *bad)
+        assert result.returncode == 2 and "--measured" in result.stderr.splitlines()[-1], result.stderr
+        assert "Traceback" not in result.stderr

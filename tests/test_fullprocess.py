@@ -256,6 +256,13 @@ def test_with_the_gate_off_a_worse_candidate_is_deployed(deployed):
     assert "promotion_gate is off: deploying anyway" in last["reasons"]
     assert last["decision"] == "redeployed" and manifest(deployed)["version"] == 2
     assert manifest(deployed)["f1"] == pytest.approx(last["gate"]["candidate_f1"])
+    # diagnostics.py reports the seconds the run's own steps took, not a second timing of the same work
+    seconds = {step["step"]: step["seconds"] for step in last["steps"]}
+    timing = json.loads((deployed.path("output_model_path") / "diagnostics.json").read_text())
+    assert timing["execution_time_seconds"] == {
+        "ingestion": seconds["ingestion.py"],
+        "training": seconds["training.py"],
+    }
 
 
 def test_a_failing_step_leaves_production_unchanged(deployed):

@@ -68,6 +68,15 @@ def test_the_guard_sees_a_heavy_import(deployed_workspace):
     assert {"pandas", "sklearn", "riskmodel"} <= names
 
 
+def test_the_api_loads_neither_scikit_learn_nor_scipy_stats():
+    """The API scores with the closed form (riskmodel.LinearScorer) and computes drift only in
+    /diagnostics: a worker that imports the app has not loaded scikit-learn or scipy.stats
+    (1.3 s of start-up and about 50 MB per worker between them)."""
+    code, names = imported_modules("-c", "import wsgi")
+    assert code == 0 and {"app", "serving", "riskmodel", "scipy.special"} <= names
+    assert not {"sklearn", "scipy.stats"} & names, sorted({"sklearn", "scipy.stats"} & names)
+
+
 def test_nothing_imports_fullprocess():
     """fullprocess.py is the orchestration only: its helpers live in their own homes (apiserver.py,
     drift.py, notify.py, newdata.py, production.py), which scripts, tests and benchmarks import."""
