@@ -36,8 +36,9 @@ run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the 
 	$(PY) fullprocess.py || { status=$$?; $(PY) fullprocess.py --summary; exit $$status; }
 	@echo; $(PY) fullprocess.py --summary
 
+# The suite on every core (pytest-xdist): most tests wait on their own pipeline processes.
 test: $(DEV) ## run the whole test suite (what CI runs)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist worksteal
 
 test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (about a minute)
 	$(PY) -m pytest -m "not slow"

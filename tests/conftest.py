@@ -119,20 +119,65 @@ def run_ok(workspace: Workspace, *scripts: str) -> None:
         assert result.returncode == 0, f"{script}: {result.stderr}"
 
 
+def copy_template(template: Path, root: Path) -> Workspace:
+    shutil.copytree(template, root, symlinks=True)
+    return Workspace(root, root / "config.json")
+
+
 @pytest.fixture(scope="session")
 def deployed_template(tmp_path_factory) -> Path:
-    """Built once: the small data after ingestion, training, scoring and deployment."""
+    """Built once per test process: the small data after ingestion, training, scoring and deployment,
+    and the dependency check's offline answer in its cache (pip's two runs, paid once, not per test;
+    tests of the check itself pass refresh=True)."""
     template = add_small_data(make_workspace(tmp_path_factory.mktemp("template") / "ws"))
     run_ok(template, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+    warm = subprocess.run(
+        [sys.executable, "-c", "import diagnostics; diagnostics.outdated_packages_list()"],
+        cwd=PROJECT_DIR,
+        env=template.env,
+        capture_output=True,
+        text=True,
+    )
+    assert warm.returncode == 0 and (template.root / ".cache" / "dependencies.json").is_file(), warm.stderr
     return template.root
 
 
 @pytest.fixture
 def deployed_workspace(deployed_template, tmp_path) -> Workspace:
     """A private copy of the deployed template (the scripts' own runs, copied)."""
-    root = tmp_path / "deployed"
-    shutil.copytree(deployed_template, root, symlinks=True)
-    return Workspace(root, root / "config.json")
+    return copy_template(deployed_template, tmp_path / "deployed")
+
+
+@pytest.fixture(scope="session")
+def retrained_template(deployed_template, tmp_path_factory) -> Path:
+    """Built once per test process: the deployed template with another candidate (trained on
+    dataset1.csv alone, dataset2.csv removed) ingested, trained and scored, not deployed: deployment.py
+    makes it version 2."""
+    workspace = copy_template(deployed_template, tmp_path_factory.mktemp("retrained") / "ws")
+    (workspace.path("input_folder_path") / "dataset2.csv").unlink()
+    run_ok(workspace, "ingestion.py", "training.py", "scoring.py")
+    return workspace.root
+
+
+@pytest.fixture
+def retrained_workspace(retrained_template, tmp_path) -> Workspace:
+    """A private copy of the retrained template: version 1 live, a different candidate ready."""
+    return copy_template(retrained_template, tmp_path / "retrained")
+
+
+@pytest.fixture(scope="session")
+def reported_template(deployed_template, tmp_path_factory) -> Path:
+    """Built once per test process: the deployed template after diagnostics.py and reporting.py, as a
+    bootstrap leaves it (the call list, the report, diagnostics.json): every file a page reads."""
+    workspace = copy_template(deployed_template, tmp_path_factory.mktemp("reported") / "ws")
+    run_ok(workspace, "diagnostics.py", "reporting.py")
+    return workspace.root
+
+
+@pytest.fixture
+def reported_workspace(reported_template, tmp_path) -> Workspace:
+    """A private copy of the reported template."""
+    return copy_template(reported_template, tmp_path / "reported")
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -231,7 +276,7 @@ def assert_error(response, status, fragment="", error=None, workspace=None):
     return body
 
 
-__all__ = ["COLUMNS", "SEED_DATA", "Workspace", "client_frame", "make_workspace", "run_ok"]
+__all__ = ["COLUMNS", "SEED_DATA", "Workspace", "client_frame", "copy_template", "make_workspace", "run_ok"]
 
 
 def pdf_subject(path: Path) -> str:

@@ -8,11 +8,10 @@ types, answers that match their schemas, invalid input refused with a 4xx).
 """
 
 import json
-import shutil
 
 import pytest
 import schemathesis
-from conftest import Workspace, run_ok
+from conftest import copy_template
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -24,8 +23,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+import diagnostics
 from apiserver import free_port, start_api_server, stop_process
 from app import OPENAPI, create_app
+from common import load_config
 
 DOCUMENT = json.loads(OPENAPI.read_text())
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # answered by Flask for every route
@@ -69,12 +70,13 @@ def test_the_served_document_carries_this_servers_limits(deployed_workspace):
 
 
 @pytest.fixture(scope="module")
-def fuzzed_server(deployed_template, tmp_path_factory):
-    root = tmp_path_factory.mktemp("fuzz") / "ws"
-    shutil.copytree(deployed_template, root, symlinks=True)
-    workspace = Workspace(root, root / "config.json")
+def fuzzed_server(reported_template, tmp_path_factory):
+    """gunicorn on the reported workspace (the call list /calllist serves), with a timing of its input
+    files already measured, so that /diagnostics answers from it (?fresh=1 still times anew)."""
+    workspace = copy_template(reported_template, tmp_path_factory.mktemp("fuzz") / "ws")
+    root = workspace.root
     workspace.set_config(api_max_body_bytes=200_000, api_max_rows=2_000)
-    run_ok(workspace, "reporting.py")  # the call list /calllist serves
+    diagnostics.keep_timing(load_config(workspace.config_path), [0.5, 1.5])
     port = free_port()
     process = start_api_server("127.0.0.1", port, root / "gunicorn.log", workers=2, env=workspace.env)
     yield f"http://127.0.0.1:{port}"

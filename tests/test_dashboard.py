@@ -2,12 +2,11 @@
 and a real browser (Debian's Chromium driven by Playwright) against a real gunicorn."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import Workspace, run_ok
+from conftest import run_ok
 
 import serving
 from apiserver import free_port, start_api_server, stop_process
@@ -19,21 +18,9 @@ BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture(scope="module")
-def reported_template(deployed_template, tmp_path_factory):
-    """The deployed small workspace after reporting.py and diagnostics.py: every file a page reads."""
-    root = tmp_path_factory.mktemp("dash") / "ws"
-    shutil.copytree(deployed_template, root, symlinks=True)
-    workspace = Workspace(root, root / "config.json")
-    run_ok(workspace, "reporting.py", "diagnostics.py")
-    return root
-
-
 @pytest.fixture
-def full(reported_template, tmp_path):
-    root = tmp_path / "full"
-    shutil.copytree(reported_template, root, symlinks=True)
-    return Workspace(root, root / "config.json")
+def full(reported_workspace):
+    return reported_workspace
 
 
 def client_for(workspace, **config):

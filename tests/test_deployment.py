@@ -78,37 +78,35 @@ def test_refuses_a_score_computed_for_another_model(deployed_workspace):
     assert snapshot(prod) == before
 
 
-def test_versions_are_archived_and_rollback_restores_the_previous_one(deployed_workspace):
-    prod = deployed_workspace.path("prod_deployment_path")
+def test_versions_are_archived_and_rollback_restores_the_previous_one(retrained_workspace):
+    prod = retrained_workspace.path("prod_deployment_path")
     first = {name: (prod / name).read_bytes() for name in DEPLOYED}
-    (deployed_workspace.path("input_folder_path") / "dataset2.csv").unlink()
-    run_ok(deployed_workspace, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+    run_ok(retrained_workspace, "deployment.py")  # the other candidate: version 2
     second = {name: (prod / name).read_bytes() for name in DEPLOYED}
     assert second != first
     assert json.loads((prod / "manifest.json").read_text())["version"] == 2
     archived_first = snapshot(prod / "archive" / "v0001")
 
-    result = deployed_workspace.run("deployment.py", "--rollback")
+    result = retrained_workspace.run("deployment.py", "--rollback")
     assert result.returncode == 0, result.stderr
     assert {name: (prod / name).read_bytes() for name in DEPLOYED} == first
     manifest = json.loads((prod / "manifest.json").read_text())
     assert (manifest["version"], manifest["action"], manifest["rolled_back_from"]) == (1, "rollback", 2)
     assert snapshot(prod / "archive" / "v0001") == archived_first
     assert (prod / "archive" / "v0001" / "live.json").read_bytes() == (prod / "manifest.json").read_bytes()
-    assert_one_line_error(deployed_workspace.run("deployment.py", "--rollback"), "nothing to roll back to")
+    assert_one_line_error(retrained_workspace.run("deployment.py", "--rollback"), "nothing to roll back to")
     history = [json.loads(line) for line in (prod / "deployments.jsonl").read_text().splitlines()]
     assert [(h["action"], h["version"]) for h in history] == [("deploy", 1), ("deploy", 2), ("rollback", 1)]
 
 
-def test_rollback_refuses_a_damaged_archive_and_changes_nothing(deployed_workspace):
-    prod = deployed_workspace.path("prod_deployment_path")
-    (deployed_workspace.path("input_folder_path") / "dataset2.csv").unlink()
-    run_ok(deployed_workspace, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+def test_rollback_refuses_a_damaged_archive_and_changes_nothing(retrained_workspace):
+    prod = retrained_workspace.path("prod_deployment_path")
+    run_ok(retrained_workspace, "deployment.py")  # the other candidate: version 2
     archived = prod / "archive" / "v0001" / "trainedmodel.pkl"
     archived.chmod(0o644)
     archived.write_bytes(archived.read_bytes()[:-3])  # bit rot in the archive
     before = snapshot(prod)
-    result = deployed_workspace.run("deployment.py", "--rollback")
+    result = retrained_workspace.run("deployment.py", "--rollback")
     assert result.returncode == 1
     assert_one_line_error(result, "v0001/trainedmodel.pkl: archived file is damaged; not rolled back")
     assert snapshot(prod) == before
@@ -116,6 +114,6 @@ def test_rollback_refuses_a_damaged_archive_and_changes_nothing(deployed_workspa
     (prod / "archive" / "v0001" / "manifest.json").write_text("{")
     before = snapshot(prod)
     assert_one_line_error(
-        deployed_workspace.run("deployment.py", "--rollback"), "archived version is unreadable"
+        retrained_workspace.run("deployment.py", "--rollback"), "archived version is unreadable"
     )
     assert snapshot(prod) == before

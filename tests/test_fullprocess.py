@@ -194,9 +194,11 @@ def test_dry_run_changes_nothing(deployed):
     assert after == before
 
 
-def test_no_drift_keeps_the_model_and_is_not_reconsidered(deployed):
-    deployed.set_config(drift_tolerance=1.0)  # a drop of a whole F1 point would be needed
-    run_ok(deployed, "reporting.py")  # version 1's report at its deployment
+def test_no_drift_keeps_the_model_and_is_not_reconsidered(reported_workspace):
+    deployed = reported_workspace  # version 1 with the report of its deployment
+    deployed.set_config(
+        drift_tolerance=1.0, api_port=free_port()
+    )  # a drop of a whole F1 point would be needed
     kept = deployed.path("prod_deployment_path") / "archive" / "v0001" / "reports"
     at_deployment = (kept / "report.pdf").read_bytes()
     before = production(deployed)
@@ -283,7 +285,7 @@ def test_a_failing_step_leaves_production_unchanged(deployed):
 
 def test_a_second_run_exits_with_the_lock_code(deployed):
     add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
-    deployed.set_config(drift_tolerance=-1.0)
+    deployed.set_config(drift_tolerance=1.0)  # no drift: the first run ingests, scores and reports (seconds)
     log = deployed.path("prod_deployment_path") / "fullprocess.log"
     first = subprocess.Popen(
         [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
