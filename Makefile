@@ -36,15 +36,15 @@ run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the 
 	$(PY) fullprocess.py || { status=$$?; $(PY) fullprocess.py --summary; exit $$status; }
 	@echo; $(PY) fullprocess.py --summary
 
-# The suite on every core (pytest-xdist): most tests wait on their own pipeline processes.
-test: $(DEV) ## run the whole test suite (what CI runs)
-	$(PY) -m pytest -n auto --dist worksteal
+# The suite on every core (pytest-xdist): most tests are pipeline processes of their own.
+test: $(DEV) ## run the test suite but the drills (what CI runs; about 5 minutes)
+	$(PY) -m pytest -n auto --dist worksteal -m "not drill"
 
 test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (about a minute)
 	$(PY) -m pytest -m "not slow"
 
-drills: $(DEV) ## kill, disk-full, damage and race drills at full count (about 30 minutes; make test runs a few)
-	RISK_DRILLS=full $(PY) -m pytest -s -p no:randomly tests/test_drills.py tests/test_drills_damage.py
+drills: $(DEV) ## the kill, disk-full and race drills at full count (about 40 minutes; pytest -m drill: a few of each)
+	RISK_DRILLS=full $(PY) -m pytest -s -m drill
 
 lint: $(DEV) ## ruff check and ruff format --check
 	$(BIN)/ruff check .

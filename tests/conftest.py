@@ -75,6 +75,15 @@ class Workspace:
             **kwargs,
         )
 
+    def runs(self) -> list[dict]:
+        """fullprocess.py's run records (runhistory.jsonl), oldest first; [] before the first run."""
+        path = self.path("prod_deployment_path") / "runhistory.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def manifest(self) -> dict:
+        """The live manifest.json."""
+        return json.loads((self.path("prod_deployment_path") / "manifest.json").read_text())
+
     def write_csv(self, folder: str, name: str, frame: pd.DataFrame) -> Path:
         path = self.path(folder) / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Drills: kill the pipeline and fill its disk at random instants; production must stay whole.
 
-`make test` runs a few of each; `make drills` runs the full counts (RISK_DRILLS=full) and
-writes the figures the README's Reliability section quotes to benchmarks/results/drills.json.
+`make drills` runs the full counts (RISK_DRILLS=full) and writes the figures the README's
+Reliability section quotes to benchmarks/results/drills.json; `pytest -m drill` runs a few of
+each (about 3 minutes). `make test` leaves them out (they are whole pipeline runs, killed).
 
 After each event: every file of the live version matches its manifest, the model loads and
 predicts, and then the next fullprocess.py run exits 0, leaves no debris, and the reports
@@ -33,7 +34,7 @@ from common import FEATURES, load_config
 from production import read_manifest
 from records import read_jsonl
 
-pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
+pytestmark = [pytest.mark.slow, pytest.mark.drill]  # make drills (full counts), not make test
 
 FULL = os.environ.get("RISK_DRILLS") == "full"
 COUNTS = {

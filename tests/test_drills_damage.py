@@ -5,8 +5,8 @@ Each drill damages or races a real workspace the way an operator's day can (a da
 record, a rollback or a config edit during cron's run, a copier still writing, a kill between two
 files, a stuck lock, a full disk), then checks an invariant computed independently of the code
 under test: the files of every version that went live, the list the team last saw, the rows of
-the input files. `make test` runs each once; `make drills` (RISK_DRILLS=full) runs the counts the
-README quotes.
+the input files. The races, kills and full disks are marked `drill`: `make drills` (RISK_DRILLS=full)
+runs them at the counts the README quotes, `pytest -m drill` once each; `make test` runs the rest.
 """
 
 from __future__ import annotations
@@ -42,15 +42,6 @@ def prod_of(workspace: Workspace) -> Path:
     return workspace.path("prod_deployment_path")
 
 
-def manifest_of(workspace: Workspace) -> dict:
-    return json.loads((prod_of(workspace) / "manifest.json").read_text())
-
-
-def runs(workspace: Workspace) -> list[dict]:
-    path = prod_of(workspace) / "runhistory.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def version_files(prod: Path, version: int) -> dict[str, bytes]:
     """A version's archived files (what must never be lost), reports and live.json aside."""
     folder = prod / "archive" / f"v{version:04d}"
@@ -69,8 +60,8 @@ def two_versions(deployed_workspace) -> Workspace:
     result = deployed_workspace.run("deployment.py", "--rollback")
     assert result.returncode == 0, result.stderr
     assert (
-        manifest_of(deployed_workspace)["version"],
-        manifest_of(deployed_workspace)["rolled_back_from"],
+        deployed_workspace.manifest()["version"],
+        deployed_workspace.manifest()["rolled_back_from"],
     ) == (1, 2)
     return deployed_workspace
 
@@ -126,7 +117,7 @@ def test_a_damaged_deployment_history_never_costs_a_version_that_went_live(two_v
     assert result.returncode == 0, result.stderr
     for version, files in kept.items():  # the invariant: every version that went live, byte for byte
         assert version_files(prod, version) == files, f"version {version} changed or lost ({how}, {marks})"
-    assert manifest_of(workspace)["version"] == 1
+    assert workspace.manifest()["version"] == 1
     assert not live_version_problems(prod)
     assert not (prod / "archive" / "v0003").exists()
     if how == "a bad byte":
@@ -165,16 +156,16 @@ def test_a_damaged_or_deleted_manifest_is_restored_from_the_archive_by_the_next_
     result = workspace.run("fullprocess.py", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "bootstrap" not in result.stderr  # never a silent bootstrap over history
-    restored = manifest_of(workspace)
+    restored = workspace.manifest()
     assert (restored["version"], restored["lineage"]) == (2, [1])
     if "live.json" not in damage:
         assert path.read_bytes() == live  # exactly the manifest that was live
     assert "restored version 2, the last live one" in result.stderr
-    assert runs(workspace)[-1]["repairs"] and runs(workspace)[-1]["decision"] == "nothing new"
+    assert workspace.runs()[-1]["repairs"] and workspace.runs()[-1]["decision"] == "nothing new"
     assert not live_version_problems(prod)
     result = workspace.run("deployment.py", "--rollback")  # versions before it are still reachable
     assert result.returncode == 0, result.stderr
-    assert manifest_of(workspace)["version"] == 1
+    assert workspace.manifest()["version"] == 1
     record(f"manifest_{damage.replace(' ', '_')}", restored=1, versions_lost=0)
 
 
@@ -187,7 +178,7 @@ def test_the_scripts_by_hand_restore_a_truncated_manifest_first(deployed_workspa
     result = workspace.run(*way_out)
     assert result.returncode == 0, result.stderr
     assert "restored version 2" in result.stderr
-    assert manifest_of(workspace)["version"] == (1 if "--rollback" in way_out else 3)
+    assert workspace.manifest()["version"] == (1 if "--rollback" in way_out else 3)
 
 
 def start_run(workspace: Workspace, *args: str) -> subprocess.Popen:
@@ -206,6 +197,7 @@ def log_says(workspace: Workspace, text: str) -> bool:
     return path.exists() and text in path.read_text(errors="replace")
 
 
+@pytest.mark.drill
 def test_a_rollback_during_a_run_wins_and_the_next_run_decides_afresh(deployed_workspace):
     workspace, prod = deployed_workspace, prod_of(deployed_workspace)
     workspace.set_config(api_port=free_port())
@@ -218,20 +210,21 @@ def test_a_rollback_during_a_run_wins_and_the_next_run_decides_afresh(deployed_w
     assert result.returncode == 0, result.stderr
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr
-    last = runs(workspace)[-1]
+    last = workspace.runs()[-1]
     assert last["decision"].startswith("superseded: production changed during"), last["decision"]
-    assert manifest_of(workspace)["version"] == 1  # the person's rollback stands
+    assert workspace.manifest()["version"] == 1  # the person's rollback stands
     assert not (prod / "archive" / "v0003").exists()
     assert not live_version_problems(prod)
 
     result = workspace.run("fullprocess.py", "--force", timeout=300)  # the next run: the same file, afresh
     assert result.returncode == 0, result.stderr
-    assert "dataset3.csv" in runs(workspace)[-1]["new_files"]
-    assert runs(workspace)[-1]["decision"] == "redeployed"
-    assert manifest_of(workspace)["lineage"] == [1]  # decided against version 1, live then
+    assert "dataset3.csv" in workspace.runs()[-1]["new_files"]
+    assert workspace.runs()[-1]["decision"] == "redeployed"
+    assert workspace.manifest()["lineage"] == [1]  # decided against version 1, live then
     record("rollback_during_a_run", superseded=1, deployed_over_the_rollback=0)
 
 
+@pytest.mark.drill
 def test_a_config_edit_during_a_run_takes_effect_from_the_next_run(deployed_workspace):
     workspace = deployed_workspace
     workspace.set_config(api_port=free_port())
@@ -242,17 +235,18 @@ def test_a_config_edit_during_a_run_takes_effect_from_the_next_run(deployed_work
     workspace.set_config(output_model_path="models")  # the walkthrough's own edit, mid-run
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr
-    assert runs(workspace)[-1]["decision"] == "redeployed"
+    assert workspace.runs()[-1]["decision"] == "redeployed"
     models = workspace.root / "models"
     assert not models.exists() or not any(models.iterdir()), "a step used the edited configuration"
     decision = json.loads((workspace.root / "practicemodels" / "decision.json").read_text())
-    assert decision["model_sha256"] == manifest_of(workspace)["files"]["trainedmodel.pkl"]["sha256"]
-    gate = runs(workspace)[-1]["gate"]  # the gate compared the old folder's candidate with the live score
+    assert decision["model_sha256"] == workspace.manifest()["files"]["trainedmodel.pkl"]["sha256"]
+    gate = workspace.runs()[-1]["gate"]  # the gate compared the old folder's candidate with the live score
     assert gate["candidate_f1"] == float((workspace.root / "practicemodels" / "latestscore.txt").read_text())
     assert json.loads(before)["output_model_path"] == "practicemodels"
     assert load_config(workspace.config_path).model_folder == models  # the next run's configuration
 
 
+@pytest.mark.drill
 def test_rows_written_while_ingestion_reads_are_never_lost(deployed_workspace):
     workspace = deployed_workspace
     workspace.set_config(api_port=free_port())
@@ -277,9 +271,9 @@ def test_rows_written_while_ingestion_reads_are_never_lost(deployed_workspace):
     for _ in range(3):  # the next runs, with the file complete: until nothing is new
         result = workspace.run("fullprocess.py", timeout=300)
         assert result.returncode in (0, 3), result.stderr
-        if runs(workspace)[-1]["decision"] == "nothing new":
+        if workspace.runs()[-1]["decision"] == "nothing new":
             break
-    assert runs(workspace)[-1]["decision"] == "nothing new"
+    assert workspace.runs()[-1]["decision"] == "nothing new"
     record_ = json.loads((workspace.path("output_folder_path") / "ingestionrecord.json").read_text())
     entry = next(entry for entry in record_["files"] if entry["name"] == "dataset3.csv")
     assert (
@@ -321,6 +315,7 @@ def replaces_in_reporting(workspace: Workspace) -> int:
     return int(result.stdout.split()[-1])
 
 
+@pytest.mark.drill
 def test_a_kill_at_each_replace_of_reporting_keeps_the_list_the_team_last_saw(deployed_workspace, tmp_path):
     template = deployed_workspace
     template.set_config(api_port=free_port())
@@ -394,7 +389,7 @@ def test_a_deploy_lock_held_by_a_live_process_is_busy_then_a_failure_naming_it(d
     finally:
         holder.kill()
         holder.wait()
-    last = runs(workspace)[-1]
+    last = workspace.runs()[-1]
     if held_for < 1200:
         assert result.returncode == 75 and last["decision"].startswith("busy"), result.stderr
     else:  # a stuck deployment: a failure (heartbeat /fail, an alert), naming the holder
@@ -403,6 +398,7 @@ def test_a_deploy_lock_held_by_a_live_process_is_busy_then_a_failure_naming_it(d
     assert workspace.run("fullprocess.py").returncode == 0  # the holder gone: the next run goes on
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize("target", ["runhistory.jsonl", "fullprocess.log"])
 def test_a_full_disk_on_the_run_history_or_the_log_is_exit_74_and_the_deployment_is_recorded(
     deployed_workspace, target
@@ -423,8 +419,8 @@ def test_a_full_disk_on_the_run_history_or_the_log_is_exit_74_and_the_deployment
         history.write_bytes(saved)
     result = workspace.run("fullprocess.py", timeout=300)
     assert result.returncode == 0, result.stderr
-    deployed = [entry for entry in runs(workspace) if entry.get("deployed_version") == 2]
-    assert len(deployed) == 1, runs(workspace)  # the redeploy that happened is in the run history
+    deployed = [entry for entry in workspace.runs() if entry.get("deployed_version") == 2]
+    assert len(deployed) == 1, workspace.runs()  # the redeploy that happened is in the run history
     assert not live_version_problems(prod)
 
 
@@ -452,7 +448,7 @@ def test_a_file_redropped_with_the_same_size_and_mtime_is_new(deployed_workspace
 
 def test_entries_rejected_by_name_are_remembered_and_not_reprocessed_every_run(deployed_workspace, tmp_path):
     workspace = deployed_workspace
-    workspace.set_config(api_port=free_port())
+    workspace.set_config(api_port=free_port(), drift_tolerance=1.0)  # no drift: no retraining to wait for
     folder = workspace.path("input_folder_path")
     outside = tmp_path / "elsewhere.csv"
     outside.write_text((folder / "dataset1.csv").read_text())
@@ -460,9 +456,9 @@ def test_entries_rejected_by_name_are_remembered_and_not_reprocessed_every_run(d
     (folder / "two\nlines.csv").write_text((folder / "dataset1.csv").read_text())
     first = workspace.run("fullprocess.py", timeout=300)
     assert first.returncode == 3, first.stderr  # rejected, named, said once
-    assert len(runs(workspace)[-1]["rejected_files"]) == 2
+    assert len(workspace.runs()[-1]["rejected_files"]) == 2
     second = workspace.run("fullprocess.py", timeout=300)
-    assert second.returncode == 0 and runs(workspace)[-1]["decision"] == "nothing new", second.stderr
+    assert second.returncode == 0 and workspace.runs()[-1]["decision"] == "nothing new", second.stderr
     outside.write_text(outside.read_text() + "zzzz9,1,2,3,0\n")  # changed: examined again
     assert newdata.find_new_files(load_config(workspace.config_path))[0] == ["linked.csv"]
 
@@ -470,7 +466,7 @@ def test_entries_rejected_by_name_are_remembered_and_not_reprocessed_every_run(d
 @pytest.mark.parametrize("name", ["latestscore.txt", "trainedmodel.pkl"])
 def test_a_live_file_changed_without_changing_its_size_stops_the_run(deployed_workspace, name):
     workspace, prod = deployed_workspace, prod_of(deployed_workspace)
-    path = prod / manifest_of(workspace)["folder"] / name
+    path = prod / workspace.manifest()["folder"] / name
     data, stat = bytearray(path.read_bytes()), path.stat()
     data[2] ^= (
         0x01 if name.endswith(".pkl") else ord("8") ^ ord("9")
@@ -480,7 +476,7 @@ def test_a_live_file_changed_without_changing_its_size_stops_the_run(deployed_wo
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     result = workspace.run("fullprocess.py")
     assert result.returncode == 1, result.stderr
-    assert f"{name}: does not match the manifest of live version 1" in runs(workspace)[-1]["decision"]
+    assert f"{name}: does not match the manifest of live version 1" in workspace.runs()[-1]["decision"]
 
 
 def test_ingestion_then_deployment_by_hand_is_refused_until_retrained(deployed_workspace):
@@ -492,9 +488,9 @@ def test_ingestion_then_deployment_by_hand_is_refused_until_retrained(deployed_w
     assert (
         "was not trained on the data" in result.stderr and "run training.py and scoring.py" in result.stderr
     )
-    assert manifest_of(workspace)["version"] == 1
+    assert workspace.manifest()["version"] == 1
     run_ok(workspace, "training.py", "scoring.py", "deployment.py")
-    assert manifest_of(workspace)["version"] == 2
+    assert workspace.manifest()["version"] == 2
 
 
 def test_two_checkouts_with_one_production_folder_are_refused(deployed_workspace, tmp_path):
@@ -508,7 +504,7 @@ def test_two_checkouts_with_one_production_folder_are_refused(deployed_workspace
     assert "one production folder serves one checkout" in result.stderr
     assert second.run("deployment.py").returncode == 1
     assert second.run("deployment.py", "--rollback").returncode == 1
-    assert manifest_of(first)["version"] == 2
+    assert first.manifest()["version"] == 2
     assert first.run("fullprocess.py").returncode == 0  # its own checkout goes on
 
 

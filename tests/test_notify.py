@@ -75,15 +75,25 @@ def test_a_redeploy_and_a_rejected_file_each_send_one_message_and_a_quiet_run_no
     assert watched.run("fullprocess.py").returncode == 0  # nothing new: no message, one more ping
     assert len(receiver.messages()) == 1 and receiver.pings() == ["/ping", "/ping"]
 
+    # a rejected file beside a good one, no drift: named in the log, the decision, the run record, the
+    # exit status (3) and one warning message; decided on, it is not reported again until it changes
     watched.set_config(drift_tolerance=1.0)
     (watched.path("input_folder_path") / "broken.csv").write_text("corporation,exited\nab,1\n")
     watched.write_csv("input_folder_path", "dataset10.csv", client_frame(100, seed=10))
     result = watched.run("fullprocess.py", timeout=300)
     assert result.returncode == 3, result.stderr
+    assert (
+        "1 input file(s) rejected, the others ingested: 'broken.csv' (missing required columns"
+        in result.stderr
+    )
+    last = watched.runs()[-1]
+    assert last["decision"] == "no drift: kept the deployed model; 1 input file(s) rejected"
+    assert last["exit_status"] == 3 and [entry["name"] for entry in last["rejected_files"]] == ["broken.csv"]
     assert len(receiver.messages()) == 2
     assert "Rejected broken.csv: missing required column" in receiver.messages()[1]["message"]
     assert receiver.messages()[1]["type"] == "warning"  # coloured as a warning in Slack or Teams
     assert receiver.pings() == ["/ping"] * 3  # a partial run is not a failed one
+    assert watched.run("fullprocess.py").returncode == 0 and len(receiver.messages()) == 2
 
 
 def test_a_failed_run_pings_fail_and_a_dead_receiver_never_fails_a_run(watched, receiver):
