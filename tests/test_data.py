@@ -1,5 +1,7 @@
 """The bundled fabricated data and, when present, the original course data."""
 
+import json
+
 import pandas as pd
 import pytest
 from conftest import PROJECT_DIR, SEED_DATA, make_workspace, run_ok
@@ -8,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 
+import drift
 import generate_data
 from common import FEATURES
 
@@ -110,3 +113,19 @@ def test_original_course_data_end_to_end(tmp_path):
     assert f1_score(test["exited"], bare.predict(test[list(FEATURES)])) == pytest.approx(4 / 7)
     score = float((workspace.path("output_model_path") / "latestscore.txt").read_text())
     assert score == pytest.approx(4 / 7)
+
+    # the course's drift check: its model deployed, its sourcedata ingested, the raw test finds no
+    # drift (F1 9/13 on the new data against 4/7 deployed); fullprocess.py's decision on the same
+    # numbers is tested on the bundled data (test_fullprocess.py)
+    (workspace.root / "sourcedata").mkdir()
+    for name in ("dataset3.csv", "dataset4.csv"):
+        (workspace.root / "sourcedata" / name).write_bytes((SEED_DATA / "sourcedata" / name).read_bytes())
+    run_ok(workspace, "deployment.py")
+    workspace.set_config(input_folder_path="sourcedata")
+    run_ok(workspace, "ingestion.py")
+    finaldata = workspace.path("output_folder_path") / "finaldata.csv"
+    result = workspace.run("scoring.py", "--deployed", "--data", str(finaldata), "--json")
+    assert result.returncode == 0, result.stderr
+    new_score = json.loads(result.stdout)["f1"]
+    assert new_score == pytest.approx(9 / 13)
+    assert drift.decision("raw", new_score, score, [])["drift"] is False
