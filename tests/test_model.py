@@ -21,11 +21,11 @@ def load_pickle(path):
 
 
 @pytest.mark.slow
-def test_trained_model_equals_the_course_logistic_regression(data_workspace):
-    run_ok(data_workspace, "ingestion.py", "training.py")
-    models = data_workspace.path("output_model_path")
+def test_trained_model_equals_the_course_logistic_regression(deployed_workspace):
+    """The template's own ingestion.py and training.py run (tests/conftest.py: deployed_template)."""
+    models = deployed_workspace.path("output_model_path")
     model = load_pickle(models / "trainedmodel.pkl")
-    final = pd.read_csv(data_workspace.path("output_folder_path") / "finaldata.csv")
+    final = pd.read_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv")
     assert [name for name, _ in model.steps] == ["impute", "model"]
     meta = json.loads((models / "trainedmodel.json").read_text())
     assert meta["features"] == list(FEATURES) and meta["training_rows"] == len(final)
@@ -60,11 +60,11 @@ def test_missing_values_are_filled_with_the_training_medians(data_workspace):
 
 
 @pytest.mark.slow
-def test_complete_data_gives_the_bare_models_predictions(data_workspace):
-    run_ok(data_workspace, "ingestion.py", "training.py")
-    final = pd.read_csv(data_workspace.path("output_folder_path") / "finaldata.csv")
+def test_complete_data_gives_the_bare_models_predictions(deployed_workspace):
+    """The template's own ingestion.py and training.py run (tests/conftest.py: deployed_template)."""
+    final = pd.read_csv(deployed_workspace.path("output_folder_path") / "finaldata.csv")
     assert not final.isna().any().any()
-    model = load_pickle(data_workspace.path("output_model_path") / "trainedmodel.pkl")
+    model = load_pickle(deployed_workspace.path("output_model_path") / "trainedmodel.pkl")
     bare = LogisticRegression(**BARE).fit(final[list(FEATURES)], final["exited"])
     np.testing.assert_allclose(model.named_steps["model"].coef_, bare.coef_)
     np.testing.assert_array_equal(model.predict(final[list(FEATURES)]), bare.predict(final[list(FEATURES)]))
@@ -91,13 +91,12 @@ def test_training_refuses_unusable_data(workspace, content, message):
 
 
 @pytest.mark.slow
-def test_score_is_sklearns_f1_and_is_recorded(data_workspace):
-    run_ok(data_workspace, "ingestion.py", "training.py")
-    result = data_workspace.run("scoring.py")
+def test_score_is_sklearns_f1_and_is_recorded(deployed_workspace):
+    result = deployed_workspace.run("scoring.py")  # the template's model scored once more
     assert result.returncode == 0, result.stderr
-    models = data_workspace.path("output_model_path")
+    models = deployed_workspace.path("output_model_path")
     model = load_pickle(models / "trainedmodel.pkl")
-    test = pd.read_csv(data_workspace.path("test_data_path") / "testdata.csv")
+    test = pd.read_csv(deployed_workspace.path("test_data_path") / "testdata.csv")
     oracle = f1_score(test["exited"], model.predict(test[list(FEATURES)]))
     assert float((models / "latestscore.txt").read_text()) == pytest.approx(oracle, abs=1e-12)
     assert float(result.stdout) == pytest.approx(oracle, abs=1e-12)
@@ -105,7 +104,6 @@ def test_score_is_sklearns_f1_and_is_recorded(data_workspace):
     confusion = metrics["confusion"]
     assert sum(confusion.values()) == metrics["rows"] == len(test)
     assert 0.5 < metrics["roc_auc"] <= 1
-    run_ok(data_workspace, "scoring.py")
     history = [json.loads(line) for line in (models / "scorehistory.jsonl").read_text().splitlines()]
     assert len(history) == 2 and history[0]["model_sha256"] == history[1]["model_sha256"]
     assert history[0]["data"].endswith("testdata.csv")

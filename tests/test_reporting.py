@@ -18,10 +18,9 @@ pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make 
 
 
 @pytest.fixture
-def reported(deployed_workspace):
-    result = deployed_workspace.run("reporting.py")
-    assert result.returncode == 0, result.stderr
-    return deployed_workspace
+def reported(reported_workspace):
+    """The deployed workspace after diagnostics.py and reporting.py (a copy of a session template)."""
+    return reported_workspace
 
 
 def test_png_and_pdf_are_valid_and_non_trivial(reported):
@@ -54,8 +53,14 @@ def test_output_name_for_the_second_run(deployed_workspace):
     assert result.returncode == 0, result.stderr
     models = deployed_workspace.path("output_model_path")
     assert (models / "confusionmatrix2.png").is_file() and not (models / "confusionmatrix.png").exists()
-    result = deployed_workspace.run("reporting.py", "--output", "../x.png")
-    assert result.returncode == 2 and "--output '../x.png': give a file name ending in .png" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["../x.png", "x.jpg", "sub/x.png"])
+def test_an_output_name_that_is_not_a_png_file_name_is_refused(name, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        reporting.main(["--output", name])
+    assert stopped.value.code == 2
+    assert f"--output {name!r}: give a file name ending in .png" in capsys.readouterr().err
 
 
 def call_list_oracle(model, final: pd.DataFrame) -> pd.DataFrame:

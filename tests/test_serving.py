@@ -7,7 +7,7 @@ import threading
 
 import pytest
 import requests
-from conftest import ROW, Workspace, assert_one_line_error, run_ok, wait_until
+from conftest import ROW, Workspace, assert_one_line_error, copy_template, run_ok, wait_until
 
 from apiserver import free_port, start_api_server, stop_process
 
@@ -136,13 +136,14 @@ def test_answers_from_another_deployment_are_not_recorded(server, deployed_works
 HEADER = "lastmonth_activity,lastyear_activity,number_of_employees\n"
 
 
-@pytest.fixture
-def small_server(deployed_workspace):
-    """A gunicorn whose body limit is 100 kB."""
-    deployed_workspace.set_config(api_max_body_bytes=100_000)
+@pytest.fixture(scope="module")
+def small_server(deployed_template, tmp_path_factory):
+    """A gunicorn whose body limit is 100 kB, shared by the tests below (none changes its workspace)."""
+    workspace = copy_template(deployed_template, tmp_path_factory.mktemp("small") / "ws")
+    workspace.set_config(api_max_body_bytes=100_000)
     port = free_port()
     process = start_api_server(
-        "127.0.0.1", port, deployed_workspace.root / "gunicorn.log", workers=2, env=deployed_workspace.env
+        "127.0.0.1", port, workspace.root / "gunicorn.log", workers=2, env=workspace.env
     )
     yield port
     stop_process(process)
