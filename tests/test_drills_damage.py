@@ -52,18 +52,22 @@ def version_files(prod: Path, version: int) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture
-def two_versions(deployed_workspace) -> Workspace:
+@pytest.fixture(scope="module")
+def two_versions_template(deployed_template, tmp_path_factory) -> Path:
     """Versions 1 and 2 went live (a second deployment by hand), then version 1 again (a rollback)."""
-    deployed_workspace.set_config(api_port=free_port())
-    run_ok(deployed_workspace, "deployment.py")
-    result = deployed_workspace.run("deployment.py", "--rollback")
+    workspace = copy_template(deployed_template, tmp_path_factory.mktemp("two") / "ws")
+    run_ok(workspace, "deployment.py")
+    result = workspace.run("deployment.py", "--rollback")
     assert result.returncode == 0, result.stderr
-    assert (
-        deployed_workspace.manifest()["version"],
-        deployed_workspace.manifest()["rolled_back_from"],
-    ) == (1, 2)
-    return deployed_workspace
+    assert (workspace.manifest()["version"], workspace.manifest()["rolled_back_from"]) == (1, 2)
+    return workspace.root
+
+
+@pytest.fixture
+def two_versions(two_versions_template, tmp_path) -> Workspace:
+    workspace = copy_template(two_versions_template, tmp_path / "two")
+    workspace.set_config(api_port=free_port())
+    return workspace
 
 
 def damage_history(prod: Path, how: str) -> None:

@@ -185,6 +185,7 @@ def test_dry_run_changes_nothing(deployed):
 
 
 def test_no_drift_keeps_the_model_and_is_not_reconsidered(reported_workspace):
+    """Also the lock: a second run while this one works exits 75."""
     deployed = reported_workspace  # version 1 with the report of its deployment
     # the parametric test with a history of one deployed score falls back to raw, where a drop of a
     # whole F1 point would be needed
@@ -193,9 +194,24 @@ def test_no_drift_keeps_the_model_and_is_not_reconsidered(reported_workspace):
     at_deployment = (kept / "report.pdf").read_bytes()
     before = production(deployed)
     add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
-    result = deployed.run("fullprocess.py")
-    assert result.returncode == 0, result.stderr
-    assert "parametric test needs 2 deployed scores, history has 1: raw test used" in result.stderr
+    log = deployed.path("prod_deployment_path") / "fullprocess.log"
+    run = subprocess.Popen(
+        [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
+        env=deployed.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:  # while it works, a second run (the next cron tick) exits with the lock code, in one line
+        wait_until(lambda: log.is_file() and "new data in" in log.read_text(), "the run to find new data")
+        second = deployed.run("fullprocess.py")
+        assert second.returncode == EXIT_LOCKED
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "holds" in lines[0] and "Traceback" not in second.stderr
+    finally:
+        _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    assert "parametric test needs 2 deployed scores, history has 1: raw test used" in stderr
     assert deployed.runs()[-1]["decision"] == "no drift: kept the deployed model"
     assert deployed.runs()[-1]["drift"]["test_used"] == "raw"
     assert production(deployed) == before
@@ -216,7 +232,7 @@ def test_no_drift_keeps_the_model_and_is_not_reconsidered(reported_workspace):
         stamp = json.loads((models / stamped).read_text())
         stamp = stamp.get("stamp", stamp)
         assert (stamp["model_version"], stamp["data_sha256"]) == (1, record["finaldata_sha256"]), stamped
-    result = deployed.run("fullprocess.py")
+    assert deployed.run("fullprocess.py").returncode == 0
     assert deployed.runs()[-1]["decision"] == "nothing new"
     assert deployed.runs()[-1]["steps"] == []  # every stamp describes the live state: nothing to refresh
 
@@ -283,28 +299,6 @@ def test_a_failing_step_leaves_production_unchanged(deployed):
     )
     assert production(deployed) == before
     assert deployed.runs()[-1]["exit_status"] == 1
-
-
-def test_a_second_run_exits_with_the_lock_code(deployed):
-    add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
-    deployed.set_config(drift_tolerance=1.0)  # no drift: the first run ingests, scores and reports (seconds)
-    log = deployed.path("prod_deployment_path") / "fullprocess.log"
-    first = subprocess.Popen(
-        [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
-        env=deployed.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(
-            lambda: log.is_file() and "new data in" in log.read_text(), "the first run to find new data"
-        )
-        second = deployed.run("fullprocess.py")
-        assert second.returncode == EXIT_LOCKED
-        lines = second.stderr.strip().splitlines()
-        assert len(lines) == 1 and "holds" in lines[0] and "Traceback" not in second.stderr
-    finally:
-        assert first.wait(timeout=300) == 0
 
 
 def test_a_lock_left_by_a_killed_holder_does_not_block(deployed):
