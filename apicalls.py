@@ -76,7 +76,8 @@ def check_deployment(health: dict, manifest: dict | None, url: str) -> None:
         raise PipelineError(
             f"{url}: the API serves model version {health.get('model_version')} deployed at "
             f"{health.get('deployed_at')}, not this production folder's live version {manifest['version']} "
-            f"deployed at {manifest.get('timestamp')} (another checkout's server?); its answers are not recorded"
+            f"deployed at {manifest.get('timestamp')} (another checkout's server?); "
+            "its answers are not recorded"
         )
 
 

@@ -211,7 +211,8 @@ def unexpected_error(error: Exception):
 
 @api.get("/")
 def index():
-    """The endpoints for a JSON client (curl, apicalls.py, the benchmarks' floor); the dashboard for a browser."""
+    """The endpoints for a JSON client (curl, apicalls.py, the benchmarks' floor); the dashboard for a
+    browser."""
     if dashboard.wants_html():
         return dashboard.overview()
     return jsonify(service="attrition risk model", endpoints=ENDPOINTS, dashboard="open / in a browser")

@@ -71,7 +71,8 @@ def describe(feature: str, value: float, median: float, log_odds: float) -> str:
     size = abs(log_odds)
     degree = "far " if size >= 1.0 else "slightly " if size < 0.25 else ""
     side = "below" if value < median else "above"
-    return f"{FEATURE_WORDS.get(feature, feature)} {degree}{side} typical ({value:,.0f} vs. median {median:,.0f})"
+    words = FEATURE_WORDS.get(feature, feature)
+    return f"{words} {degree}{side} typical ({value:,.0f} vs. median {median:,.0f})"
 
 
 def reasons(scorer: LinearScorer, matrix: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -54,7 +54,10 @@ def decision(
     used, note = test, None
     if len(history) < MIN_HISTORY[test]:
         used = "raw"
-        note = f"{test} test needs {MIN_HISTORY[test]} deployed scores, history has {len(history)}: raw test used"
+        note = (
+            f"{test} test needs {MIN_HISTORY[test]} deployed scores, "
+            f"history has {len(history)}: raw test used"
+        )
     if used == "raw":
         threshold = deployed_score
         rule = "new F1 < deployed F1"

@@ -484,7 +484,8 @@ def execute(run: Run, args) -> str:
         run.reason(decision["note"])
     run.reason(
         f"drift check ({decision['test_used']}): deployed model F1 {new_score:.4f} on the new data, "
-        f"threshold {decision['threshold']:.4f} ({decision['rule']}): {'DRIFT' if decision['drift'] else 'no drift'}"
+        f"threshold {decision['threshold']:.4f} ({decision['rule']}): "
+        f"{'DRIFT' if decision['drift'] else 'no drift'}"
     )
     if not decision["drift"]:
         if not args.force:
@@ -503,7 +504,8 @@ def execute(run: Run, args) -> str:
     }
     verdict = "passes" if candidate >= deployed_score else "fails"
     run.reason(
-        f"promotion gate: candidate F1 {candidate:.4f} vs deployed {deployed_score:.4f} on testdata: {verdict}"
+        f"promotion gate: candidate F1 {candidate:.4f} vs deployed {deployed_score:.4f} "
+        f"on testdata: {verdict}"
     )
     if candidate < deployed_score:
         if args.force:

@@ -179,11 +179,13 @@ class Live:
         return self.manifest.get("rolled_back_from") if self.manifest.get("action") == "rollback" else None
 
     def how(self) -> str:
-        """How this version came to be live, in a sentence: a rollback, fullprocess.py's reason, or by hand."""
+        """How this version came to be live, in a sentence: a rollback, fullprocess.py's reason, or by
+        hand."""
         first = (self.decision or {}).get("summary") or "Deployed by hand with deployment.py"
         if self.rolled_back_from is not None:
             return (
-                f"Live again since {str(self.timestamp)[:19].replace('T', ' ')} UTC: rolled back from version "
+                f"Live again since {str(self.timestamp)[:19].replace('T', ' ')} UTC: "
+                "rolled back from version "
                 f"{self.rolled_back_from} (deployment.py --rollback). When first deployed: {first}."
             )
         return f"{first}."
@@ -220,7 +222,8 @@ def other_checkout(config: Config) -> str | None:
     if not checkout or checkout == ours or prod != str(config.prod_folder) or not Path(checkout).is_dir():
         return None
     return (
-        f"{config.prod_folder}: its live version {manifest['version']} was deployed by the checkout in {checkout}; "
+        f"{config.prod_folder}: its live version {manifest['version']} was deployed by the checkout "
+        f"in {checkout}; "
         f"this one is {ours}: one production folder serves one checkout (each would take the other's files "
         "for new data and replace its model); give this checkout its own prod_deployment_path"
     )
@@ -314,7 +317,8 @@ def stamp_problem(
         state.timestamp,
     ):
         return (
-            f"these figures are version {stamped.get('model_version')}'s, not those of version {state.version}, "
+            f"these figures are version {stamped.get('model_version')}'s, "
+            f"not those of version {state.version}, "
             "live now; the next run refreshes them"
         )
     if data_sha256 and stamped.get("data_sha256") and stamped["data_sha256"] != data_sha256:

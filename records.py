@@ -58,7 +58,8 @@ def read_jsonl(path: Path, damaged: list[int] | None = None) -> list[dict]:
 
 
 def tail_jsonl(path: Path, size: int = 64 * 1024) -> list[dict]:
-    """The last records of a JSON-lines history (in its last size bytes): what a run needs of a year of runs."""
+    """The last records of a JSON-lines history (in its last size bytes): what a run needs of a year
+    of runs."""
     try:
         with open(path, "rb") as handle:
             start = max(0, handle.seek(0, os.SEEK_END) - size)

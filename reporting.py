@@ -92,7 +92,10 @@ class Evaluation:
     metrics: dict
 
     def title(self, data: Path) -> str:
-        return f"Deployed model v{self.version}: F1 {self.metrics['f1']:.3f}\non {data.name} ({len(self.truth)} rows)"
+        return (
+            f"Deployed model v{self.version}: F1 {self.metrics['f1']:.3f}\n"
+            f"on {data.name} ({len(self.truth)} rows)"
+        )
 
 
 def evaluate_on_testdata(config: Config) -> Evaluation:

@@ -94,7 +94,8 @@ def write_scores(metrics: dict, model_folder: Path) -> None:
 
 
 def rank_clients(prod_folder: Path, data_path: Path, output: Path) -> tuple[int, int]:
-    """The deployed model's call list for a client file (calllist.py's format); (clients listed, left out as exited)."""
+    """The deployed model's call list for a client file (calllist.py's format); (clients listed, left
+    out as exited)."""
     scorer, _ = riskmodel.load_linear(prod_folder)
     frame = read_data_file(data_path)
     calls, lost = calllist.call_list(frame, scorer, None, str(data_path))

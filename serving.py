@@ -138,7 +138,8 @@ def read_csv_cached(path: Path) -> pd.DataFrame:
 
 
 def server_data(path: Path, labelled: bool = False) -> pd.DataFrame:
-    """A data file the server itself relies on: unusable, it is the server's problem (503), not the caller's."""
+    """A data file the server itself relies on: unusable, it is the server's problem (503), not the
+    caller's."""
     try:
         frame = read_csv_cached(path)
         return check_labelled(frame, str(path)) if labelled else frame

@@ -59,7 +59,8 @@ DEDUPE_FLOOR = """
 import sys, pandas as pd
 from pathlib import Path
 files = sorted(Path(sys.argv[1]).glob('*.csv'))
-pd.concat([pd.read_csv(f) for f in files], ignore_index=True).drop_duplicates().to_csv(sys.argv[2], index=False)
+frame = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+frame.drop_duplicates().to_csv(sys.argv[2], index=False)
 """
 TRAIN_FLOOR = """
 import sys, pickle, pandas as pd
@@ -68,7 +69,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 features = ['lastmonth_activity', 'lastyear_activity', 'number_of_employees']
 frame = pd.read_csv(sys.argv[1], usecols=features + ['exited'])
-model = make_pipeline(SimpleImputer(strategy='median'), LogisticRegression(C=1.0, solver='liblinear', random_state=0))
+regression = LogisticRegression(C=1.0, solver='liblinear', random_state=0)
+model = make_pipeline(SimpleImputer(strategy='median'), regression)
 pickle.dumps(model.fit(frame[features], frame['exited']))
 """
 SCORE_FLOOR = """
@@ -272,12 +274,14 @@ def print_scale(result: dict) -> None:
     )
     print(f"\npython -c pass: {result['python_pass']['median'] * 1000:.1f} ms\n")
     print(
-        "| figure | median s | min-max s | peak RSS MiB | floor | floor s | floor RSS MiB | time ratio | RSS ratio |"
+        "| figure | median s | min-max s | peak RSS MiB | floor | floor s | floor RSS MiB "
+        "| time ratio | RSS ratio |"
     )
     print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
     for row in result["steps"]:
         print(
-            f"| {row['figure']} | {row['median']:.3f} | {row['min']:.3f}-{row['max']:.3f} | {row['rss_mib']:.0f} | "
+            f"| {row['figure']} | {row['median']:.3f} | {row['min']:.3f}-{row['max']:.3f} "
+            f"| {row['rss_mib']:.0f} | "
             f"{row['floor']} | {row['floor_median']:.3f} | {row['floor_rss_mib']:.0f} | {row['ratio']:.2f} | "
             f"{row['rss_ratio']:.2f} |"
         )

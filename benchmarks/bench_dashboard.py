@@ -143,7 +143,8 @@ def print_tables(result: dict) -> None:
         print(f"\n{title}\n{'figure':<44} {'first ms':>9} {'median ms':>10} {'max ms':>8} {'KiB':>6}")
         for row in result[key]:
             print(
-                f"{row['figure']:<44} {row['first_ms']:>9.1f} {row['median_ms']:>10.1f} {row['max_ms']:>8.1f} "
+                f"{row['figure']:<44} {row['first_ms']:>9.1f} {row['median_ms']:>10.1f} "
+                f"{row['max_ms']:>8.1f} "
                 f"{row['bytes'] / 1024:>6.0f}"
             )
 

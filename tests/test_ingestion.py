@@ -144,7 +144,8 @@ def test_every_problem_of_a_file_is_reported_at_once(workspace):
 def test_missing_feature_values_are_kept_as_missing(workspace):
     path = workspace.path("input_folder_path") / "gaps.csv"
     path.write_text(
-        "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nabcd,,10,3,1\nefgh,4,5,6,0\n"
+        "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+        "abcd,,10,3,1\nefgh,4,5,6,0\n"
     )
     assert workspace.run("ingestion.py").returncode == 0
     final = (workspace.path("output_folder_path") / "finaldata.csv").read_text().splitlines()

@@ -77,7 +77,8 @@ def test_complete_data_gives_the_bare_models_predictions(deployed_workspace):
         (None, "not found; run ingestion.py first"),
         ("", "empty file"),
         (
-            "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nab,1,2,3,1\ncd,4,5,6,1\n",
+            "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+            "ab,1,2,3,1\ncd,4,5,6,1\n",
             "single class",
         ),
     ],

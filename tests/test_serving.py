@@ -252,7 +252,8 @@ def test_idle_and_slow_clients_and_timing_runs_do_not_starve_health(small_server
             sock.close()
     assert set(timings) == {200}
     print(
-        f"/health under load: median {sorted(latencies)[25] * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+        f"/health under load: median {sorted(latencies)[25] * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.1f} ms"
     )
     # a connection that sends nothing is closed by the server after keepalive (5 s)
     with socket.create_connection(("127.0.0.1", small_server), timeout=30) as sock:
