@@ -75,6 +75,15 @@ class Workspace:
             **kwargs,
         )
 
+    def start(self, script: str, *args: str, **kwargs) -> subprocess.Popen:
+        """Start a project script as cron would and return at once (the caller waits or kills it)."""
+        return subprocess.Popen(
+            [sys.executable, str(PROJECT_DIR / script), *args],
+            cwd=self.root,
+            env=kwargs.pop("env", self.env),
+            **kwargs,
+        )
+
     def runs(self) -> list[dict]:
         """fullprocess.py's run records (runhistory.jsonl), oldest first; [] before the first run."""
         path = self.path("prod_deployment_path") / "runhistory.jsonl"

@@ -131,15 +131,8 @@ def test_kills_inside_deployment_and_rollback_leave_one_whole_version_live(deplo
         manifest = read_manifest(prod)
         action = "rollback" if manifest["lineage"] and rng.random() < 0.4 else "deploy"
         newest = max(ever_live)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                str(PROJECT_DIR / "deployment.py"),
-                *(["--rollback"] if action == "rollback" else []),
-            ],
-            env=workspace.env,
-            stderr=subprocess.DEVNULL,
-        )
+        rollback = ["--rollback"] if action == "rollback" else []
+        process = workspace.start("deployment.py", *rollback, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0, duration * 1.2))
         process.kill()
         process.wait()
@@ -170,12 +163,8 @@ def one_fullprocess_kill(template: Workspace, root: Path, seed: int, when: float
     workspace.write_csv("input_folder_path", "dataset9.csv", client_frame(300, seed=seed))
     prod = workspace.path("prod_deployment_path")
     log = prod / "fullprocess.log"
-    process = subprocess.Popen(
-        [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
-        env=workspace.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    process = workspace.start(
+        "fullprocess.py", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     if isinstance(when, str):
         wait_until(
@@ -356,12 +345,7 @@ def test_kills_inside_diagnostics_leave_nothing_the_next_run_does_not_sweep(depl
     planted.write_text("{")
     rng = random.Random(17)
     for _ in range(COUNTS["diagnostics_kills"]):
-        process = subprocess.Popen(
-            [sys.executable, str(PROJECT_DIR / "diagnostics.py")],
-            env=workspace.env,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        process = workspace.start("diagnostics.py", stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(rng.uniform(0.5, 4.0))
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

@@ -186,14 +186,7 @@ def test_the_scripts_by_hand_restore_a_truncated_manifest_first(deployed_workspa
 
 
 def start_run(workspace: Workspace, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(PROJECT_DIR / "fullprocess.py"), *args],
-        cwd=workspace.root,
-        env=workspace.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return workspace.start("fullprocess.py", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def log_says(workspace: Workspace, text: str) -> bool:

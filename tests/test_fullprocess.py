@@ -195,13 +195,7 @@ def test_no_drift_keeps_the_model_and_is_not_reconsidered(reported_workspace):
     before = production(deployed)
     add_file(deployed, "dataset9.csv", client_frame(100, seed=9))
     log = deployed.path("prod_deployment_path") / "fullprocess.log"
-    run = subprocess.Popen(
-        [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
-        env=deployed.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = deployed.start("fullprocess.py", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:  # while it works, a second run (the next cron tick) exits with the lock code, in one line
         wait_until(lambda: log.is_file() and "new data in" in log.read_text(), "the run to find new data")
         second = deployed.run("fullprocess.py")
@@ -329,12 +323,8 @@ def test_a_run_killed_mid_way_leaves_production_consistent(deployed):
     deployed.set_config(drift_tolerance=-1.0)
     add_file(deployed, "dataset9.csv", client_frame(3000, seed=9))
     log = deployed.path("prod_deployment_path") / "fullprocess.log"
-    run = subprocess.Popen(
-        [sys.executable, str(PROJECT_DIR / "fullprocess.py")],
-        env=deployed.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    run = deployed.start(
+        "fullprocess.py", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     wait_until(lambda: log.is_file() and "drift check" in log.read_text(), "the run to pass its drift check")
     os.killpg(run.pid, signal.SIGKILL)  # the run and its step, mid-training
