@@ -151,9 +151,8 @@ def psi_band(value: float) -> str:
 
 def compare_features(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
     """Per feature KS test and PSI, and the data-set verdict."""
-    from scipy.stats import (
-        ks_2samp,  # 1 s of import: loaded by the run that compares, not by every API worker
-    )
+    # 1 s of import: loaded by the run that compares, not by every API worker
+    from scipy.stats import ks_2samp
 
     features = []
     for feature in FEATURES:
