@@ -14,6 +14,7 @@ counted on the bytes before anything is parsed.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -29,16 +30,28 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     UnsupportedMediaType,
 )
+from werkzeug.formparser import MultiPartParser
 
 import serving
-from clientdata import feature_frame, read_data_file
+from clientdata import count_lines, feature_frame, first_line, read_data_file
 from common import FEATURES, ID_COLUMN, Config, InputError
 
-FILE_KEYS = ("filepath", "filename", "dataset_path")
+# The names the course's public clients give a data file's location (query, form or JSON field).
+FILE_KEYS = (
+    "filepath",
+    "filename",
+    "file_path",
+    "data_path",
+    "dataset_path",
+    "datafile",
+    "data_file",
+    "path",
+)
 ROW_KEYS = ("records", "dataframe_records", "dataframe_split")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 MAX_PATH_CHARS = 1024  # a data file's location, as given
+MAX_DIGITS = 12  # a numeric option: more digits than any bound needs is refused unread
 
 
 def data_roots(config: Config) -> list[Path]:
@@ -49,16 +62,17 @@ def data_roots(config: Config) -> list[Path]:
     ]
 
 
-def resolve_data_file(config: Config, raw) -> Path:
-    """A requested data file: inside the data folders (links followed), a CSV, existing, within the limits."""
+def resolve_data_file(config: Config, raw, key: str = "filepath") -> Path:
+    """A requested data file (given as key): inside the data folders (links followed), a CSV,
+    existing, within the limits."""
     if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
-        raise InputError("filepath must be a non-empty path string")
+        raise InputError(f"{key} must be a non-empty path string")
     if len(raw) > MAX_PATH_CHARS:
-        raise InputError(f"filepath is {len(raw):,} characters long; at most {MAX_PATH_CHARS:,}")
+        raise InputError(f"{key} is {len(raw):,} characters long; at most {MAX_PATH_CHARS:,}")
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError("filepath is not valid text (a lone surrogate)") from None
+        raise InputError(f"{key} is not valid text (a lone surrogate)") from None
     path = Path(raw.strip())
     try:
         resolved = (path if path.is_absolute() else config.path.parent / path).resolve()
@@ -112,6 +126,17 @@ def reject_constant(name: str):
     raise InputError(f"malformed JSON body: {name} is not a JSON number")
 
 
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are all different: a key given twice (which would silently keep
+    the last value) is 400."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise InputError(f"malformed JSON body: key {twice[:40]!r} appears twice in one object")
+    return value
+
+
 def parse_json(body: bytes, config: Config) -> dict:
     """A JSON object body, strictly: no NaN or Infinity, at most api_max_rows rows' worth of
     objects and arrays (counted before parsing: what bounds the parser's memory)."""
@@ -121,7 +146,7 @@ def parse_json(body: bytes, config: Config) -> dict:
             f"JSON body: more objects and arrays than api_max_rows ({config['api_max_rows']:,}) rows need"
         )
     try:
-        value = json.loads(body, parse_constant=reject_constant)
+        value = json.loads(body, parse_constant=reject_constant, object_pairs_hook=unique_keys)
     except RecursionError:
         raise InputError("malformed JSON body: nested too deeply") from None
     except UnicodeDecodeError:
@@ -217,21 +242,49 @@ def matrix_from_json(body: dict, config: Config) -> tuple[np.ndarray, list | Non
 def matrix_from_csv(body: bytes, config: Config) -> tuple[np.ndarray, list | None]:
     """(the feature matrix, the client IDs if it has a corporation column) of a CSV body, its size
     checked before pandas reads it."""
-    header = body.split(b"\n", 1)[0]
-    if header.count(b",") + 1 > config["api_max_columns"]:
+    if first_line(body).count(b",") + 1 > config["api_max_columns"]:
         raise InputError(
             f"CSV body: more than {config['api_max_columns']} columns in the header (api_max_columns)"
         )
-    check_rows(body.count(b"\n") - 1 + (not body.endswith(b"\n")), config, "CSV body")
+    check_rows(count_lines(body) - 1, config, "CSV body")
     frame = read_data_file(body, name="CSV body")
     ids = id_list(frame[ID_COLUMN].astype(object)) if ID_COLUMN in frame.columns else None
     return feature_frame(frame, "CSV body").to_numpy(), ids
 
 
+def multipart_csv(data: bytes, config: Config) -> tuple[bytes | None, dict]:
+    """(the one file of a multipart/form-data body, whatever its field name, or None; its other
+    fields) : an uploaded CSV is scored like a CSV body, under the same limits."""
+    boundary = request.mimetype_params.get("boundary", "")
+    if not boundary:
+        raise InputError("multipart/form-data body without a boundary")
+    parser = MultiPartParser(max_form_memory_size=config["api_max_body_bytes"], max_form_parts=16)
+    try:
+        form, files = parser.parse(io.BytesIO(data), boundary.encode("latin-1"), len(data))
+    except (ValueError, UnicodeError, HTTPException) as error:
+        raise InputError(f"malformed multipart/form-data body ({str(error)[:80]})") from None
+    uploads = list(files.values())
+    if len(uploads) > 1:
+        raise InputError(f"multipart/form-data body: {len(uploads)} files; send one CSV file")
+    return (uploads[0].read() if uploads else None), form.to_dict()
+
+
+def requested_file(config: Config, body: dict | None = None) -> Path | None:
+    """The data file a request names (query string first, then the JSON or form body) under any
+    of FILE_KEYS, resolved and checked; None when it names none. Two names for it are 400."""
+    given = [(key, request.args[key]) for key in FILE_KEYS if key in request.args]
+    given += [(key, body[key]) for key in FILE_KEYS if body and key in body]
+    if not given:
+        return None
+    if len({json.dumps(value) for _, value in given}) > 1:
+        names = ", ".join(key for key, _ in given)
+        raise InputError(f"the data file is named twice ({names}); give one")
+    return resolve_data_file(config, given[0][1], given[0][0])
+
+
 def prediction_input(config: Config) -> tuple[np.ndarray, list | None, dict]:
     """(the feature matrix, the client IDs if the input has them, the JSON or form body's options)
-    of a /prediction request."""
-    arguments = {key: request.args[key] for key in FILE_KEYS if key in request.args}
+    of a /prediction request: rows, a named data file, or (naming none) the configured test data."""
     body: dict = {}
     if request.method == "POST":
         data = read_body(config["api_max_body_bytes"])
@@ -241,6 +294,12 @@ def prediction_input(config: Config) -> tuple[np.ndarray, list | None, dict]:
                 body = parse_json(data, config)
             elif mimetype in ("text/csv", "application/csv"):
                 return *matrix_from_csv(data, config), {}
+            elif mimetype == "multipart/form-data":
+                upload, body = multipart_csv(data, config)
+                if upload is not None:
+                    if requested_file(config, body) is not None:
+                        raise InputError("give either a data file or an uploaded file, not both")
+                    return *matrix_from_csv(upload, config), body
             elif mimetype == "application/x-www-form-urlencoded":
                 try:
                     body = dict(parse_qsl(data.decode("utf-8"), strict_parsing=True, max_num_fields=16))
@@ -248,19 +307,15 @@ def prediction_input(config: Config) -> tuple[np.ndarray, list | None, dict]:
                     raise InputError(f"malformed form body ({str(error)[:80]})") from None
             else:
                 raise UnsupportedMediaType(
-                    f"{mimetype or 'no content type'}: send application/json or text/csv"
+                    f"{mimetype or 'no content type'}: send application/json, text/csv or a form"
                 )
     if any(key in body for key in ROW_KEYS):
-        if arguments or any(key in body for key in FILE_KEYS):
+        if any(key in body or key in request.args for key in FILE_KEYS):
             raise InputError("give either a data file or rows, not both")
         return *matrix_from_json(body, config), body
-    for key in FILE_KEYS:
-        if key in body:
-            arguments.setdefault(key, body[key])
-    if not arguments:
-        raise InputError("give a data file (?filepath=testdata/testdata.csv) or rows")
-    raw = next(arguments[key] for key in FILE_KEYS if key in arguments)
-    path = resolve_data_file(config, raw)
+    path = requested_file(config, body)
+    if path is None:  # no location: the configured test data (the course's clients' default)
+        path = resolve_data_file(config, config.relative(config.testdata_file))
     matrix = serving.feature_matrix_cached(path)
     check_rows(len(matrix), config, config.relative(path))
     return matrix, serving.client_ids_cached(path), body
@@ -281,9 +336,21 @@ def wants(name: str, default: bool = False, body: dict | None = None) -> bool:
     raise InputError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), not {str(value)[:20]!r}")
 
 
+def ascii_whole(raw: str) -> int | None:
+    """raw as a whole number when it is 1 to MAX_DIGITS ASCII digits, else None.
+
+    str.isdigit alone accepts what int() refuses ("²", "①") and what it reads as another
+    number ("٣" is 3): only 0-9 are digits here.
+    """
+    if 0 < len(raw) <= MAX_DIGITS and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
+
+
 def whole_number(name: str, default: int, low: int, high: int) -> int:
     """A whole-number query option within [low, high]; anything else is 400."""
     raw = request.args.get(name, str(default))
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = ascii_whole(raw)
+    if value is None or not low <= value <= high:
         raise InputError(f"{name} must be a whole number from {low} to {high:,}, not {raw[:20]!r}")
-    return int(raw)
+    return value

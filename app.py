@@ -53,9 +53,8 @@ import os
 import numpy as np
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import (
-    HTTPException,
-)
+from markupsafe import escape
+from werkzeug.exceptions import HTTPException, RequestHeaderFieldsTooLarge
 
 import apiauth
 import calllist
@@ -64,7 +63,8 @@ import diagnostics
 import riskmodel
 import scoring
 import serving
-from apirequest import data_roots, prediction_input, wants, whole_number
+from apirequest import data_roots, prediction_input, requested_file, wants, whole_number
+from clientdata import check_labelled
 from common import (
     DEBUG_ENV,
     ID_COLUMN,
@@ -98,6 +98,18 @@ ENDPOINTS = [
     "/openapi.json",
 ]
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# Accept-like headers are parsed by Werkzeug at about ten times their size in CPU: a browser's
+# are under 300 characters; longer ones are refused (431) before any content negotiation.
+BOUNDED_HEADERS = ("Accept", "Accept-Encoding", "Accept-Language", "Accept-Charset")
+MAX_NEGOTIATED_HEADER = 1024
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
 log = logging.getLogger(NAME)
 api = Blueprint("api", __name__)
 
@@ -123,15 +135,49 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["risk_config"] = config
     app.extensions["risk_data_roots"] = data_roots(config)  # resolved once: a request pays no realpath
     app.extensions["risk_openapi"] = openapi_document(config)
+    app.extensions["risk_paths"] = path_replacements(config)
+    # Host allowlist (Flask checks request.host against it: 400 otherwise): a DNS-rebinding page
+    # in the operator's browser names its own host, so it cannot read this server's answers.
+    app.config["TRUSTED_HOSTS"] = trusted_hosts(config)
+    apiauth.setup(app)
+    app.before_request(check_headers)
     app.before_request(apiauth.check_token)
     app.after_request(json_options)
+    app.after_request(security_headers)
+    app.after_request(hide_paths)
     app.register_error_handler(PipelineError, pipeline_error)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
     app.register_blueprint(api)
     app.register_blueprint(dashboard.pages)
-    app.register_blueprint(apiauth.pages)
     return app
+
+
+def trusted_hosts(config: Config) -> list[str]:
+    """The Host names this server answers: the loopback names, api_host and api_allowed_hosts."""
+    hosts = [*LOOPBACK_HOSTS, config["api_host"], *config["api_allowed_hosts"]]
+    return [host for host in dict.fromkeys(hosts) if host not in ("0.0.0.0", "::")]
+
+
+def check_headers():
+    """Before anything reads them: headers whose parsing costs more than their size are refused."""
+    for header in BOUNDED_HEADERS:
+        value = request.headers.get(header, "")
+        if len(value) > MAX_NEGOTIATED_HEADER:
+            error = RequestHeaderFieldsTooLarge(
+                f"{header} is {len(value):,} characters; at most {MAX_NEGOTIATED_HEADER:,}"
+            )
+            return error_response(431, "request_header_fields_too_large", error.description)
+    return None
+
+
+def security_headers(response):
+    """Every answer: not sniffed, never framed, no referrer; client data never kept in a cache."""
+    for header, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(header, value)
+    if not request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def warm_up(app: Flask) -> None:
@@ -150,22 +196,44 @@ def served_model() -> serving.ServedModel:
     return serving.served_model(risk_config().prod_folder)
 
 
-def public(text: str) -> str:
-    """text with the server's absolute folders written relative to the project (config.json's folder)."""
-    config = risk_config()
-    for folder in (
-        config.input_folder,
-        config.output_folder,
-        config.test_data,
-        config.model_folder,
-        config.prod_folder,
-    ):
-        text = text.replace(str(folder), config.relative(folder))
-    return text.replace(f"{config.path.parent}/", "")
+def path_replacements(config: Config) -> list[tuple[bytes, bytes]]:
+    """(an absolute path as an answer may spell it, the same relative to config.json's folder),
+    longest first: the configured folders, config.json's folder and the code's folder, each as
+    plain text, inside a JSON string and inside HTML."""
+    pairs = {
+        str(folder): config.relative(folder)
+        for folder in (
+            config.input_folder,
+            config.output_folder,
+            config.test_data,
+            config.model_folder,
+            config.prod_folder,
+        )
+    }
+    pairs.update({f"{config.path.parent}/": "", f"{PROJECT_DIR}/": ""})
+    spelled = {}
+    for absolute, relative in pairs.items():
+        for spell in (str, lambda text: json.dumps(text)[1:-1], lambda text: str(escape(text))):
+            spelled[spell(absolute).encode()] = spell(relative).encode()
+    return sorted(spelled.items(), key=lambda pair: -len(pair[0]))
+
+
+def hide_paths(response):
+    """Every answer and page names files relative to the project, never absolutely (a client
+    learns nothing of the server's disk): run records, problems and errors alike."""
+    if response.direct_passthrough or response.is_streamed:  # files sent as they are (PDF, CSV)
+        return response
+    data = changed = response.get_data()
+    for absolute, relative in current_app.extensions["risk_paths"]:
+        if absolute in changed:
+            changed = changed.replace(absolute, relative)
+    if changed is not data:
+        response.set_data(changed)
+    return response
 
 
 def error_response(status: int, code: str, message: str):
-    response = jsonify(error=code, message=public(message))
+    response = jsonify(error=code, message=message)
     response.status_code = status
     return response
 
@@ -237,7 +305,7 @@ def health():
         "model_sha256": loaded.sha256,
     }
     if loaded.problem is not None:
-        answer["problem"] = public(loaded.problem)
+        answer["problem"] = loaded.problem
     return jsonify(answer)
 
 
@@ -261,17 +329,26 @@ def prediction():
 
 @api.get("/scoring")
 def scoring_endpoint():
+    """The live version's metrics on the configured test data, or on the labelled file named."""
     served_model()  # no usable model: 503 before the data is read
     config = risk_config()
-    return jsonify(scoring.score_live(config, serving.server_data(config.testdata_file, labelled=True)))
+    path = requested_file(config)
+    if path is None:
+        return jsonify(scoring.score_live(config, serving.server_data(config.testdata_file, labelled=True)))
+    test = check_labelled(serving.read_csv_cached(path), config.relative(path))
+    return jsonify(scoring.score_live(config, test, path))
 
 
 @api.get("/summarystats")
 def summarystats():
+    """Mean, median, mode, std of each numeric column of finaldata.csv, or of the file named."""
     config = risk_config()
-    return jsonify(
-        data=config.relative(config.finaldata_file), statistics=diagnostics.dataframe_summary(config)
-    )
+    path = requested_file(config)
+    if path is None:
+        statistics = diagnostics.dataframe_summary(config)
+    else:
+        statistics = diagnostics.summary_statistics(serving.read_csv_cached(path))
+    return jsonify(data=config.relative(path or config.finaldata_file), statistics=statistics)
 
 
 @api.get("/diagnostics")

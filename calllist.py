@@ -35,7 +35,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from clientdata import feature_frame
+from clientdata import feature_frame, read_csv_strictly, spreadsheet_safe
 from common import FEATURES, ID_COLUMN, LOST_CLIENTS, RISK_RANKING, RISK_RANKING_BASIS, TARGET
 from records import sha256_file
 from riskmodel import LinearScorer
@@ -124,7 +124,7 @@ def still_clients_at_previous_extract(frame: pd.DataFrame, extracts: pd.DataFram
 def read_extracts(path, frame: pd.DataFrame) -> pd.DataFrame | None:
     """ingestion.py's finaldataextracts.csv when it describes frame row by row, else None."""
     try:
-        extracts = pd.read_csv(path, dtype={ID_COLUMN: str})
+        extracts = read_csv_strictly(path, dtype={ID_COLUMN: str})
     except (OSError, ValueError):
         return None
     if len(extracts) != len(frame) or not {"first_extract", "last_extract"} <= set(extracts.columns):
@@ -166,7 +166,7 @@ def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
     riskranking.csv; or, when that one was made for the same model and data (a report run
     again), the list it was itself compared with."""
     try:
-        frame = pd.read_csv(model_folder / RISK_RANKING, dtype={ID_COLUMN: str})
+        frame = read_csv_strictly(model_folder / RISK_RANKING, dtype={ID_COLUMN: str})
     except (FileNotFoundError, ValueError):  # pandas' parser errors are ValueErrors
         return None
     if ID_COLUMN not in frame.columns or "exit_probability" not in frame.columns:
@@ -177,7 +177,7 @@ def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
     if not old.get("previous_list") or "previous_probability" not in frame.columns:
         return None
     try:  # that list's clients: those still listed, and those lost since
-        lost = pd.read_csv(model_folder / LOST_CLIENTS, dtype={ID_COLUMN: str})
+        lost = read_csv_strictly(model_folder / LOST_CLIENTS, dtype={ID_COLUMN: str})
     except (FileNotFoundError, ValueError):
         lost = pd.DataFrame(columns=[ID_COLUMN, "previous_probability"])
     earlier = pd.concat(
@@ -252,5 +252,10 @@ def change_words(now: np.ndarray, before: np.ndarray) -> list[str]:
 
 
 def write_csv(frame: pd.DataFrame, path) -> None:
-    """A call list or lost list (to a temporary path: reporting.py replaces), counts as integers."""
-    frame.astype({feature: "Int64" for feature in FEATURES}).to_csv(path, index=False)
+    """A call list or lost list (to a temporary path: reporting.py replaces), counts as integers,
+    client IDs safe to open in a spreadsheet (clientdata.spreadsheet_safe: ingestion refuses
+    formula-like IDs, so only scoring.py --rank on another file can meet one)."""
+    frame = frame.astype({feature: "Int64" for feature in FEATURES})
+    if ID_COLUMN in frame.columns:
+        frame[ID_COLUMN] = spreadsheet_safe(frame[ID_COLUMN])
+    frame.to_csv(path, index=False)

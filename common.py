@@ -50,6 +50,10 @@ OPTIONAL_DEFAULTS = {
     "api_max_body_bytes": 8 * 1024 * 1024,  # a request body, however it is sent (413 beyond)
     "api_max_rows": 100_000,  # rows of one /prediction request or data file
     "api_max_columns": 64,  # columns of a CSV body or data file, fields of a JSON row
+    "api_body_seconds": 30.0,  # a request body must arrive whole within this (408 and closed beyond)
+    "api_answer_seconds": 30.0,  # an answer the client does not read within this is abandoned
+    "api_allowed_hosts": [],  # Host names served besides localhost, 127.0.0.1, ::1 and api_host
+    "api_trusted_proxies": [],  # proxy addresses whose X-Forwarded-* and SCRIPT_NAME are believed
     "notify_urls": [],  # apprise URLs told of every run that matters (fullprocess.py)
     "heartbeat_url": "",  # pinged after every run (a dead-man's switch); + "/fail" after a failed one
     "notify_timeout_seconds": 10.0,  # bound on sending the notifications of one run
@@ -64,6 +68,13 @@ VALUE_RULES = {  # key: (check, what the value must be)
         "a list of apprise URLs (strings)",
     ),
     "api_port": (lambda value: 0 < value < 65536, "a port number (1-65535)"),
+    **{
+        key: (lambda names: all(isinstance(name, str) and name.strip() for name in names), words)
+        for key, words in (
+            ("api_allowed_hosts", "a list of host names (strings)"),
+            ("api_trusted_proxies", "a list of proxy IP addresses (strings)"),
+        )
+    },
     "dependency_cache_hours": (lambda value: value >= 0, "not negative"),
     **{
         key: (lambda value: value > 0, "positive")
@@ -73,6 +84,8 @@ VALUE_RULES = {  # key: (check, what the value must be)
             "api_max_body_bytes",
             "api_max_rows",
             "api_max_columns",
+            "api_body_seconds",
+            "api_answer_seconds",
             "dependency_timeout_seconds",
             "notify_timeout_seconds",
         )

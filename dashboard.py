@@ -18,6 +18,7 @@ Pages
 from __future__ import annotations
 
 import math
+from urllib.parse import quote
 
 import pandas as pd
 from flask import (
@@ -33,6 +34,7 @@ from flask import (
 import calllist
 import production
 import serving
+from apirequest import ascii_whole
 from common import (
     DEPLOYMENT_HISTORY,
     DIAGNOSTICS,
@@ -183,6 +185,17 @@ def histogram_bars(histogram: dict, width: int = 260, height: int = 90) -> dict 
     return {"width": width, "height": height, "bars": bars, "low": edges[0], "high": edges[-1]}
 
 
+@pages.app_template_global()
+def client_url(client) -> str:
+    """The link to a client's page, every character of the ID percent-encoded ("/" too), so that
+    any ID leads to its own page; "." and "..", which a browser would resolve as a folder, and
+    IDs with control characters are asked for by query (/clients/?id=)."""
+    text = str(client)
+    if text in (".", "..") or any(ord(char) < 32 or ord(char) == 127 for char in text):
+        return url_for("dashboard.clients", id=text)
+    return url_for("dashboard.clients") + "/" + quote(text, safe="")
+
+
 def call_list_frame(cfg: Config) -> pd.DataFrame | None:
     path = cfg.model_folder / RISK_RANKING
     if not path.is_file():
@@ -261,7 +274,10 @@ def overview():
 
 
 @pages.get("/clients")
+@pages.get("/clients/")
 def clients():
+    if "id" in request.args:  # a client whose ID cannot be a path (client_url)
+        return client_page(request.args["id"])
     cfg = config()
     calls = call_list_frame(cfg)
     query = request.args.get("q", "").strip()[:100]
@@ -269,10 +285,9 @@ def clients():
     order = request.args.get("order", "asc")
     if sort not in SORTS or order not in ("asc", "desc"):
         abort(400, "sort must be rank, risk, client or change, and order asc or desc")
-    raw_page = request.args.get("page", "1")
-    if not raw_page.isdigit() or int(raw_page) < 1:
-        abort(400, "page must be a whole number from 1")
-    page = int(raw_page)
+    page = ascii_whole(request.args.get("page", "1"))
+    if page is None or page < 1:
+        abort(400, "page must be a whole number from 1 (digits 0-9)")
     if calls is None:
         return render_template(
             "clients.html", rows=[], total=0, query=query, sort=sort, order=order, page=1, pages=0, empty=True

@@ -297,42 +297,55 @@ def outdated_packages_list(config: Config | None = None, refresh: bool = False) 
     """module | installed | latest for every package of requirements.txt, by running pip.
 
     pip is bounded by dependency_timeout_seconds; without an index latest is "unknown". The
-    answer is cached (dependency_cache_hours; an offline answer for an hour).
+    answer is cached (dependency_cache_hours; an offline answer for an hour). One pip at a
+    time: concurrent callers (API workers, a run) wait for the one running, polling its lock,
+    and take its answer.
     """
     config = config or load_config()
     cache = config.cache_folder / "dependencies.json"
     pins = requirement_pins()
-    if not refresh:
+    requested = time.time()
+
+    def cached_table(fresh_after: float | None) -> list[dict] | None:
         try:
             cached = json.loads(cache.read_text())
             max_age = (
                 config["dependency_cache_hours"] * 3600 if cached["online"] else FAILED_PIP_CACHE_SECONDS
             )
-            if time.time() - cached["checked"] < max_age and [
+            young = fresh_after is None and time.time() - cached["checked"] < max_age
+            if (young or (fresh_after is not None and cached["checked"] >= fresh_after)) and [
                 row["module"] for row in cached["table"]
             ] == list(pins):
                 return cached["table"]
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             pass
-    latest = _ask_pip(config["dependency_timeout_seconds"])
-    table = []
-    for module, pinned in pins.items():
-        try:
-            installed = importlib.metadata.version(module)
-        except importlib.metadata.PackageNotFoundError:
-            installed = "not installed"
-        newest = (latest or {}).get(_normalise(module), "unknown")
-        table.append(
-            {
-                "module": module,
-                "required": pinned,
-                "installed": installed,
-                "latest": newest,
-                "outdated": newest not in ("unknown", installed),
-            }
-        )
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cache, {"checked": time.time(), "online": latest is not None, "table": table})
+        return None
+
+    if not refresh and (table := cached_table(None)) is not None:
+        return table
+    with file_lock(config.cache_folder / "dependencies.lock", poll=0.05):
+        # another caller's pip may have answered while this one waited
+        table = cached_table(requested if refresh else None)
+        if table is not None:
+            return table
+        latest = _ask_pip(config["dependency_timeout_seconds"])
+        table = []
+        for module, pinned in pins.items():
+            try:
+                installed = importlib.metadata.version(module)
+            except importlib.metadata.PackageNotFoundError:
+                installed = "not installed"
+            newest = (latest or {}).get(_normalise(module), "unknown")
+            table.append(
+                {
+                    "module": module,
+                    "required": pinned,
+                    "installed": installed,
+                    "latest": newest,
+                    "outdated": newest not in ("unknown", installed),
+                }
+            )
+        atomic_write_json(cache, {"checked": time.time(), "online": latest is not None, "table": table})
     return table
 
 

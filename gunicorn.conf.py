@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 
 import gunicorn.util
+from gunicorn.http.body import ChunkedReader
+from gunicorn.http.errors import InvalidHTTPVersion
+from werkzeug.exceptions import RequestEntityTooLarge
 
 # gunicorn imports this file before --chdir applies: find common.py from here, not the cwd.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,11 +34,17 @@ _config = load_config()
 bind = f"{_config['api_host']}:{_config['api_port']}"
 workers = _config["api_workers"]
 worker_class = "gevent"
-worker_connections = 1000  # per worker: each idle connection is a greenlet, closed after keepalive
+worker_connections = 2000  # per worker: each idle connection is a greenlet, closed after keepalive
 keepalive = 5  # seconds a client has to send each whole request on a connection
 timeout = 30  # a worker that misses its heartbeat this long is restarted (no request runs this long)
 graceful_timeout = 10
 limit_request_line = 8190  # 414 beyond; the longest path a request may name is 1,024 characters
+limit_request_fields = 50  # header lines (431 beyond): a browser sends about 15
+limit_request_field_size = 8190  # bytes of one header line (431 beyond)
+# Only these proxies' X-Forwarded-* and SCRIPT_NAME headers are believed (config.json's
+# api_trusted_proxies, none by default): a client cannot choose the scheme or the prefix of the
+# links and redirects this server makes.
+forwarded_allow_ips = ",".join(_config["api_trusted_proxies"])
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
@@ -55,3 +64,32 @@ def _json_error(sock, status_int, reason, mesg):
 
 
 gunicorn.util.write_error = _json_error  # read by the workers' handle_error at call time
+
+HTTP_VERSIONS = ((1, 0), (1, 1))
+_max_body = _config["api_max_body_bytes"]
+
+
+def pre_request(worker, req):
+    """Before gunicorn answers anything for a request: HTTP/1.0 and 1.1 only (400 for "HTTP/1.2");
+    no "100 Continue" for a declared body over api_max_body_bytes (wsgi.py answers 413 and
+    closes, and the client never sends it)."""
+    if req.version not in HTTP_VERSIONS:
+        raise InvalidHTTPVersion(f"{req.version[0]}.{req.version[1]}")
+    length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
+    if length.isdigit() and int(length) > _max_body:
+        req._expected_100_continue = False
+
+
+_parse_chunk_size = ChunkedReader.parse_chunk_size
+
+
+def parse_chunk_size(self, unreader, data=None):
+    """gunicorn's chunk-size parser, refusing a chunk over api_max_body_bytes as soon as its size
+    line is read (413, wsgi.py closes the connection), instead of waiting for its bytes."""
+    size, rest = _parse_chunk_size(self, unreader, data)
+    if size > _max_body:
+        raise RequestEntityTooLarge(f"a chunk of {size:,} bytes; at most {_max_body:,} (api_max_body_bytes)")
+    return size, rest
+
+
+ChunkedReader.parse_chunk_size = parse_chunk_size

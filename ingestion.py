@@ -38,7 +38,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clientdata import count_problems, example, parser_message, read_csv_strictly, to_numbers
+from clientdata import (
+    count_problems,
+    example,
+    first_line,
+    formula_like,
+    parser_message,
+    read_csv_strictly,
+    to_numbers,
+)
 from common import (
     COLUMNS,
     EXIT_PARTIAL,
@@ -97,7 +105,7 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
         return None, [f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})"], []
-    header = data.split(b"\n", 1)[0]
+    header = first_line(data)
     if len(header) > MAX_HEADER_BYTES:
         return None, [f"header line of {len(header):,} bytes: not this data set's five columns"], []
     try:
@@ -123,6 +131,12 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
 
     if frame[ID_COLUMN].isna().any():
         problems.append(f"{ID_COLUMN}: missing values ({_lines(frame[ID_COLUMN].isna())})")
+    formulas = formula_like(frame[ID_COLUMN])
+    if formulas.any():
+        problems.append(
+            f"{ID_COLUMN}: an ID starting with =, +, -, @, tab or CR, which a spreadsheet would run "
+            f"as a formula ({_lines(formulas)})"
+        )
     # Checked on NumPy arrays: a pandas operation costs about 100 µs whatever the size, and a
     # folder of 10,000 small monthly files would spend most of its time in them.
     converted = set()

@@ -76,14 +76,16 @@ def score_deployed(prod_folder: Path, data_path: Path) -> dict:
     }
 
 
-def score_live(config: Config, test: pd.DataFrame) -> dict:
-    """Metrics of the live version on labelled test data, through diagnostics.predict (its numbers,
-    as the API serves them: nothing is unpickled). What GET /scoring answers."""
-    answers = diagnostics.predict(test, config, config.relative(config.testdata_file))
+def score_live(config: Config, test: pd.DataFrame, path: Path | None = None) -> dict:
+    """Metrics of the live version on labelled test data (path: its file, the configured test data
+    by default), through diagnostics.predict (its numbers, as the API serves them: nothing is
+    unpickled). What GET /scoring answers."""
+    data = config.relative(path or config.testdata_file)
+    answers = diagnostics.predict(test, config, data)
     metrics = riskmodel.classification_metrics(
         test[TARGET].to_numpy(), answers.predictions, answers.probabilities
     )
-    return {**metrics, "model_version": answers.version, "data": config.relative(config.testdata_file)}
+    return {**metrics, "model_version": answers.version, "data": data}
 
 
 def write_scores(metrics: dict, model_folder: Path) -> None:

@@ -143,7 +143,6 @@ def test_paths_outside_the_data_folders_are_refused(client, deployed_workspace, 
     ("kwargs", "status", "fragment"),
     [
         ({"query_string": {"filepath": "testdata/nothere.csv"}}, 404, "no such data file"),
-        ({"json": {}}, 400, "give a data file"),
         ({"data": "{not json", "content_type": "application/json"}, 400, "malformed JSON"),
         ({"json": [1, 2]}, 400, "malformed JSON"),
         ({"json": {"filepath": 7}}, 400, "filepath must be"),
@@ -156,8 +155,7 @@ def test_paths_outside_the_data_folders_are_refused(client, deployed_workspace, 
             "one value per column",
         ),
         ({"data": "a,b\n1,2\n", "content_type": "text/csv"}, 400, "missing feature column"),
-        ({"data": "", "content_type": "text/csv"}, 400, "give a data file"),
-        ({"data": b"\x89PNG", "content_type": "image/png"}, 415, "application/json or text/csv"),
+        ({"data": b"\x89PNG", "content_type": "image/png"}, 415, "application/json, text/csv or a form"),
     ],
 )
 def test_bad_prediction_requests_get_a_json_4xx(client, kwargs, status, fragment):
