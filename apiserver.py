@@ -64,6 +64,7 @@ def start_api_server(
     access_log: bool = True,
     timeout: float = 60.0,
     pass_fds: tuple[int, ...] = (),
+    worker_class: str | None = None,
 ):
     """gunicorn as `make serve` runs it (gunicorn.conf.py), once it answers /health.
 
@@ -83,6 +84,8 @@ def start_api_server(
     ]
     if workers:
         command[-1:-1] = ["-w", str(workers)]
+    if worker_class:  # the benchmarks' sync-worker floor
+        command[-1:-1] = ["-k", worker_class]
     if not access_log:
         command[-1:-1] = ["--access-logfile", "/dev/null"]
     with open(log_path, "ab") as output:

@@ -1,10 +1,12 @@
 """API benchmark: gunicorn as `make serve` runs it, loaded by wrk over loopback.
 
 Prints requests/s and p50/p99 latency for /prediction with a 1-row JSON body, with a
-100-row CSV file path and with the whole test file path, beside the floor: the "/" route
-(hello-world JSON) of the same server. Then /health alone, and /health while hostile and
-heavy clients hold the server: 20 idle connections, 10 that stall half-way through their
-headers, and two clients asking /diagnostics?fresh=1 over and over (timing runs).
+100-row CSV file path and with the whole test file path, beside the floors: the "/" route
+(hello-world JSON) of the same server for throughput, and the 100-row case on gunicorn's sync
+workers for tail latency (the gevent workers' p99 is held to about 3x of it). Then /health
+alone, and /health while hostile and heavy clients hold the server: 20 idle connections, 10
+that stall half-way through their headers, and two clients asking /diagnostics?fresh=1 over
+and over (timing runs).
 Run
     python benchmarks/bench_api.py [--seconds 10] [--connections 4] [--json out.json]
 """
@@ -120,10 +122,32 @@ def run(config: Path, seconds: int, connections: int, workdir: Path) -> list[dic
         results[-1]["figure"] += f" ({timings[0]} timing runs)"
     finally:
         stop_process(server)
+    results.append(sync_floor(config, seconds, connections, workdir))
     floor = results[0]["rps"]
     for result in results:
         result["share_of_floor"] = result["rps"] / floor
     return results
+
+
+def sync_floor(config: Path, seconds: int, connections: int, workdir: Path) -> dict:
+    """The 100-row /prediction case on gunicorn's sync workers (same app, same workers): the tail
+    latency floor the gevent workers are held to (a sync worker serves one request at a time and
+    is no use against slow clients, so it is a floor, not an option)."""
+    port = harness.free_port()
+    server = start_api_server(
+        "127.0.0.1",
+        port,
+        workdir / "gunicorn-sync.log",
+        env=harness.env_for(config),
+        access_log=False,
+        worker_class="sync",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/prediction?filepath=testdata/rows100.csv"
+        harness.wrk(url, 1, connections)
+        return {"figure": "floor: the 100-row path on sync workers", **harness.wrk(url, seconds, connections)}
+    finally:
+        stop_process(server)
 
 
 def print_table(results: list[dict], seconds: int, connections: int) -> None:
