@@ -50,8 +50,6 @@ FAILURE_WINDOW = 60.0  # seconds
 MAX_TRACKED = 10_000  # client addresses remembered for the throttle (the oldest forgotten first)
 
 pages = Blueprint("auth", __name__, template_folder="templates")
-_failures: OrderedDict[str, deque] = OrderedDict()
-_failures_lock = threading.Lock()
 
 
 class Sessions(SecureCookieSessionInterface):
@@ -73,6 +71,7 @@ def setup(app: Flask) -> None:
     )
     if token:
         app.secret_key = hmac.new(token.encode(), b"risk-dashboard-session", hashlib.sha256).hexdigest()
+    app.extensions["risk_login_failures"] = (threading.Lock(), OrderedDict())
     app.register_blueprint(pages)
 
 
@@ -111,8 +110,9 @@ def local_target(raw: str) -> str:
 def throttled(address: str) -> float:
     """Seconds until address may try again (0 when it may now)."""
     now = time.monotonic()
-    with _failures_lock:
-        times = _failures.get(address)
+    lock, failures = current_app.extensions["risk_login_failures"]
+    with lock:
+        times = failures.get(address)
         while times and now - times[0] > FAILURE_WINDOW:
             times.popleft()
         if not times or len(times) < MAX_FAILURES:
@@ -121,11 +121,12 @@ def throttled(address: str) -> float:
 
 
 def record_failure(address: str) -> None:
-    with _failures_lock:
-        _failures.setdefault(address, deque()).append(time.monotonic())
-        _failures.move_to_end(address)
-        while len(_failures) > MAX_TRACKED:
-            _failures.popitem(last=False)
+    lock, failures = current_app.extensions["risk_login_failures"]
+    with lock:
+        failures.setdefault(address, deque()).append(time.monotonic())
+        failures.move_to_end(address)
+        while len(failures) > MAX_TRACKED:
+            failures.popitem(last=False)
 
 
 @pages.route("/login", methods=["GET", "POST"])

@@ -54,7 +54,7 @@ import numpy as np
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from markupsafe import escape
-from werkzeug.exceptions import HTTPException, RequestHeaderFieldsTooLarge
+from werkzeug.exceptions import HTTPException, RequestHeaderFieldsTooLarge, SecurityError
 
 import apiauth
 import calllist
@@ -98,7 +98,7 @@ ENDPOINTS = [
     "/openapi.json",
 ]
 
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")  # (Werkzeug cannot match an IPv6 literal Host)
 # Accept-like headers are parsed by Werkzeug at about ten times their size in CPU: a browser's
 # are under 300 characters; longer ones are refused (431) before any content negotiation.
 BOUNDED_HEADERS = ("Accept", "Accept-Encoding", "Accept-Language", "Accept-Charset")
@@ -254,7 +254,8 @@ def pipeline_error(error: PipelineError):
 
 
 def http_error(error: HTTPException):
-    if dashboard.is_page(request.path) and dashboard.wants_html():  # a person in a browser: a page
+    # a person in a browser gets a page; not for a Host off the allowlist (no links can be made)
+    if not isinstance(error, SecurityError) and dashboard.is_page(request.path) and dashboard.wants_html():
         page = render_template("error.html", status=f"{error.code} {error.name}", message=error.description)
         return page, error.code or 500
     code = (error.name or "error").lower().replace(" ", "_")

@@ -52,7 +52,7 @@ OPTIONAL_DEFAULTS = {
     "api_max_columns": 64,  # columns of a CSV body or data file, fields of a JSON row
     "api_body_seconds": 30.0,  # a request body must arrive whole within this (408 and closed beyond)
     "api_answer_seconds": 30.0,  # an answer the client does not read within this is abandoned
-    "api_allowed_hosts": [],  # Host names served besides localhost, 127.0.0.1, ::1 and api_host
+    "api_allowed_hosts": [],  # Host names served besides localhost, 127.0.0.1 and api_host
     "api_trusted_proxies": [],  # proxy addresses whose X-Forwarded-* and SCRIPT_NAME are believed
     "notify_urls": [],  # apprise URLs told of every run that matters (fullprocess.py)
     "heartbeat_url": "",  # pinged after every run (a dead-man's switch); + "/fail" after a failed one

@@ -192,7 +192,7 @@ def client_url(client) -> str:
     IDs with control characters are asked for by query (/clients/?id=)."""
     text = str(client)
     if text in (".", "..") or any(ord(char) < 32 or ord(char) == 127 for char in text):
-        return url_for("dashboard.clients", id=text)
+        return url_for("dashboard.client_by_query", id=text)
     return url_for("dashboard.clients") + "/" + quote(text, safe="")
 
 
@@ -274,10 +274,7 @@ def overview():
 
 
 @pages.get("/clients")
-@pages.get("/clients/")
 def clients():
-    if "id" in request.args:  # a client whose ID cannot be a path (client_url)
-        return client_page(request.args["id"])
     cfg = config()
     calls = call_list_frame(cfg)
     query = request.args.get("q", "").strip()[:100]
@@ -343,6 +340,14 @@ def client_page(client: str):
         features=FEATURES,
         words=FEATURE_WORDS,
     )
+
+
+@pages.get("/clients/")
+def client_by_query():
+    """/clients/?id=: the page of a client whose ID cannot be a path (client_url)."""
+    if "id" not in request.args:
+        abort(404, "no client named: /clients/?id=<client ID>")
+    return client_page(request.args["id"])
 
 
 @pages.get("/calllist.csv")

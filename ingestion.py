@@ -131,6 +131,9 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
 
     if frame[ID_COLUMN].isna().any():
         problems.append(f"{ID_COLUMN}: missing values ({_lines(frame[ID_COLUMN].isna())})")
+    breaks = frame[ID_COLUMN].str.contains("[\r\n]", regex=True, na=False)
+    if breaks.any():
+        problems.append(f"{ID_COLUMN}: a line break inside an ID ({_lines(breaks)})")
     formulas = formula_like(frame[ID_COLUMN])
     if formulas.any():
         problems.append(

@@ -22,6 +22,7 @@ against the sync worker's 5-8 ms. With the turn: p99 8-10 ms beside sync's 5-6 m
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 
@@ -103,7 +104,8 @@ class TimedAnswer:
 
     def __iter__(self):
         if cooperative():
-            self.timer = gevent.Timeout(self.seconds, AnswerAbandoned("the answer was not read in time"))
+            late = AnswerAbandoned(errno.EPIPE, "the answer was not read in time")  # gunicorn: debug
+            self.timer = gevent.Timeout(self.seconds, late)
             self.timer.start()
         yield from self.answer
 

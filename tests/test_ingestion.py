@@ -274,3 +274,39 @@ def test_odd_entries_named_csv_are_rejected_with_a_reason_and_the_rest_ingested(
         entry["name"] for entry in record["files"]
     ]  # the real name, JSON-escaped
     assert workspace.run("ingestion.py", timeout=60).returncode == 3  # and again: nothing left broken
+
+
+HEAD = b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (HEAD + b",exited\nabcd,1,1,1,0,1\n", "column 'exited' appears twice in the header"),
+        (HEAD.replace(b"exited", b" corporation ") + b"\nabcd,1,1,1,abcd\n", "appears twice"),
+        (
+            HEAD + b"\nabcd,1,1,1,0\n=cmd|' /C calc'!A0,1,1,1,0\n",
+            "spreadsheet would run as a formula (line 3)",
+        ),
+        (HEAD + b"\n+1,1,1,1,0\n-2,1,1,1,0\n@sum,1,1,1,0\n\tx,1,1,1,0\n", "(line 2, 3, 4, ...)"),
+        (HEAD + b"\n,1,1,1,0\n", "corporation: missing values (line 2)"),
+        (HEAD + b'\nabcd,1,1,1,0\n"two\nlines",1,1,1,0\n', "a line break inside an ID (line 3)"),
+    ],
+)
+def test_files_with_a_column_twice_or_formula_like_ids_are_rejected(content, reason):
+    """In-process: ingestion.parse_csv is the rule; a rejected file is named by the run (above)."""
+    import ingestion
+
+    frame, problems, _ = ingestion.parse_csv(content)
+    assert frame is None and any(reason in problem for problem in problems), problems
+
+
+def test_ids_that_look_missing_are_ids_and_cr_rows_are_rows():
+    import ingestion
+
+    ids = [b"NA", b"null", b"None", b"N/A", b"#N/A", b"nan", b"NULL"]
+    rows = b"".join(name + b",1,,3,0\r" for name in ids) + b"x" * 70_000 + b",1,2,3,1\r"
+    frame, problems, _ = ingestion.parse_csv(HEAD + b"\r" + rows)  # 70 kB, with no LF at all
+    assert problems == [] and frame is not None
+    assert list(frame["corporation"][:7]) == [name.decode() for name in ids] and len(frame) == 8
+    assert frame["lastyear_activity"][:7].isna().all()  # an empty count is still a missing value
