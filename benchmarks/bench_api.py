@@ -83,7 +83,7 @@ class hostile_load:
     def __enter__(self):
         self.sockets = [socket.create_connection(("127.0.0.1", self.port)) for _ in range(30)]
         for sock in self.sockets[20:]:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
         self.threads = [threading.Thread(target=self.loop) for _ in range(2)]
         for thread in self.threads:
             thread.start()

@@ -177,7 +177,7 @@ def chunked(body: bytes, size: int = 4096) -> bytes:
 
 def csv_post(body: bytes, headers: str) -> bytes:
     return (
-        f"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n{headers}"
+        f"POST /prediction HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/csv\r\n{headers}"
         "Connection: close\r\n\r\n"
     ).encode() + body
 
@@ -191,7 +191,7 @@ def test_a_chunked_body_is_counted_never_cut_short(small_server):
     assert status == 413 and answer["error"] == "request_entity_too_large", answer
     body = b'{"records": [' + b",".join([json.dumps(ROW).encode()] * 3000) + b"]}"
     request = (
-        b"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /prediction HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked(body)
     )
     assert exchange(small_server, request)[0] == 413
@@ -205,9 +205,9 @@ def test_a_chunked_body_is_counted_never_cut_short(small_server):
     ("raw", "status"),
     [
         (b"GARBAGE\r\n\r\n", 400),
-        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
         (
-            b"GET /health HTTP/1.1\r\nHost: x\r\n"
+            b"GET /health HTTP/1.1\r\nHost: localhost\r\n"
             + b"".join(b"X-%d: y\r\n" % i for i in range(200))
             + b"\r\n",
             431,
@@ -226,7 +226,7 @@ def test_idle_and_slow_clients_and_timing_runs_do_not_starve_health(small_server
     idle = [socket.create_connection(("127.0.0.1", small_server)) for _ in range(20)]
     slow = [socket.create_connection(("127.0.0.1", small_server)) for _ in range(10)]
     for sock in slow:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")  # and never the blank line
     stop = threading.Event()
     timings = []
 
