@@ -1,15 +1,18 @@
-"""Reading an API request: bodies counted while read, JSON and CSV rows, data files, options.
+"""Reading an API request: bodies counted while read, JSON and CSV rows, uploads, data files, options.
 
 Not a script; app.py's routes call it. Everything here turns a request into plain values or
 raises: InputError (400), RequestEntityTooLarge (413), UnsupportedMediaType (415), Forbidden
 (403) or NotFound (404); app.py maps each to a JSON error.
     prediction_input(config)    (the feature matrix, the client IDs if given, the body's options)
-                                of a /prediction request: a data file (?filepath=), JSON rows
-                                (records, MLflow's dataframe_records / dataframe_split) or a CSV body
+                                of a /prediction request: a data file (any name of FILE_KEYS),
+                                JSON rows (records, MLflow's dataframe_records / dataframe_split),
+                                a CSV body, an uploaded CSV (multipart), or naming nothing, the
+                                configured test data
+    requested_file(config)      the data file a request names (/scoring, /summarystats), or None
     wants(name)                 an on/off option: 1/0, true/false, yes/no, on/off
-    whole_number(name, ...)     a whole-number option within bounds
+    whole_number(name, ...)     a whole-number option within bounds (ASCII digits only)
 Work stays bounded by the request's size and the api_max_* limits: sizes, rows and columns are
-counted on the bytes before anything is parsed.
+counted on the bytes before anything is parsed, rows ended as pandas ends them (CR LF, LF, CR).
 """
 
 from __future__ import annotations
@@ -254,7 +257,7 @@ def matrix_from_csv(body: bytes, config: Config) -> tuple[np.ndarray, list | Non
 
 def multipart_csv(data: bytes, config: Config) -> tuple[bytes | None, dict]:
     """(the one file of a multipart/form-data body, whatever its field name, or None; its other
-    fields) : an uploaded CSV is scored like a CSV body, under the same limits."""
+    fields): an uploaded CSV is scored like a CSV body, under the same limits."""
     boundary = request.mimetype_params.get("boundary", "")
     if not boundary:
         raise InputError("multipart/form-data body without a boundary")

@@ -4,13 +4,15 @@ Endpoints (JSON; the contract, with every parameter and error, is GET /openapi.j
     GET  /              the endpoints (a cheap route: the benchmarks' floor)
     GET  /health        200 when the served model scores a probe row: its version and sha256;
                         503 when no deployed model can be used
-    GET|POST /prediction   predictions of the deployed model for a data file
-                        (?filepath= / ?filename=, or JSON {"filepath": ...}) or for
-                        rows (JSON {"records": [...]}, MLflow's dataframe_records /
-                        dataframe_split, or a text/csv body); ?proba=1 adds risks,
-                        ?reasons=1 each row's top reason (calllist.py)
-    GET  /scoring       F1 and other metrics of the deployed model on testdata
-    GET  /summarystats  mean, median, mode, std of each numeric column of finaldata.csv
+    GET|POST /prediction   predictions of the deployed model for a data file (?filepath=, or
+                        any name of apirequest.FILE_KEYS, as query, form or JSON field; none:
+                        the configured test data), for rows (JSON {"records": [...]},
+                        MLflow's dataframe_records / dataframe_split, a text/csv body) or an
+                        uploaded CSV (multipart); ?proba=1 adds risks, ?reasons=1 each row's
+                        top reason (calllist.py)
+    GET  /scoring       F1 and other metrics of the deployed model on testdata (or a named file)
+    GET  /summarystats  mean, median, mode, std of each numeric column of finaldata.csv (or a
+                        named file)
     GET  /diagnostics   timing, missing data, dependency table (?timing=0 skips timing;
                         a timing of the same inputs up to 10 minutes old is reused, ?fresh=1)
     GET  /calllist      the call list reporting.py last wrote, a page at a time (?limit=, ?offset=)
@@ -20,11 +22,14 @@ Pages (dashboard.py, for a browser)
     GET  /              the dashboard when the browser asks for text/html; /clients, /clients/<id>,
                         /calllist.csv, /reports/<version>/<report>.pdf, /login (apiauth.py)
 Errors (mapped once, from the classes of common.py): {"error": code, "message": text}
-    400 bad input (InputError), 401 no token, 403 a file outside the data folders,
-    404, 405 (with Allow), 413 a body over api_max_body_bytes however it is sent, 415 content
-    type, 503 no usable deployed model or server data (Unavailable), 500 anything else,
-    with no traceback in the answer and one line in the server's log. Answers are strict
-    JSON (never NaN or Infinity) and name files relative to the project, never absolutely.
+    400 bad input (InputError) or a Host off the allowlist, 401 no token, 403 a file outside
+    the data folders, 404, 405 (with Allow), 408 a body late (wsgi.py), 413 a body over
+    api_max_body_bytes however it is sent, 415 content type, 429 failed sign-ins, 431 an
+    Accept-like header over 1,024 characters, 503 no usable deployed model or server data
+    (Unavailable), 500 anything else, with no traceback in the answer and one line in the
+    server's log. Answers are strict JSON (never NaN or Infinity), whatever Accept asks for,
+    carry the security headers, and name files relative to the project, never absolutely
+    (hide_paths).
 Limits (config.json)
     api_max_body_bytes, api_max_rows (rows of a request or a data file it names),
     api_max_columns (columns of a CSV, fields of a JSON row): past one, 413 or 400 before
@@ -34,8 +39,9 @@ Homes
     functions (diagnostics.py: predictions, summary statistics, missing data, timing,
     dependencies; scoring.py: the live version's metrics), which read the live version's
     numbers (riskmodel.load_linear: the server never unpickles) and the data files through
-    serving.py's per-process caches; wsgi.py loads the model when a worker starts. Reading a
-    request: apirequest.py. The token and the login cookie: apiauth.py. Pages: dashboard.py.
+    serving.py's per-process caches; wsgi.py loads the model when a worker starts and puts
+    deadlines on each request's body and answer. Reading a request: apirequest.py. The token
+    and the login session: apiauth.py. Pages: dashboard.py.
 Environment
     RISK_API_TOKEN      when set, every endpoint but /health and /openapi.json needs
                         "Authorization: Bearer <token>"
@@ -54,7 +60,7 @@ import numpy as np
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from markupsafe import escape
-from werkzeug.exceptions import HTTPException, RequestHeaderFieldsTooLarge, SecurityError
+from werkzeug.exceptions import HTTPException, SecurityError
 
 import apiauth
 import calllist
@@ -164,10 +170,8 @@ def check_headers():
     for header in BOUNDED_HEADERS:
         value = request.headers.get(header, "")
         if len(value) > MAX_NEGOTIATED_HEADER:
-            error = RequestHeaderFieldsTooLarge(
-                f"{header} is {len(value):,} characters; at most {MAX_NEGOTIATED_HEADER:,}"
-            )
-            return error_response(431, "request_header_fields_too_large", error.description)
+            message = f"{header} is {len(value):,} characters; at most {MAX_NEGOTIATED_HEADER:,}"
+            return error_response(431, "request_header_fields_too_large", message)
     return None
 
 

@@ -9,10 +9,13 @@ says so above it. Charts are inline SVG; nothing is loaded from the internet.
 Pages
     /  (a browser: Accept text/html)   now, decisions over time, drift, clients, data
     /clients?q=&sort=&order=&page=     the call list: search, sort, pages of 50
-    /clients/<id>                      one client: the reason for its score, its history
+    /clients/<id>                      one client: the reason for its score, its history (links
+                                       percent-encode the ID: client_url; /clients/?id= for IDs
+                                       a browser would resolve as folders)
     /calllist.csv                      the call list as reporting.py wrote it
     /reports/<version>/<name>.pdf      a version's reports: report.pdf (at deployment), report-<UTC>.pdf
-    /login                             (apiauth.py) with RISK_API_TOKEN set: the token, once, as a cookie
+    /login, /logout                    (apiauth.py) with RISK_API_TOKEN set: the token, once; a
+                                       signed session cookie
 """
 
 from __future__ import annotations
