@@ -131,6 +131,14 @@ def test_100_continue_only_for_a_length_within_the_limit(served):
     assert head.startswith(b"HTTP/1.1 200") and b'"predictions":[' in body
 
 
+def test_100_continue_then_no_body_is_408_after_the_deadline(served):
+    port, _ = served
+    with connect(port) as sock:
+        sock.sendall(post_head(100, "Expect: 100-continue\r\n"))
+        head, rest = read_answer(sock)
+    assert head == b"HTTP/1.1 100 Continue" and rest.startswith(b"HTTP/1.1 408"), (head, rest[:100])
+
+
 def test_a_chunk_over_the_limit_is_413_as_soon_as_its_size_is_read(served):
     port, _ = served
     with connect(port) as sock:
