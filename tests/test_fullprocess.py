@@ -112,37 +112,21 @@ def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
     assert result.returncode == 0 and "no new data" in result.stderr
     assert workspace.runs()[-1]["decision"] == "nothing new"
 
-    (models / "apireturns2.txt").unlink()
-    result = workspace.run(
-        "fullprocess.py", "--force", timeout=300
-    )  # the README's --force, on the bundled data
-    assert result.returncode == 0, result.stderr
-    assert "--force: retraining anyway" in result.stderr
-    last = workspace.runs()[-1]
-    assert last["decision"] == "redeployed" and last["force"] and not last["drift"]["drift"]
-    assert workspace.manifest()["version"] == 3
-    assert json.loads((models / "apireturns2.txt").read_text())["scoring"]["model_version"] == 3
-    assert json.loads((models / "riskranking.json").read_text())["model_version"] == 3
-
-    result = workspace.run("deployment.py", "--rollback", timeout=300)
-    assert result.returncode == 0 and "refreshed the report and the call list for version 2" in result.stderr
-    basis = json.loads((models / "riskranking.json").read_text())
-    assert basis["model_version"] == 2 == workspace.manifest()["version"]
-    rolled = pd.read_csv(models / "riskranking.csv", dtype={"corporation": str})
-    assert sorted(rolled["corporation"]) == sorted(calls["corporation"])  # today's clients, version 2's risks
-    assert (
-        workspace.root / "production_deployment" / "archive" / "v0002" / "reports" / "riskranking.csv"
-    ).is_file()
-
-    # issue 17: rolled back to version 1, every view says so and shows version 1's figures
+    # step 4 (issue 17): rolled back to version 1, every view says so and shows version 1's figures;
+    # the call list is today's clients with version 1's risks (--force is tested on its own)
     result = workspace.run("deployment.py", "--rollback", timeout=300)
     assert result.returncode == 0 and "refreshed the report and the call list for version 1" in result.stderr
+    basis = json.loads((models / "riskranking.json").read_text())
+    assert basis["model_version"] == 1 == workspace.manifest()["version"]
+    rolled = pd.read_csv(models / "riskranking.csv", dtype={"corporation": str})
+    assert sorted(rolled["corporation"]) == sorted(calls["corporation"])
+    assert not rolled["exit_probability"].equals(calls["exit_probability"])
     reports = workspace.root / "production_deployment" / "archive" / "v0001" / "reports"
     assert (reports / "report.pdf").read_bytes() == first_report  # the deployment-time report, untouched
     assert len(list(reports.glob("report-*Z.pdf"))) == 1  # the rollback's report, beside it
     figures = json.loads((models / "drift.json").read_text())
     assert figures["stamp"]["model_version"] == 1
-    assert json.loads((models / "diagnostics.json").read_text())["stamp"]["model_version"] == 3  # says whose
+    assert json.loads((models / "diagnostics.json").read_text())["stamp"]["model_version"] == 2  # says whose
     html = dashboard_html(workspace)
     assert "rolled back from version 2 (deployment.py --rollback)" in html
     assert "Drift since this version was trained: version 1&#39;s training data against the latest" in html
