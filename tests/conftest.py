@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -142,22 +143,42 @@ def copy_template(template: Path, root: Path) -> Workspace:
     return Workspace(root, root / "config.json")
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The workspace build(root) makes, built once per test run: under pytest-xdist by the first
+    worker that needs it (the others wait on its lock and copy from the same one), else once per
+    process. Tests copy a template (copy_template) and never change it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's folder, shared by its workers
+    root = base / f"template-{name}"
+    with open(base / f"template-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "built").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            build(root / "ws")
+            (root / "built").touch()
+    return root / "ws"
+
+
 @pytest.fixture(scope="session")
 def deployed_template(tmp_path_factory) -> Path:
-    """Built once per test process: the small data after ingestion, training, scoring and deployment,
+    """Built once per test run: the small data after ingestion, training, scoring and deployment,
     and the dependency check's offline answer in its cache (pip's two runs, paid once, not per test;
     tests of the check itself pass refresh=True)."""
-    template = add_small_data(make_workspace(tmp_path_factory.mktemp("template") / "ws"))
-    run_ok(template, "ingestion.py", "training.py", "scoring.py", "deployment.py")
-    warm = subprocess.run(
-        [sys.executable, "-c", "import diagnostics; diagnostics.outdated_packages_list()"],
-        cwd=PROJECT_DIR,
-        env=template.env,
-        capture_output=True,
-        text=True,
-    )
-    assert warm.returncode == 0 and (template.root / ".cache" / "dependencies.json").is_file(), warm.stderr
-    return template.root
+
+    def build(root: Path) -> None:
+        template = add_small_data(make_workspace(root))
+        run_ok(template, "ingestion.py", "training.py", "scoring.py", "deployment.py")
+        warm = subprocess.run(
+            [sys.executable, "-c", "import diagnostics; diagnostics.outdated_packages_list()"],
+            cwd=PROJECT_DIR,
+            env=template.env,
+            capture_output=True,
+            text=True,
+        )
+        assert warm.returncode == 0 and (root / ".cache" / "dependencies.json").is_file(), warm.stderr
+
+    return built_once(tmp_path_factory, "deployed", build)
 
 
 @pytest.fixture
@@ -168,13 +189,16 @@ def deployed_workspace(deployed_template, tmp_path) -> Workspace:
 
 @pytest.fixture(scope="session")
 def retrained_template(deployed_template, tmp_path_factory) -> Path:
-    """Built once per test process: the deployed template with another candidate (trained on
+    """Built once per test run: the deployed template with another candidate (trained on
     dataset1.csv alone, dataset2.csv removed) ingested, trained and scored, not deployed: deployment.py
     makes it version 2."""
-    workspace = copy_template(deployed_template, tmp_path_factory.mktemp("retrained") / "ws")
-    (workspace.path("input_folder_path") / "dataset2.csv").unlink()
-    run_ok(workspace, "ingestion.py", "training.py", "scoring.py")
-    return workspace.root
+
+    def build(root: Path) -> None:
+        workspace = copy_template(deployed_template, root)
+        (workspace.path("input_folder_path") / "dataset2.csv").unlink()
+        run_ok(workspace, "ingestion.py", "training.py", "scoring.py")
+
+    return built_once(tmp_path_factory, "retrained", build)
 
 
 @pytest.fixture
@@ -185,11 +209,13 @@ def retrained_workspace(retrained_template, tmp_path) -> Workspace:
 
 @pytest.fixture(scope="session")
 def reported_template(deployed_template, tmp_path_factory) -> Path:
-    """Built once per test process: the deployed template after diagnostics.py and reporting.py, as a
+    """Built once per test run: the deployed template after diagnostics.py and reporting.py, as a
     bootstrap leaves it (the call list, the report, diagnostics.json): every file a page reads."""
-    workspace = copy_template(deployed_template, tmp_path_factory.mktemp("reported") / "ws")
-    run_ok(workspace, "diagnostics.py", "reporting.py")
-    return workspace.root
+
+    def build(root: Path) -> None:
+        run_ok(copy_template(deployed_template, root), "diagnostics.py", "reporting.py")
+
+    return built_once(tmp_path_factory, "reported", build)
 
 
 @pytest.fixture

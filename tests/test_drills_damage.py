@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PROJECT_DIR, Workspace, client_frame, copy_template, run_ok, wait_until
+from conftest import PROJECT_DIR, Workspace, built_once, client_frame, copy_template, run_ok, wait_until
 from test_drills import FULL, debris, live_version_problems, record, stale_outputs
 
 import deployment
@@ -52,15 +52,18 @@ def version_files(prod: Path, version: int) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_versions_template(deployed_template, tmp_path_factory) -> Path:
     """Versions 1 and 2 went live (a second deployment by hand), then version 1 again (a rollback)."""
-    workspace = copy_template(deployed_template, tmp_path_factory.mktemp("two") / "ws")
-    run_ok(workspace, "deployment.py")
-    result = workspace.run("deployment.py", "--rollback")
-    assert result.returncode == 0, result.stderr
-    assert (workspace.manifest()["version"], workspace.manifest()["rolled_back_from"]) == (1, 2)
-    return workspace.root
+
+    def build(root: Path) -> None:
+        workspace = copy_template(deployed_template, root)
+        run_ok(workspace, "deployment.py")
+        result = workspace.run("deployment.py", "--rollback")
+        assert result.returncode == 0, result.stderr
+        assert (workspace.manifest()["version"], workspace.manifest()["rolled_back_from"]) == (1, 2)
+
+    return built_once(tmp_path_factory, "two-versions", build)
 
 
 @pytest.fixture
