@@ -287,14 +287,20 @@ def deployed_pickle(prod_folder: Path):
         return pickle.load(handle)
 
 
-@pytest.fixture
-def api_client(deployed_workspace):
-    """The real Flask app on the deployed workspace, through its test client."""
+def client_for(workspace: Workspace, **config):
+    """The real Flask app on a workspace (config: the app's test settings, e.g. API_TOKEN), through
+    its test client, with the server's per-process caches emptied first."""
     import serving
     from app import create_app
 
     serving.clear()
-    return create_app({"RISK_CONFIG": str(deployed_workspace.config_path)}).test_client()
+    return create_app({"RISK_CONFIG": str(workspace.config_path), **config}).test_client()
+
+
+@pytest.fixture
+def api_client(deployed_workspace):
+    """The real Flask app on the deployed workspace, through its test client."""
+    return client_for(deployed_workspace)
 
 
 def strict_json(response):

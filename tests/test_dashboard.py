@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_ok
+from conftest import client_for, run_ok
 
-import serving
 from apiserver import free_port, start_api_server, stop_process
-from app import create_app
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 
@@ -21,11 +19,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 @pytest.fixture
 def full(reported_workspace):
     return reported_workspace
-
-
-def client_for(workspace, **config):
-    serving.clear()
-    return create_app({"RISK_CONFIG": str(workspace.config_path), **config}).test_client()
 
 
 def page(client, path="/"):
