@@ -142,8 +142,8 @@ class Deadlines:
             force_close()
             return refuse(
                 start_response,
-                "413 Content Too Large",
-                "content_too_large",
+                "413 Request Entity Too Large",
+                "request_entity_too_large",
                 f"the body is {declared:,} bytes; at most {self.limit:,} (api_max_body_bytes)",
             )
         body = None
