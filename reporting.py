@@ -35,14 +35,10 @@ import logging
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-from matplotlib.figure import Figure
-from sklearn.metrics import RocCurveDisplay, confusion_matrix
 
 import calllist
 import diagnostics
@@ -74,6 +70,9 @@ from common import (
     setup_logging,
 )
 from records import read_ingested_files, read_jsonl, sha256_file, utc_now
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 NAME = "reporting"
 TOP_CLIENTS = 20
@@ -108,7 +107,18 @@ def evaluate_on_testdata(config: Config) -> Evaluation:
     return Evaluation(answers.version, truth, predicted, probability, metrics)
 
 
+def new_figure(**kwargs) -> Figure:
+    """A matplotlib Figure (no pyplot, no GUI backend). matplotlib, seaborn and scikit-learn are
+    imported where a plot is drawn, so that --help and a usage error answer at once."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def draw_confusion_matrix(axis, truth, predicted, title: str) -> None:
+    import seaborn as sns
+    from sklearn.metrics import confusion_matrix
+
     matrix = confusion_matrix(truth, predicted, labels=[0, 1])
     labels = ["stayed (0)", "exited (1)"]
     sns.heatmap(
@@ -129,7 +139,7 @@ def draw_confusion_matrix(axis, truth, predicted, title: str) -> None:
 
 
 def write_confusion_matrix(config: Config, name: str, results: Evaluation) -> Path:
-    figure = Figure(figsize=(5.5, 5))
+    figure = new_figure(figsize=(5.5, 5))
     draw_confusion_matrix(
         figure.subplots(), results.truth, results.predicted, results.title(config.testdata_file)
     )
@@ -174,7 +184,7 @@ def write_call_list(config: Config, stamp: dict, final: pd.DataFrame) -> tuple[p
 
 
 def _text_page(pdf, title: str, lines: list[str]) -> None:
-    figure = Figure(figsize=(8.27, 11.69))
+    figure = new_figure(figsize=(8.27, 11.69))
     figure.text(0.07, 0.95, title, fontsize=16, weight="bold", va="top")
     figure.text(0.07, 0.91, "\n".join(lines), fontsize=8.5, family="monospace", va="top")
     pdf.savefig(figure)
@@ -259,7 +269,7 @@ def summary_page(
     pdf, config: Config, state: production.Live, results: Evaluation, calls: pd.DataFrame, lost: pd.DataFrame
 ) -> None:
     """Page 1: what a client manager needs, in words, with no server paths."""
-    figure = Figure(figsize=(8.27, 11.69))
+    figure = new_figure(figsize=(8.27, 11.69))
     figure.text(
         0.07, 0.955, f"Attrition risk: model version {state.version}", fontsize=18, weight="bold", va="top"
     )
@@ -322,9 +332,11 @@ def drift_lines(result: dict) -> list[str]:
 def f1_history_figure(config: Config) -> Figure:
     """F1 over time: every trained model on the test data, and each deployed version. Readable with
     one point (its value written beside it) and with hundreds (dates on the axis, no markers)."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
     history = read_jsonl(config.model_folder / SCORE_HISTORY)
     deployments = read_jsonl(config.prod_folder / DEPLOYMENT_HISTORY)
-    figure = Figure(figsize=(11.69, 5.5))
+    figure = new_figure(figsize=(11.69, 5.5))
     axis = figure.subplots()
     many = len(history) + len(deployments) > 40
     if history:
@@ -394,6 +406,9 @@ def write_report(
     ingested_path = config.output_folder / INGESTEDFILES
     ingested = read_ingested_files(ingested_path) if ingested_path.is_file() else []
 
+    from matplotlib.backends.backend_pdf import PdfPages
+    from sklearn.metrics import RocCurveDisplay
+
     target = config.model_folder / REPORT
     with atomic_path(target) as temp, PdfPages(temp) as pdf:
         summary_page(pdf, config, state, results, calls, lost)
@@ -411,7 +426,7 @@ def write_report(
         ]
         _text_page(pdf, "Model and data", lines)
 
-        figure = Figure(figsize=(11.69, 5.5))
+        figure = new_figure(figsize=(11.69, 5.5))
         axes = figure.subplots(1, 2)
         draw_confusion_matrix(axes[0], truth, predicted, results.title(config.testdata_file))
         if metrics["ROC AUC"] is not None:

@@ -22,16 +22,16 @@ Exit status
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import pickle
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import sklearn
-from sklearn.pipeline import Pipeline
 
 from clientdata import read_data_file
 from common import (
@@ -51,6 +51,9 @@ from common import (
 )
 from records import sha256_bytes, sha256_file, utc_now
 from riskmodel import build_model, linear_parameters
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 NAME = "training"
 REFERENCE_ROWS = 20_000
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             "fit_seconds": round(fit_seconds, 4),
             "versions": {
                 "python": platform.python_version(),
-                "scikit-learn": sklearn.__version__,
+                "scikit-learn": importlib.metadata.version("scikit-learn"),
                 "pandas": pd.__version__,
                 "numpy": np.__version__,
             },

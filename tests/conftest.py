@@ -10,8 +10,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -335,3 +337,52 @@ def pdf_subject(path: Path) -> str:
     match = re.search(rb"/Subject \(([^)]*)\)", path.read_bytes())
     assert match, f"{path}: no /Subject"
     return match.group(1).decode()
+
+
+class Receiver:
+    """A loopback HTTP server, standing for a chat service and a heartbeat monitor, that keeps every
+    request: (method, path, JSON body or None)."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(("POST", self.path, json.loads(body) if body else None))
+                self.send_response(200)
+                self.end_headers()
+
+            def do_GET(self):
+                received.append(("GET", self.path, None))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def messages(self):
+        return [body for method, path, body in self.received if path == "/notify"]
+
+    def pings(self):
+        return [path for method, path, body in self.received if path.startswith("/ping")]
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.server.shutdown()
+
+
+def watch(workspace: Workspace, receiver: Receiver) -> Workspace:
+    """fullprocess.py's notifications and heartbeat go to the receiver."""
+    workspace.set_config(
+        notify_urls=[f"json://127.0.0.1:{receiver.port}/notify"],
+        heartbeat_url=f"http://127.0.0.1:{receiver.port}/ping",
+    )
+    return workspace

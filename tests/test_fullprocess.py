@@ -20,6 +20,7 @@ from conftest import (
     pdf_subject,
     run_ok,
     wait_until,
+    watch,
 )
 
 from apiserver import free_port
@@ -228,10 +229,11 @@ def test_the_gate_refuses_a_worse_candidate(deployed):
     assert production(deployed) == before
 
 
-def test_with_the_gate_off_a_worse_candidate_is_deployed(deployed):
+def test_with_the_gate_off_a_worse_candidate_is_deployed(deployed, receiver):
     """Also: cd elsewhere && RISK_CONFIG=relative/config.json. The steps start in the project folder
-    and must still read the same file (they used to resolve it there and deploy into another folder)."""
-    deployed.set_config(drift_tolerance=-1.0, promotion_gate=False)
+    and must still read the same file (they used to resolve it there and deploy into another folder).
+    And the redeploy's one notification (test_notify.py has the others)."""
+    watch(deployed, receiver).set_config(drift_tolerance=-1.0, promotion_gate=False)
     noise = client_frame(2000, seed=20).assign(exited=lambda f: 1 - f["exited"])  # labels flipped
     add_file(deployed, "dataset9.csv", noise)
     result = subprocess.run(
@@ -253,6 +255,10 @@ def test_with_the_gate_off_a_worse_candidate_is_deployed(deployed):
     }
     assert "promotion_gate is off: deploying anyway" in last["reasons"]
     assert last["decision"] == "redeployed" and deployed.manifest()["version"] == 2
+    [message] = receiver.messages()
+    assert message["title"] == "risk model: redeployed" and message["type"] == "success"
+    assert "version 2 is live" in message["message"] and "Drift (raw)" in message["message"]
+    assert receiver.pings() == ["/ping"]
     assert deployed.manifest()["f1"] == pytest.approx(last["gate"]["candidate_f1"])
     # diagnostics.py reports the seconds the run's own steps took, not a second timing of the same work
     seconds = {step["step"]: step["seconds"] for step in last["steps"]}
