@@ -386,3 +386,20 @@ def watch(workspace: Workspace, receiver: Receiver) -> Workspace:
         heartbeat_url=f"http://127.0.0.1:{receiver.port}/ping",
     )
     return workspace
+
+
+HEAVY_FIRST = ("test_fullprocess.py", "test_notify.py", "test_drills_damage.py", "test_serving.py")
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first, the modules of whole pipeline runs before them: under pytest-xdist the
+    last tests to run are then short ones, and neither core idles while the other finishes a
+    minute-long walkthrough (the suite's wall time is about its CPU time over the cores)."""
+
+    def weight(item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return len(HEAVY_FIRST) + 1
+        name = item.path.name
+        return HEAVY_FIRST.index(name) if name in HEAVY_FIRST else len(HEAVY_FIRST)
+
+    items.sort(key=weight)  # stable: each module's own order is kept

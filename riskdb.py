@@ -1,0 +1,235 @@
+"""The query store: the lists and the clients' rows, as the dashboard and the API ask for them.
+
+Not a script. reporting.py writes it (write) right after the call list and the lost list, into
+the model folder as riskdata.sqlite: a new SQLite file built beside the old one and swapped in
+whole, so that a reader has the old file or the new one, never half of either (a reader that
+opened the old one keeps it until its next question). The dashboard and the API open it
+read-only (store) and ask questions whose cost is that of their answer: a page is an index
+range, a client is a key, the totals are stored; nothing is read whole, and a worker holds
+nothing of it but SQLite's page cache. The course's CSV files stay as they are: they are the
+record, this is an index of them (why SQLite: docs/benchmarks.md, the engine comparison).
+
+Tables
+    meta     name -> JSON: "basis" (riskranking.json's stamp of the lists), "counts"
+    calls    the call list (riskranking.csv's columns), one row per client, by rank, with each
+             sort's position: any page of any sort is an index range however deep
+    lost     the lost list (lostclients.csv's columns)
+    history  finaldata.csv's rows in file order: the clients' rows across extracts
+
+Sorts (the dashboard's): rank; risk (exit probability, ties in rank order, so that the riskiest
+first is the call list's own order); client (ID); change (its words, ties in rank order).
+Descending is the exact reverse of ascending. Search finds the IDs that start with the text,
+case-insensitively (an index range; a substring would be a scan of every ID).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common import ID_COLUMN, QUERY_STORE, atomic_path
+
+SCHEMA = 1
+SORTS = {"rank": "rank", "risk": "risk_order", "client": "client_order", "change": "change_order"}
+ORDERS = ("asc", "desc")
+_BUILD = (
+    "PRAGMA journal_mode = OFF",  # a new file no reader sees before it is whole: nothing to roll back
+    "PRAGMA synchronous = OFF",  # atomic_path fsyncs it once, before the swap
+    "PRAGMA page_size = 8192",
+    "PRAGMA cache_size = -65536",  # 64 MiB while the indexes are built
+)
+
+
+def _sql_type(series: pd.Series) -> str:
+    if pd.api.types.is_integer_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return "INTEGER"
+    if pd.api.types.is_float_dtype(series):
+        return "REAL"
+    return "TEXT"
+
+
+def _columns(frame: pd.DataFrame) -> list:
+    """Each column as Python values, NaN and None as NULL (sqlite3 binds NaN as NULL)."""
+    values = []
+    for name in frame.columns:
+        column = frame[name]
+        if _sql_type(column) == "TEXT":
+            column = column.astype(object).where(column.notna(), None)
+        values.append(column.tolist())
+    return values
+
+
+def _create(connection: sqlite3.Connection, table: str, frame: pd.DataFrame, key: str, extra=()) -> None:
+    """CREATE TABLE from the frame's columns (and extra (name, values)), rows inserted in order."""
+    names = [f'"{name}" {_sql_type(frame[name])}' for name in frame.columns]
+    names += [f'"{name}" INTEGER' for name, _ in extra]
+    connection.execute(f'CREATE TABLE {table} ("{key}" INTEGER PRIMARY KEY, {", ".join(names)})')
+    columns = [np.arange(len(frame)).tolist(), *_columns(frame), *[list(values) for _, values in extra]]
+    marks = ", ".join("?" * len(columns))
+    connection.executemany(f"INSERT INTO {table} VALUES ({marks})", zip(*columns, strict=True))
+
+
+def positions(order: np.ndarray) -> list[int]:
+    """Each row's position in a sort, from the rows in that sort's order (an argsort)."""
+    where = np.empty(len(order), dtype=np.int64)
+    where[order] = np.arange(len(order))
+    return where.tolist()
+
+
+def sort_positions(calls: pd.DataFrame) -> list[tuple[str, list[int]]]:
+    """(column, each row's position) for the sorts other than rank; calls are in rank order."""
+    row = np.arange(len(calls))
+    probability = calls["exit_probability"].to_numpy(dtype=float)
+    ids = calls[ID_COLUMN].astype(str).to_numpy(dtype=str)  # code-point order, as SQLite and Python
+    change = calls["change"].astype(str)
+    change_codes = pd.Categorical(change, categories=sorted(set(change))).codes
+    return [
+        ("risk_order", positions(np.lexsort((-row, probability)))),  # descending: the rank order
+        ("client_order", positions(np.argsort(ids, kind="stable"))),
+        ("change_order", positions(np.lexsort((row, change_codes)))),
+    ]
+
+
+def build(path: Path, calls: pd.DataFrame, lost: pd.DataFrame, history: pd.DataFrame, basis: dict) -> None:
+    """Write the store into path (a new, empty file)."""
+    calls = calls.reset_index(drop=True)
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in _BUILD:
+            connection.execute(pragma)
+        connection.execute("BEGIN")
+        connection.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        ids_lower = calls[ID_COLUMN].astype(str).str.lower()
+        calls_table = calls.drop(columns=["rank"]).assign(id_lower=ids_lower)
+        _create(connection, "calls", calls_table, "position", sort_positions(calls))
+        _create(connection, "lost", lost.reset_index(drop=True), "position")
+        _create(connection, "history", history.reset_index(drop=True), "row")
+        for statement in (
+            "CREATE INDEX calls_id ON calls (id_lower)",
+            "CREATE INDEX calls_risk ON calls (risk_order)",
+            "CREATE INDEX calls_client ON calls (client_order)",
+            "CREATE INDEX calls_change ON calls (change_order)",
+            "CREATE INDEX history_id ON history (corporation)",
+        ):
+            connection.execute(statement)
+        meta = {
+            "schema": SCHEMA,
+            "basis": basis,
+            "counts": {"calls": len(calls), "lost": len(lost), "history": len(history)},
+        }
+        connection.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [(name, json.dumps(value)) for name, value in meta.items()]
+        )
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+def write(folder: Path, calls: pd.DataFrame, lost: pd.DataFrame, history: pd.DataFrame, basis: dict) -> Path:
+    """riskdata.sqlite in folder, replaced whole (atomic_path)."""
+    target = folder / QUERY_STORE
+    with atomic_path(target) as temp:
+        build(temp, calls, lost, history, basis)
+    return target
+
+
+class Store:
+    """A read-only connection to one riskdata.sqlite file (one inode: a replaced file is another)."""
+
+    def __init__(self, path: Path):
+        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"  # never written in place: replaced whole
+        self.connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self.connection.row_factory = sqlite3.Row
+        self.lock = threading.Lock()
+        meta = dict(self.rows("SELECT name, value FROM meta"))
+        if json.loads(meta.get("schema", "null")) != SCHEMA:
+            raise sqlite3.DatabaseError(f"{path.name}: not schema {SCHEMA}; run reporting.py")
+        self.basis = json.loads(meta["basis"])
+        self.counts = json.loads(meta["counts"])
+        self.call_columns = [
+            row["name"]
+            for row in self.rows("PRAGMA table_info(calls)")
+            if row["name"] not in ("position", "id_lower", *SORTS.values())
+        ]
+
+    def rows(self, sql: str, parameters=()) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.connection.execute(sql, parameters).fetchall()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def _call_rows(self, where: str, parameters, order: str = "position", limit: int = -1, offset: int = 0):
+        listed = ", ".join(f'"{name}"' for name in self.call_columns)
+        sql = f"SELECT position + 1 AS rank, {listed} FROM calls WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+        return [dict(row) for row in self.rows(sql, (*parameters, limit, offset))]
+
+    def call_list(self, offset: int, limit: int) -> list[dict]:
+        """limit rows of the call list from offset (0: the riskiest), in rank order."""
+        return self._call_rows("position >= ? AND position < ?", (offset, offset + limit))
+
+    def clients(self, query: str, sort: str, order: str, page: int, size: int) -> tuple[list[dict], int]:
+        """(page `page` (from 1) of `size` rows of the call list whose IDs start with query, in that
+        sort and order; how many match)."""
+        column = "position" if sort == "rank" else SORTS[sort]
+        direction = "DESC" if order == "desc" else "ASC"
+        if not query:
+            total = self.counts["calls"]
+            first = (page - 1) * size
+            low, high = (first, first + size) if order == "asc" else (total - first - size, total - first)
+            rows = self._call_rows(f"{column} >= ? AND {column} < ?", (low, high), f"{column} {direction}")
+            return rows, total
+        prefix = query.lower()
+        bounds = ("id_lower >= ? AND id_lower < ?", (prefix, prefix + "\U0010ffff"))
+        total = self.rows(f"SELECT count(*) FROM calls WHERE {bounds[0]}", bounds[1])[0][0]
+        rows = self._call_rows(*bounds, f"{column} {direction}", size, (page - 1) * size)
+        return rows, total
+
+    def client(self, client: str) -> dict | None:
+        """The client's row of the call list, or None."""
+        rows = self._call_rows("id_lower = ? AND corporation = ?", (client.lower(), client))
+        return rows[0] if rows else None
+
+    def history(self, client: str) -> list[dict]:
+        """The client's rows across extracts, in finaldata.csv's order."""
+        return [dict(row) for row in self.rows("SELECT * FROM history WHERE corporation = ? ORDER BY row", (client,))]
+
+
+_lock = threading.Lock()
+_stores: dict[Path, tuple[tuple, Store]] = {}
+
+
+def store(folder: Path) -> Store | None:
+    """The query store of a model folder, opened once per process and again when it is replaced;
+    None when there is none (reporting.py has not run) or it cannot be read."""
+    from serving import file_stamp  # serving imports this module's users; a stat per question
+
+    path = folder / QUERY_STORE
+    stamp = file_stamp(path)
+    with _lock:
+        cached = _stores.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        if cached is not None:
+            cached[1].close()
+            del _stores[path]
+        if stamp[0] is None:
+            return None
+        try:
+            opened = Store(path)
+        except (sqlite3.Error, KeyError, ValueError):
+            return None
+        _stores[path] = (stamp, opened)
+        return opened
+
+
+def basis_of(folder: Path) -> dict | None:
+    """The basis the store in folder holds (None: no store, or not readable): fullprocess.py
+    compares it with riskranking.json's."""
+    opened = store(folder)
+    return None if opened is None else opened.basis
