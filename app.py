@@ -66,6 +66,7 @@ import apiauth
 import calllist
 import dashboard
 import diagnostics
+import riskdb
 import riskmodel
 import scoring
 import serving
@@ -73,10 +74,8 @@ from apirequest import data_roots, prediction_input, requested_file, wants, whol
 from clientdata import check_labelled
 from common import (
     DEBUG_ENV,
-    ID_COLUMN,
     PROJECT_DIR,
     RISK_RANKING,
-    RISK_RANKING_BASIS,
     RUN_HISTORY,
     TOKEN_ENV,
     Config,
@@ -88,7 +87,7 @@ from common import (
     run_main,
     setup_logging,
 )
-from records import read_jsonl
+from records import last_records
 
 NAME = "app"
 TIMING_MAX_AGE = 600  # s: the cron period; /diagnostics?fresh=1 always times anew
@@ -142,6 +141,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["risk_data_roots"] = data_roots(config)  # resolved once: a request pays no realpath
     app.extensions["risk_openapi"] = openapi_document(config)
     app.extensions["risk_paths"] = path_replacements(config)
+    serving.own_files(config.testdata_file, config.finaldata_file)  # never evicted by request files
     # Host allowlist (Flask checks request.host against it: 400 otherwise): a DNS-rebinding page
     # in the operator's browser names its own host, so it cannot read this server's answers.
     app.config["TRUSTED_HOSTS"] = trusted_hosts(config)
@@ -350,7 +350,8 @@ def summarystats():
     config = risk_config()
     path = requested_file(config)
     if path is None:
-        statistics = diagnostics.dataframe_summary(config)
+        summary = diagnostics.dataframe_summary
+        statistics = diagnostics.figures_of_finaldata(config, "summary_statistics", summary)
     else:
         statistics = diagnostics.summary_statistics(serving.read_csv_cached(path))
     return jsonify(data=config.relative(path or config.finaldata_file), statistics=statistics)
@@ -364,46 +365,39 @@ def diagnostics_endpoint():
     if timing:
         ingestion, training = diagnostics.execution_time(config, 0.0 if fresh else TIMING_MAX_AGE)
         answer["execution_time_seconds"] = {"ingestion": ingestion, "training": training}
-    answer["missing_data_percent"] = diagnostics.missing_data(config)
+    answer["missing_data_percent"] = diagnostics.figures_of_finaldata(
+        config, "missing_data_percent", diagnostics.missing_data
+    )
     answer["dependencies"] = diagnostics.outdated_packages_list(config)
     return jsonify(answer)
 
 
 @api.get("/calllist")
 def call_list():
-    """The call list reporting.py last wrote (riskranking.csv), a page at a time: what the team calls from."""
+    """The call list reporting.py last wrote, a page at a time, from its query store (riskdb.py)."""
     config = risk_config()
     limit, offset = whole_number("limit", 50, 1, 1000), whole_number("offset", 0, 0, 10**9)
-    path = config.model_folder / RISK_RANKING
-    frame = serving.server_data(path)
-    if ID_COLUMN not in frame.columns or "exit_probability" not in frame.columns:
-        raise DataUnavailable(f"{config.relative(path)}: not a call list; run reporting.py")
-    try:
-        basis = json.loads((config.model_folder / RISK_RANKING_BASIS).read_text())
-    except (OSError, ValueError):
-        basis = {}
-    page = frame.iloc[offset : offset + limit].astype(object)
-    rows = [
-        {
-            key: None if value != value else value.item() if hasattr(value, "item") else value
-            for key, value in row.items()
-        }
-        for row in page.to_dict(orient="records")
-    ]
+    store = riskdb.store(config.model_folder)
+    if store is None:
+        raise DataUnavailable(
+            f"{config.relative(config.model_folder / RISK_RANKING)}: no call list yet; run reporting.py"
+        )
+    basis = store.basis
     return jsonify(
         model_version=basis.get("model_version"),
         written=basis.get("written"),
         data=basis.get("data"),
-        total=len(frame),
+        total=store.counts["calls"],
         offset=offset,
-        rows=rows,
+        rows=store.call_list(offset, limit),
     )
 
 
 @api.get("/runs")
 def runs():
+    """The last runs, oldest first: read from the end of the history (the cost of the answer)."""
     limit = whole_number("limit", 10, 1, 1000)
-    return jsonify(runs=read_jsonl(risk_config().prod_folder / RUN_HISTORY)[-limit:])
+    return jsonify(runs=last_records(risk_config().prod_folder / RUN_HISTORY, limit))
 
 
 def openapi_document(config: Config) -> dict:

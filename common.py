@@ -115,6 +115,7 @@ CONFUSION_MATRIX_AFTER_REDEPLOY = "confusionmatrix2.png"
 RISK_RANKING = "riskranking.csv"  # the call list (calllist.py)
 RISK_RANKING_BASIS = "riskranking.json"  # what the call list was computed from: model and data
 LOST_CLIENTS = "lostclients.csv"
+QUERY_STORE = "riskdata.sqlite"  # output_model_path: the lists and client rows as SQLite (riskdb.py)
 DRIFT = "drift.json"  # output_model_path: drift.py's two comparisons, stamped (reporting.py)
 DECISION = "decision.json"  # output_model_path: why fullprocess.py deploys this model (deployed with it)
 REPORTS_DIR = "reports"  # prod_deployment_path/archive/vNNNN/reports: the reports about that version
@@ -376,6 +377,19 @@ def fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def file_stamp(*paths: Path) -> tuple:
+    """What changes when any of the files is replaced or rewritten."""
+    stamp = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            stamp.append(None)
+            continue
+        stamp.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    return tuple(stamp)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from flask import (
 
 import calllist
 import production
+import riskdb
 import serving
 from apirequest import ascii_whole
 from common import (
@@ -43,9 +44,7 @@ from common import (
     DIAGNOSTICS,
     DRIFT,
     FEATURES,
-    ID_COLUMN,
     INGESTEDFILES,
-    LOST_CLIENTS,
     REPORT,
     RISK_RANKING,
     RISK_RANKING_BASIS,
@@ -55,10 +54,10 @@ from common import (
     Config,
     PipelineError,
 )
-from records import read_ingested_files, read_jsonl
+from records import last_records, read_ingested_files, read_jsonl
 
 PAGE_SIZE = 50
-SORTS = {"rank": "rank", "risk": "exit_probability", "client": ID_COLUMN, "change": "change"}
+SORTS = riskdb.SORTS  # rank, risk, client, change
 FEATURE_WORDS = {
     "lastmonth_activity": "Last month's activity",
     "lastyear_activity": "Last year's activity",
@@ -199,12 +198,11 @@ def client_url(client) -> str:
     return url_for("dashboard.clients") + "/" + quote(text, safe="")
 
 
-def call_list_frame(cfg: Config) -> pd.DataFrame | None:
-    path = cfg.model_folder / RISK_RANKING
-    if not path.is_file():
-        return None
+def call_store(cfg: Config) -> riskdb.Store | None:
+    """The query store reporting.py wrote (riskdb.py), or None: none yet, or unreadable (the
+    dashboard then says there is no call list; the API's /calllist says why, 503)."""
     try:
-        return serving.read_csv_cached(path)
+        return riskdb.store(cfg.model_folder)
     except PipelineError:
         return None
 
@@ -237,7 +235,7 @@ def report_links(cfg: Config, live_version: int | None) -> list[dict]:
 def overview():
     """The dashboard's main page (app.py's / for a browser)."""
     cfg = config()
-    runs = read_jsonl(cfg.prod_folder / RUN_HISTORY)[-30:][::-1]
+    runs = last_records(cfg.prod_folder / RUN_HISTORY, 30)[::-1]
     deployments = read_jsonl(cfg.prod_folder / DEPLOYMENT_HISTORY)
     live = live_state(cfg)
     diagnostics, diagnostics_note = stamped(cfg, cfg.model_folder / DIAGNOSTICS, live, model=False)
@@ -249,10 +247,7 @@ def overview():
         for feature in comparison.get("features", []):
             feature["bars"] = histogram_bars(feature.get("histogram"))
             feature["words"] = FEATURE_WORDS.get(feature["feature"], feature["feature"])
-    calls = call_list_frame(cfg)
-    top = calls.head(10).to_dict(orient="records") if calls is not None else []
-    lost = cfg.model_folder / LOST_CLIENTS
-    lost_count = max(0, sum(1 for _ in lost.open()) - 1) if lost.is_file() else None
+    store = call_store(cfg)
     basis, calls_note = stamped(cfg, cfg.model_folder / RISK_RANKING_BASIS, live)
     return render_template(
         "dashboard.html",
@@ -265,9 +260,9 @@ def overview():
         drift_note=drift_note,
         diagnostics=diagnostics,
         diagnostics_note=diagnostics_note,
-        calls_total=None if calls is None else len(calls),
-        top=top,
-        lost_count=lost_count,
+        calls_total=None if store is None else store.counts["calls"],
+        top=[] if store is None else store.call_list(0, 10),
+        lost_count=None if store is None else store.counts["lost"],
         lost_means=calllist.LOST_MEANS,
         basis=basis,
         calls_note=calls_note,
@@ -278,8 +273,8 @@ def overview():
 
 @pages.get("/clients")
 def clients():
+    """The call list: IDs starting with q (any case), in a sort, a page of 50 (riskdb.py's queries)."""
     cfg = config()
-    calls = call_list_frame(cfg)
     query = request.args.get("q", "").strip()[:100]
     sort = request.args.get("sort", "rank")
     order = request.args.get("order", "asc")
@@ -288,29 +283,22 @@ def clients():
     page = ascii_whole(request.args.get("page", "1"))
     if page is None or page < 1:
         abort(400, "page must be a whole number from 1 (digits 0-9)")
-    if calls is None:
+    store = call_store(cfg)
+    if store is None:
         return render_template(
             "clients.html", rows=[], total=0, query=query, sort=sort, order=order, page=1, pages=0, empty=True
         )
-    view = calls
-    if query:
-        _, lower = serving.client_positions_cached(cfg.model_folder / RISK_RANKING)
-        view = view[lower.str.contains(query.lower(), regex=False).to_numpy()]
-    if sort != "rank" or order != "asc":
-        view = view.sort_values(SORTS[sort], ascending=order == "asc", kind="stable")
-    pages_total = max(1, math.ceil(len(view) / PAGE_SIZE))
-    page = min(page, pages_total)
-    rows = view.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE].to_dict(orient="records")
+    rows, total, page = store.clients(query, sort, order, page, PAGE_SIZE)
     return render_template(
         "clients.html",
         rows=rows,
-        total=len(view),
-        all_total=len(calls),
+        total=total,
+        all_total=store.counts["calls"],
         query=query,
         sort=sort,
         order=order,
         page=page,
-        pages=pages_total,
+        pages=max(1, math.ceil(total / PAGE_SIZE)),
         empty=False,
         features=FEATURES,
     )
@@ -318,19 +306,10 @@ def clients():
 
 @pages.get("/clients/<path:client>")
 def client_page(client: str):
-    cfg = config()
-    calls = call_list_frame(cfg)
-    row = None
-    if calls is not None:
-        positions, _ = serving.client_positions_cached(cfg.model_folder / RISK_RANKING)
-        row = calls.iloc[positions[client][0]].to_dict() if client in positions else None
-    history = []
-    try:
-        final = serving.read_csv_cached(cfg.finaldata_file)
-        positions, _ = serving.client_positions_cached(cfg.finaldata_file)
-        history = final.iloc[positions.get(client, [])].to_dict(orient="records")
-    except PipelineError:
-        pass
+    """A client: its row of the call list (rank, risk, reason, change) and its rows across extracts."""
+    store = call_store(config())
+    row = None if store is None else store.client(client)
+    history = [] if store is None else store.history(client)
     if row is None and not history:
         abort(404, f"no client {client!r} in the call list or the ingested data")
     lost = row is None and bool(history) and history[-1].get(TARGET) == 1

@@ -62,6 +62,7 @@ from common import (
     PROJECT_DIR,
     REQUIRED_KEYS,
     Config,
+    DataUnavailable,
     DeploymentUnavailable,
     PipelineError,
     atomic_write_json,
@@ -156,6 +157,28 @@ def missing_data(config: Config | None = None) -> dict[str, float]:
     is list(missing_data().values()))."""
     config = config or load_config()
     return missing_percent(serving.server_data(config.finaldata_file))
+
+
+def figures_of_finaldata(config: Config, key: str, compute):
+    """diagnostics.json's figures under key ("summary_statistics", "missing_data_percent") when its
+    stamp says they describe the ingested data of now, as the API serves them: computed once per
+    run, not per request. Without such a record, compute(config) when finaldata.csv is no larger
+    than a request may be (api_max_body_bytes), else DataUnavailable (503) saying what to run."""
+    report = production.read_json(config.model_folder / DIAGNOSTICS)
+    data = production.data_fingerprint(config)
+    if isinstance(report, dict) and key in report and data is not None:
+        if (production.stamp_of(report) or {}).get("data_sha256") == data:
+            return report[key]
+    try:
+        size = config.finaldata_file.stat().st_size
+    except OSError:
+        size = 0  # serving.server_data says what is wrong with it
+    if size > config["api_max_body_bytes"]:
+        raise DataUnavailable(
+            f"{config.relative(config.finaldata_file)} ({size:,} bytes) is larger than a request reads "
+            f"and {DIAGNOSTICS} does not describe it yet: run diagnostics.py (fullprocess.py runs it)"
+        )
+    return compute(config)
 
 
 def execution_time(config: Config | None = None, max_age: float = 0.0) -> list[float]:

@@ -65,6 +65,7 @@ import deployment
 import newdata
 import notify
 import production
+import riskdb
 from common import (
     APIRETURNS,
     APIRETURNS_AFTER_REDEPLOY,
@@ -79,6 +80,7 @@ from common import (
     MANIFEST,
     MODEL,
     PROJECT_DIR,
+    QUERY_STORE,
     RISK_RANKING_BASIS,
     RUN_HISTORY,
     Config,
@@ -360,6 +362,10 @@ def refresh_stale_reports(run: Run) -> None:
     ):
         stamp = production.read_stamp(config.model_folder / path)
         problem = production.stamp_problem(stamp, state, data, model) if stamp is not None and state else None
+        if problem is None and path == RISK_RANKING_BASIS and stamp is not None:
+            held = riskdb.basis_of(config.model_folder) or {}
+            if held.get("list_sha256") != stamp.get("list_sha256"):  # deleted, damaged, or older
+                problem = f"{QUERY_STORE} does not hold this call list"
         if problem is not None:  # None: nothing live, or no report yet (the bootstrap writes one)
             run.reason(f"{path}: {problem}; running {script} for version {state.version} now")
             run.step(script)

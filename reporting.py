@@ -11,6 +11,9 @@ Reads
 Writes (output_model_path, each file atomically)
     riskranking.csv, lostclients.csv, riskranking.json   the call list (calllist.py), the
                          clients lost since the last list, and what they were computed for
+    riskdata.sqlite      the two lists and finaldata.csv's rows as the dashboard and the API
+                         query them (riskdb.py), swapped in whole before riskranking.json
+                         says the lists are complete
     drift.json           drift.py's two comparisons, stamped: what the report and the
                          dashboard show
     confusionmatrix.png  the live version on testdata (--output picks another name,
@@ -44,6 +47,7 @@ import calllist
 import diagnostics
 import drift
 import production
+import riskdb
 import riskmodel
 import serving
 from clientdata import read_labelled_data
@@ -52,6 +56,7 @@ from common import (
     DEPLOYMENT_HISTORY,
     DRIFT,
     EXTRACTS,
+    FEATURES,
     ID_COLUMN,
     INGESTEDFILES,
     LOST_CLIENTS,
@@ -177,9 +182,11 @@ def write_call_list(config: Config, stamp: dict, final: pd.DataFrame) -> tuple[p
             "lost_sha256": sha256_file(lost_temp),
         }
         atomic_write_json(folder / RISK_RANKING_BASIS, {**basis, "pending": True, "before": before or None})
-    atomic_write_json(
-        folder / RISK_RANKING_BASIS, basis
-    )  # the lists were replaced: lost first, then the call list
+    # the lists were replaced (lost first, then the call list); then their query store; then the basis
+    # says all three are whole
+    history = final[[column for column in (ID_COLUMN, *FEATURES, TARGET) if column in final.columns]]
+    riskdb.write(folder, calls, lost, history, basis)
+    atomic_write_json(folder / RISK_RANKING_BASIS, basis)
     return calls, lost
 
 

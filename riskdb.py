@@ -25,14 +25,17 @@ case-insensitively (an index range; a substring would be a scan of every ID).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+from common import ID_COLUMN, QUERY_STORE, DataUnavailable, atomic_path, file_stamp
 
-from common import ID_COLUMN, QUERY_STORE, atomic_path
+if TYPE_CHECKING:  # the writer's; a reader (fullprocess.py, the API) needs neither
+    import numpy as np
+    import pandas as pd
 
 SCHEMA = 1
 SORTS = {"rank": "rank", "risk": "risk_order", "client": "client_order", "change": "change_order"}
@@ -46,6 +49,8 @@ _BUILD = (
 
 
 def _sql_type(series: pd.Series) -> str:
+    import pandas as pd
+
     if pd.api.types.is_integer_dtype(series) or pd.api.types.is_bool_dtype(series):
         return "INTEGER"
     if pd.api.types.is_float_dtype(series):
@@ -69,13 +74,15 @@ def _create(connection: sqlite3.Connection, table: str, frame: pd.DataFrame, key
     names = [f'"{name}" {_sql_type(frame[name])}' for name in frame.columns]
     names += [f'"{name}" INTEGER' for name, _ in extra]
     connection.execute(f'CREATE TABLE {table} ("{key}" INTEGER PRIMARY KEY, {", ".join(names)})')
-    columns = [np.arange(len(frame)).tolist(), *_columns(frame), *[list(values) for _, values in extra]]
+    columns = [list(range(len(frame))), *_columns(frame), *[list(values) for _, values in extra]]
     marks = ", ".join("?" * len(columns))
     connection.executemany(f"INSERT INTO {table} VALUES ({marks})", zip(*columns, strict=True))
 
 
 def positions(order: np.ndarray) -> list[int]:
     """Each row's position in a sort, from the rows in that sort's order (an argsort)."""
+    import numpy as np
+
     where = np.empty(len(order), dtype=np.int64)
     where[order] = np.arange(len(order))
     return where.tolist()
@@ -83,6 +90,9 @@ def positions(order: np.ndarray) -> list[int]:
 
 def sort_positions(calls: pd.DataFrame) -> list[tuple[str, list[int]]]:
     """(column, each row's position) for the sorts other than rank; calls are in rank order."""
+    import numpy as np
+    import pandas as pd
+
     row = np.arange(len(calls))
     probability = calls["exit_probability"].to_numpy(dtype=float)
     ids = calls[ID_COLUMN].astype(str).to_numpy(dtype=str)  # code-point order, as SQLite and Python
@@ -161,34 +171,34 @@ class Store:
         with self.lock:
             return self.connection.execute(sql, parameters).fetchall()
 
-    def close(self) -> None:
-        self.connection.close()
-
     def _call_rows(self, where: str, parameters, order: str = "position", limit: int = -1, offset: int = 0):
         listed = ", ".join(f'"{name}"' for name in self.call_columns)
-        sql = f"SELECT position + 1 AS rank, {listed} FROM calls WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+        sql = f"SELECT position + 1 AS rank, {listed} FROM calls WHERE {where} ORDER BY {order}"
+        sql += " LIMIT ? OFFSET ?"
         return [dict(row) for row in self.rows(sql, (*parameters, limit, offset))]
 
     def call_list(self, offset: int, limit: int) -> list[dict]:
         """limit rows of the call list from offset (0: the riskiest), in rank order."""
         return self._call_rows("position >= ? AND position < ?", (offset, offset + limit))
 
-    def clients(self, query: str, sort: str, order: str, page: int, size: int) -> tuple[list[dict], int]:
-        """(page `page` (from 1) of `size` rows of the call list whose IDs start with query, in that
-        sort and order; how many match)."""
+    def clients(self, query: str, sort: str, order: str, page: int, size: int) -> tuple[list[dict], int, int]:
+        """(the rows of page `page` (from 1; past the last: the last) of `size` rows of the call list
+        whose IDs start with query, in that sort and order; how many match; the page shown)."""
         column = "position" if sort == "rank" else SORTS[sort]
         direction = "DESC" if order == "desc" else "ASC"
-        if not query:
+        if query:
+            where, parameters = "id_lower >= ? AND id_lower < ?", prefix_bounds(query.lower())
+            total = self.rows(f"SELECT count(*) FROM calls WHERE {where}", parameters)[0][0]
+        else:
             total = self.counts["calls"]
-            first = (page - 1) * size
+        page = min(page, max(1, math.ceil(total / size)))
+        first = (page - 1) * size
+        if query:
+            rows = self._call_rows(where, parameters, f"{column} {direction}", size, first)
+        else:  # every position is there: the page is a range of the sort's index, however deep
             low, high = (first, first + size) if order == "asc" else (total - first - size, total - first)
             rows = self._call_rows(f"{column} >= ? AND {column} < ?", (low, high), f"{column} {direction}")
-            return rows, total
-        prefix = query.lower()
-        bounds = ("id_lower >= ? AND id_lower < ?", (prefix, prefix + "\U0010ffff"))
-        total = self.rows(f"SELECT count(*) FROM calls WHERE {bounds[0]}", bounds[1])[0][0]
-        rows = self._call_rows(*bounds, f"{column} {direction}", size, (page - 1) * size)
-        return rows, total
+        return rows, total, page
 
     def client(self, client: str) -> dict | None:
         """The client's row of the call list, or None."""
@@ -197,7 +207,22 @@ class Store:
 
     def history(self, client: str) -> list[dict]:
         """The client's rows across extracts, in finaldata.csv's order."""
-        return [dict(row) for row in self.rows("SELECT * FROM history WHERE corporation = ? ORDER BY row", (client,))]
+        return [
+            dict(row)
+            for row in self.rows("SELECT * FROM history WHERE corporation = ? ORDER BY row", (client,))
+        ]
+
+
+def prefix_bounds(prefix: str) -> tuple[str, str]:
+    """(low, high): the strings that start with prefix are those from low up to, not including, high
+    (code-point order, which is SQLite's BINARY order of UTF-8)."""
+    for cut in range(len(prefix) - 1, -1, -1):
+        following = ord(prefix[cut]) + 1
+        if following == 0xD800:
+            following = 0xE000  # surrogates are not characters of UTF-8 text
+        if following <= 0x10FFFF:
+            return prefix, prefix[:cut] + chr(following)
+    return prefix, "\U0010ffff" * 2  # (no such prefix in practice)
 
 
 _lock = threading.Lock()
@@ -206,24 +231,21 @@ _stores: dict[Path, tuple[tuple, Store]] = {}
 
 def store(folder: Path) -> Store | None:
     """The query store of a model folder, opened once per process and again when it is replaced;
-    None when there is none (reporting.py has not run) or it cannot be read."""
-    from serving import file_stamp  # serving imports this module's users; a stat per question
-
+    None when there is none (reporting.py has not run); DataUnavailable when it cannot be read."""
     path = folder / QUERY_STORE
     stamp = file_stamp(path)
     with _lock:
         cached = _stores.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        if cached is not None:
-            cached[1].close()
+        if cached is not None:  # replaced: closed when its last holder lets go of it (refcounting)
             del _stores[path]
         if stamp[0] is None:
             return None
         try:
             opened = Store(path)
-        except (sqlite3.Error, KeyError, ValueError):
-            return None
+        except (sqlite3.Error, KeyError, ValueError) as error:
+            raise DataUnavailable(f"{path.name}: cannot be read ({error}); run reporting.py") from None
         _stores[path] = (stamp, opened)
         return opened
 
@@ -231,5 +253,8 @@ def store(folder: Path) -> Store | None:
 def basis_of(folder: Path) -> dict | None:
     """The basis the store in folder holds (None: no store, or not readable): fullprocess.py
     compares it with riskranking.json's."""
-    opened = store(folder)
+    try:
+        opened = store(folder)
+    except DataUnavailable:
+        return None
     return None if opened is None else opened.basis

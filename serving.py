@@ -28,10 +28,18 @@ from scipy.special import expit
 
 import riskmodel
 from clientdata import check_labelled, feature_frame, read_data_file
-from common import ID_COLUMN, MANIFEST, MODEL, DataUnavailable, DeploymentUnavailable, InputError
+from common import (
+    ID_COLUMN,
+    MANIFEST,
+    MODEL,
+    DataUnavailable,
+    DeploymentUnavailable,
+    InputError,
+    file_stamp,
+)
 
 log = logging.getLogger("app")
-MAX_CACHED_FILES = 8  # the server's own three, and a few request files: each at most api_max_rows rows
+MAX_CACHED_FILES = 8  # request files (each at most api_max_rows rows); the server's own are apart
 
 
 @dataclass(frozen=True)
@@ -57,23 +65,12 @@ class ServedModel:
         return self.scorer.classes[(decision > 0).astype(int)].astype(int), expit(decision)
 
 
-def file_stamp(*paths: Path) -> tuple:
-    """What changes when any of the files is replaced or rewritten."""
-    stamp = []
-    for path in paths:
-        try:
-            stat = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            stamp.append(None)
-            continue
-        stamp.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
-    return tuple(stamp)
-
-
 _lock = threading.Lock()
 _models: dict[Path, ServedModel] = {}
 _failures: dict[Path, tuple[tuple, DeploymentUnavailable]] = {}
-_files: OrderedDict[tuple[str, Path], tuple[tuple, object]] = OrderedDict()
+_own_paths: set[Path] = set()
+_own_files: OrderedDict[tuple[str, Path], tuple[tuple, object]] = OrderedDict()
+_request_files: OrderedDict[tuple[str, Path], tuple[tuple, object]] = OrderedDict()
 
 
 def served_model(prod_folder: Path) -> ServedModel:
@@ -114,21 +111,31 @@ def served_model(prod_folder: Path) -> ServedModel:
         raise failed[1]
 
 
+def own_files(*paths: Path) -> None:
+    """Mark data files as the server's own (testdata.csv, finaldata.csv): cached apart from request
+    files, which can then never evict them (app.create_app; server_data marks what it reads)."""
+    with _lock:
+        _own_paths.update(path.resolve() for path in paths)
+
+
 def _cached(kind: str, path: Path, load):
-    """load(path), kept per process and loaded again only when the file changes."""
+    """load(path), kept per process and loaded again only when the file changes: the server's own
+    files in one cache, request files in another that holds at most MAX_CACHED_FILES files."""
     stamp = file_stamp(path)
     key = (kind, path)
+    own = path.resolve() in _own_paths
+    cache = _own_files if own else _request_files
     with _lock:
-        cached = _files.get(key)
+        cached = cache.get(key)
         if cached is not None and cached[0] == stamp:
-            _files.move_to_end(key)
+            cache.move_to_end(key)
             return cached[1]
     value = load(path)
     with _lock:
-        _files[key] = (stamp, value)
-        _files.move_to_end(key)
-        while len(_files) > 4 * MAX_CACHED_FILES:  # a frame, a matrix, the IDs and their positions per file
-            _files.popitem(last=False)
+        cache[key] = (stamp, value)
+        cache.move_to_end(key)
+        while not own and len(cache) > 4 * MAX_CACHED_FILES:  # a frame, a matrix, the IDs, positions
+            cache.popitem(last=False)
     return value
 
 
@@ -140,6 +147,7 @@ def read_csv_cached(path: Path) -> pd.DataFrame:
 def server_data(path: Path, labelled: bool = False) -> pd.DataFrame:
     """A data file the server itself relies on: unusable, it is the server's problem (503), not the
     caller's."""
+    own_files(path)
     try:
         frame = read_csv_cached(path)
         return check_labelled(frame, str(path)) if labelled else frame
@@ -170,23 +178,11 @@ def client_ids_cached(path: Path) -> list | None:
     return _cached("ids", path, load)
 
 
-def client_positions_cached(path: Path) -> tuple[dict, pd.Series]:
-    """({client ID: its row positions}, the IDs in lower case) of a data file, cached like
-    read_csv_cached: a client's rows, or a search, without converting a million IDs per request."""
-
-    def load(path: Path):
-        ids = read_csv_cached(path)[ID_COLUMN].astype(str)
-        positions = {}
-        for position, client in enumerate(ids.to_numpy()):
-            positions.setdefault(client, []).append(position)
-        return positions, ids.str.lower()
-
-    return _cached("positions", path, load)
-
-
 def clear() -> None:
     """Forget every cached model and file (tests)."""
     with _lock:
         _models.clear()
         _failures.clear()
-        _files.clear()
+        _own_paths.clear()
+        _own_files.clear()
+        _request_files.clear()

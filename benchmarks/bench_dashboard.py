@@ -1,16 +1,22 @@
-"""Dashboard benchmark: page views in-process (Flask's test client), beside the JSON "/" route.
+"""Dashboard and API benchmark: page views and the API's list routes, beside the JSON "/" route.
 
 Two workspaces: the bundled data after the walkthrough (bootstrap on practicedata, then the
-production run on sourcedata, reports and diagnostics), and the same with a 1,000,000-row call
-list and finaldata.csv. Each figure is the median of repeated views after one warm-up view
-(the first view reads the files into the worker's cache; it is reported on its own).
+production run on sourcedata, reports and diagnostics), viewed in-process (Flask's test client);
+and the same with --clients synthetic clients (1,000,000 by default) in finaldata.csv, reported
+on by reporting.py and diagnostics.py as a run would (their seconds are printed), and a year of
+10-minute run records (52,560), served by a real gunicorn worker (`make serve`'s settings, one
+worker) and asked over HTTP. Each figure is the median of repeated requests after a first one
+(the worker's first view, reported on its own). Then a dozen /prediction requests naming
+different 100,000-row files, and the same views again: the request files must evict nothing.
+The worker's resident memory (VmRSS, and its peak VmHWM) is read from /proc after each part.
 Run
-    python benchmarks/bench_dashboard.py [--repeat 20] [--json out.json]
+    python benchmarks/bench_dashboard.py [--repeat 20] [--clients 1000000] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import statistics
@@ -42,33 +48,105 @@ def walkthrough(root: Path) -> Path:
     return config
 
 
-def million(config: Path, rows: int = 1_000_000) -> str:
-    """Replace the call list and finaldata.csv with rows synthetic clients; returns one client's ID."""
+def million(config: Path, rows: int) -> tuple[str, dict]:
+    """rows synthetic clients in finaldata.csv (a tenth of them gone: the lost list), then
+    reporting.py and diagnostics.py on them as a run would; a year of run records. Returns (one
+    client's ID, each script's seconds)."""
     root = config.parent
     rng = np.random.default_rng(0)
-    ids = np.char.add("c", np.char.zfill(np.arange(rows).astype(str), 7))
-    risk = np.sort(rng.random(rows))[::-1]
+    ids = np.char.add("c", np.char.zfill(np.arange(rows).astype(str), 8))
     features = rng.integers(0, 5000, size=(rows, 3))
-    calls = pd.DataFrame(
+    final = pd.DataFrame(
         {
-            "rank": np.arange(1, rows + 1),
             "corporation": ids,
-            "exit_probability": risk,
-            "reason": "last month's activity far below typical (14 vs. median 98)",
-            "reason_log_odds": rng.random(rows),
-            "change": "unchanged",
-            "previous_probability": risk,
             "lastmonth_activity": features[:, 0],
             "lastyear_activity": features[:, 1],
             "number_of_employees": features[:, 2],
+            "exited": (rng.random(rows) < 0.1).astype(int),
         }
     )
-    calls.to_csv(root / "models" / "riskranking.csv", index=False)
-    final = calls[["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees"]].assign(
-        exited=0
-    )
-    final.to_csv(root / "ingesteddata" / "finaldata.csv", index=False)
-    return str(ids[rows // 2])
+    final_path = root / "ingesteddata" / "finaldata.csv"
+    final.to_csv(final_path, index=False)
+    (root / "ingesteddata" / "finaldataextracts.csv").unlink(missing_ok=True)
+    record_path = root / "ingesteddata" / "ingestionrecord.json"
+    record = json.loads(record_path.read_text())
+    record["finaldata_sha256"] = hashlib.sha256(final_path.read_bytes()).hexdigest()
+    record_path.write_text(json.dumps(record))
+    seconds = {}
+    for script, *args in (("reporting.py",), ("diagnostics.py", "--measured", "1", "1")):
+        started = time.perf_counter()
+        harness.run_script(config, script, *args)
+        seconds[script] = time.perf_counter() - started
+    history = root / "production_deployment" / "runhistory.jsonl"
+    last = history.read_text().splitlines()[-1]
+    history.write_text((last + "\n") * 52_560)
+    return str(ids[rows // 2]), seconds
+
+
+def worker_memory(master: int) -> dict:
+    """The gunicorn worker's VmRSS and VmHWM (peak) in MiB, from /proc."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    status = Path(f"/proc/{children[0]}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM")}
+
+
+def served(config: Path, paths: list[tuple[str, str, dict]], repeat: int) -> dict:
+    """The views over HTTP from one real gunicorn worker: before and after a dozen request files."""
+    import requests
+
+    from apiserver import start_api_server, stop_process
+
+    port = harness.free_port()
+    env = {**harness.env_for(config)}
+    server = start_api_server("127.0.0.1", port, config.parent / "bench-gunicorn.log", workers=1, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        session = requests.Session()
+
+        def one(path, headers):
+            started = time.perf_counter()
+            answer = session.get(base + path, headers=headers, timeout=300)
+            elapsed = (time.perf_counter() - started) * 1000
+            assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+            return elapsed, len(answer.content)
+
+        def measure_all():
+            results = []
+            for name, path, headers in paths:
+                first_ms, size = one(path, headers)
+                times = [one(path, headers)[0] for _ in range(repeat)]
+                results.append(
+                    {
+                        "figure": name,
+                        "first_ms": first_ms,
+                        "median_ms": statistics.median(times),
+                        "max_ms": max(times),
+                        "bytes": size,
+                    }
+                )
+            return results
+
+        before = measure_all()
+        memory_before = worker_memory(server.pid)
+        folder = config.parent / "testdata"
+        rng = np.random.default_rng(1)
+        for index in range(12):
+            frame = pd.DataFrame(
+                rng.integers(0, 5000, size=(100_000, 3)),
+                columns=["lastmonth_activity", "lastyear_activity", "number_of_employees"],
+            )
+            frame.to_csv(folder / f"request{index}.csv", index=False)
+            one(f"/prediction?filepath=testdata/request{index}.csv", {})
+        after = measure_all()
+        return {
+            "before": before,
+            "memory_before": memory_before,
+            "after": after,
+            "memory_after": worker_memory(server.pid),
+        }
+    finally:
+        stop_process(server)
 
 
 def views(config: Path, paths: list[tuple[str, str, dict]], repeat: int) -> list[dict]:
@@ -100,7 +178,7 @@ def views(config: Path, paths: list[tuple[str, str, dict]], repeat: int) -> list
     return results
 
 
-def run(repeat: int, temp: Path) -> dict:
+def run(repeat: int, clients: int, temp: Path) -> dict:
     config = walkthrough(temp / "ws")
     client_id = pd.read_csv(config.parent / "models" / "riskranking.csv", dtype={"corporation": str})[
         "corporation"
@@ -118,44 +196,68 @@ def run(repeat: int, temp: Path) -> dict:
         ],
         repeat,
     )
-    big_id = million(config)
-    big = views(
+    big_id, seconds = million(config, clients)
+    big = served(
         config,
         [
             ('floor: GET / as JSON ("hello world")', "/", {}),
+            ("GET / (the dashboard)", "/", BROWSER),
             ("GET /clients (page 1)", "/clients", BROWSER),
             ("GET /clients?page=10000", "/clients?page=10000", BROWSER),
-            ("GET /clients?q=c09999 (search)", "/clients?q=c09999", BROWSER),
+            ("GET /clients?q=c0099 (search)", "/clients?q=c0099", BROWSER),
+            ("GET /clients?q=c (search, all match)", "/clients?q=c", BROWSER),
             ("GET /clients?sort=risk&order=asc", "/clients?sort=risk&order=asc", BROWSER),
+            ("GET /clients?sort=change&page=5000", "/clients?sort=change&order=desc&page=5000", BROWSER),
             (f"GET /clients/{big_id}", f"/clients/{big_id}", BROWSER),
+            ("GET /calllist?offset=900000", "/calllist?offset=900000", {}),
+            ("GET /runs?limit=1 (52,560 runs)", "/runs?limit=1", {}),
+            ("GET /runs?limit=1000", "/runs?limit=1000", {}),
+            ("GET /summarystats", "/summarystats", {}),
         ],
-        max(3, repeat // 4),
+        max(3, repeat // 2),
     )
-    return {"machine": harness.machine(), "bundled": bundled, "million": big}
+    return {
+        "machine": harness.machine(),
+        "bundled": bundled,
+        "clients": clients,
+        "pipeline_seconds": seconds,
+        "million": big,
+    }
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}\n{'figure':<44} {'first ms':>9} {'median ms':>10} {'max ms':>8} {'KiB':>6}")
+    for row in rows:
+        print(
+            f"{row['figure']:<44} {row['first_ms']:>9.1f} {row['median_ms']:>10.1f} "
+            f"{row['max_ms']:>8.1f} {row['bytes'] / 1024:>6.0f}"
+        )
 
 
 def print_tables(result: dict) -> None:
-    print(f"\nDashboard page views in-process, on {result['machine']}")
-    for key, title in (
-        ("bundled", "bundled data after the walkthrough"),
-        ("million", "1,000,000-row call list"),
-    ):
-        print(f"\n{title}\n{'figure':<44} {'first ms':>9} {'median ms':>10} {'max ms':>8} {'KiB':>6}")
-        for row in result[key]:
-            print(
-                f"{row['figure']:<44} {row['first_ms']:>9.1f} {row['median_ms']:>10.1f} "
-                f"{row['max_ms']:>8.1f} "
-                f"{row['bytes'] / 1024:>6.0f}"
-            )
+    print(f"\nDashboard page views, on {result['machine']}")
+    print_table("bundled data after the walkthrough (in-process)", result["bundled"])
+    big, clients = result["million"], result["clients"]
+    steps = ", ".join(f"{name} {value:.1f} s" for name, value in result["pipeline_seconds"].items())
+    print(f"\n{clients:,} clients: {steps}")
+    for part in ("before", "after"):
+        memory = big[f"memory_{part}"]
+        when = "" if part == "before" else " after a dozen 100,000-row request files"
+        print_table(
+            f"{clients:,} clients, one gunicorn worker{when} "
+            f"(worker RSS {memory['VmRSS']:.0f} MiB, peak {memory['VmHWM']:.0f} MiB)",
+            big[part],
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="risk-bench-dash-") as temp:
-        result = run(args.repeat, Path(temp))
+        result = run(args.repeat, args.clients, Path(temp))
     print_tables(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

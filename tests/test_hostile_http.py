@@ -13,6 +13,7 @@ import pytest
 from conftest import ROW, assert_error, client_for, strict_json
 
 import diagnostics
+import riskdb
 from common import FEATURES, load_config
 
 HEADER = ",".join(FEATURES)
@@ -208,7 +209,8 @@ def test_dashboard_links_reach_every_clients_page(reported_workspace):
     frame = pd.read_csv(calls, dtype={"corporation": str}, keep_default_na=False)
     odd = ["..", ".", "../calllist.csv", "a/b", "x y?#%", "NA", "line\nbreak"]
     frame.loc[: len(odd) - 1, "corporation"] = odd
-    frame.to_csv(calls, index=False)
+    history = frame[["corporation", *FEATURES]].assign(exited=0)
+    riskdb.write(calls.parent, frame, frame.head(0), history, {})  # what the dashboard reads
     client = client_for(reported_workspace)
     html = client.get("/clients", headers=BROWSER).get_data(as_text=True)
     from html.parser import HTMLParser
