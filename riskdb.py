@@ -17,9 +17,12 @@ Tables
     history  finaldata.csv's rows in file order: the clients' rows across extracts
 
 Sorts (the dashboard's): rank; risk (exit probability, ties in rank order, so that the riskiest
-first is the call list's own order); client (ID); change (its words, ties in rank order).
-Descending is the exact reverse of ascending. Search finds the IDs that start with the text,
-case-insensitively (an index range; a substring would be a scan of every ID).
+first is the call list's own order); client (ID in any case, then exactly: "ab" < "AC" < "ac");
+change (its words, ties in rank order). Descending is the exact reverse of ascending. Search
+finds the IDs that start with the text in any case: a range of the client order, found with two
+lookups of an index (a substring would be a scan of every ID), so its count costs nothing and
+its pages in client order are ranges too; in another order, the sort's index is walked for the
+matches when they are many, and the matches sorted when they are few.
 """
 
 from __future__ import annotations
@@ -95,12 +98,14 @@ def sort_positions(calls: pd.DataFrame) -> list[tuple[str, list[int]]]:
 
     row = np.arange(len(calls))
     probability = calls["exit_probability"].to_numpy(dtype=float)
-    ids = calls[ID_COLUMN].astype(str).to_numpy(dtype=str)  # code-point order, as SQLite and Python
+    ids = calls[ID_COLUMN].astype(str)
+    exact = ids.to_numpy(dtype=str)  # code-point order, as SQLite's BINARY and Python's sorted()
+    lower = ids.str.lower().to_numpy(dtype=str)
     change = calls["change"].astype(str)
     change_codes = pd.Categorical(change, categories=sorted(set(change))).codes
     return [
         ("risk_order", positions(np.lexsort((-row, probability)))),  # descending: the rank order
-        ("client_order", positions(np.argsort(ids, kind="stable"))),
+        ("client_order", positions(np.lexsort((exact, lower)))),  # id_lower's index order
         ("change_order", positions(np.lexsort((row, change_codes)))),
     ]
 
@@ -120,7 +125,7 @@ def build(path: Path, calls: pd.DataFrame, lost: pd.DataFrame, history: pd.DataF
         _create(connection, "lost", lost.reset_index(drop=True), "position")
         _create(connection, "history", history.reset_index(drop=True), "row")
         for statement in (
-            "CREATE INDEX calls_id ON calls (id_lower)",
+            "CREATE INDEX calls_id ON calls (id_lower, corporation)",
             "CREATE INDEX calls_risk ON calls (risk_order)",
             "CREATE INDEX calls_client ON calls (client_order)",
             "CREATE INDEX calls_change ON calls (change_order)",
@@ -171,9 +176,9 @@ class Store:
         with self.lock:
             return self.connection.execute(sql, parameters).fetchall()
 
-    def _call_rows(self, where: str, parameters, order: str = "position", limit: int = -1, offset: int = 0):
+    def _call_rows(self, where: str, parameters, order: str = "position", limit=-1, offset=0, index=""):
         listed = ", ".join(f'"{name}"' for name in self.call_columns)
-        sql = f"SELECT position + 1 AS rank, {listed} FROM calls WHERE {where} ORDER BY {order}"
+        sql = f"SELECT position + 1 AS rank, {listed} FROM calls {index} WHERE {where} ORDER BY {order}"
         sql += " LIMIT ? OFFSET ?"
         return [dict(row) for row in self.rows(sql, (*parameters, limit, offset))]
 
@@ -181,24 +186,40 @@ class Store:
         """limit rows of the call list from offset (0: the riskiest), in rank order."""
         return self._call_rows("position >= ? AND position < ?", (offset, offset + limit))
 
+    def client_range(self, query: str) -> tuple[int, int]:
+        """[low, high): the client-order positions of the IDs that start with query, in any case."""
+        ends = []
+        for bound in prefix_bounds(query.lower()):
+            sql = "SELECT client_order FROM calls WHERE id_lower >= ? ORDER BY id_lower, corporation LIMIT 1"
+            found = self.rows(sql, (bound,))
+            ends.append(found[0][0] if found else self.counts["calls"])
+        return ends[0], ends[1]
+
     def clients(self, query: str, sort: str, order: str, page: int, size: int) -> tuple[list[dict], int, int]:
         """(the rows of page `page` (from 1; past the last: the last) of `size` rows of the call list
-        whose IDs start with query, in that sort and order; how many match; the page shown)."""
-        column = "position" if sort == "rank" else SORTS[sort]
-        direction = "DESC" if order == "desc" else "ASC"
-        if query:
-            where, parameters = "id_lower >= ? AND id_lower < ?", prefix_bounds(query.lower())
-            total = self.rows(f"SELECT count(*) FROM calls WHERE {where}", parameters)[0][0]
-        else:
-            total = self.counts["calls"]
+        whose IDs start with query (all: ""), in that sort and order; how many match; the page)."""
+        everyone = self.counts["calls"]
+        low, high = self.client_range(query) if query else (0, everyone)
+        total = high - low
         page = min(page, max(1, math.ceil(total / size)))
         first = (page - 1) * size
-        if query:
-            rows = self._call_rows(where, parameters, f"{column} {direction}", size, first)
-        else:  # every position is there: the page is a range of the sort's index, however deep
-            low, high = (first, first + size) if order == "asc" else (total - first - size, total - first)
-            rows = self._call_rows(f"{column} >= ? AND {column} < ?", (low, high), f"{column} {direction}")
-        return rows, total, page
+        column = "position" if sort == "rank" else SORTS[sort]
+        direction = "DESC" if order == "desc" else "ASC"
+        if sort == "client" or total == everyone:  # the page is a range of the sort's own positions
+            start, stop = (low, high) if sort == "client" else (0, everyone)
+            if order == "asc":
+                start, stop = start + first, min(stop, start + first + size)
+            else:
+                start, stop = max(start, stop - first - size), stop - first
+            where = f"{column} >= ? AND {column} < ?"
+            return self._call_rows(where, (start, stop), f"{column} {direction}"), total, page
+        # many matches: walk the sort's index and keep the matches; few: sort the matches
+        if total * total > (first + size) * everyone:
+            index = "NOT INDEXED" if sort == "rank" else f"INDEXED BY calls_{sort}"  # rank: the table's order
+        else:
+            index = "INDEXED BY calls_client"
+        where = "client_order >= ? AND client_order < ?"
+        return self._call_rows(where, (low, high), f"{column} {direction}", size, first, index), total, page
 
     def client(self, client: str) -> dict | None:
         """The client's row of the call list, or None."""
