@@ -36,8 +36,9 @@ from werkzeug.exceptions import (
 from werkzeug.formparser import MultiPartParser
 
 import serving
-from clientdata import count_lines, feature_frame, first_line, read_data_file
+from clientdata import feature_frame, read_data_file
 from common import FEATURES, ID_COLUMN, Config, InputError
+from csvtext import count_lines, first_line
 
 # The names the course's public clients give a data file's location (query, form or JSON field).
 FILE_KEYS = (

@@ -33,20 +33,15 @@ import io
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
-from clientdata import (
-    count_problems,
-    example,
-    first_line,
-    formula_like,
-    parser_message,
-    read_csv_strictly,
-    to_numbers,
-)
 from common import (
     COLUMNS,
     EXIT_PARTIAL,
@@ -66,14 +61,21 @@ from common import (
     run_main,
     setup_logging,
 )
+from csvtext import MAX_COUNT, MISSING_WORDS, first_line, header_names
 from records import ambiguous_order, append_jsonl, csv_entries, identity, sha256_bytes, sha256_file, utc_now
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME = "ingestion"
 INGESTION_HISTORY = "ingestionhistory.jsonl"  # one line per run (output_folder_path)
 NUMERIC_COLUMNS = (*FEATURES, TARGET)
 MAX_EXAMPLES = 3
 MAX_HEADER_BYTES = 64 * 1024  # five column names need a few dozen
-COLUMN_TYPES = {**{column: "Int64" for column in FEATURES}, TARGET: "int64"}
+ARROW_TYPES = {ID_COLUMN: pa.string(), **{column: pa.int64() for column in NUMERIC_COLUMNS}}
+SCHEMA = pa.schema([(column, ARROW_TYPES[column]) for column in COLUMNS])
+# an ID a spreadsheet would run (clientdata.FORMULA_STARTS), or one holding a line break
+BAD_ID = r"^[=+\-@\t\r]|[\r\n]"
 MAX_MESSAGE = 300  # characters of one reason or note, in the log and the record
 
 log = logging.getLogger(NAME)
@@ -95,8 +97,109 @@ def _lines(mask: pd.Series | np.ndarray) -> str:
     return "line " + ", ".join(str(line) for line in lines) + more
 
 
-def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
-    """Parse and validate one file's bytes: (clean frame or None, problems, notes)."""
+def parse_csv(data: bytes) -> tuple[pa.Table | None, list[str], list[str]]:
+    """Parse and validate one file's bytes: (the five columns as an Arrow table, or None; problems;
+    notes). Arrow's multithreaded reader parses the file and its values are checked on Arrow arrays
+    (parse_arrow); a file it cannot read, or one with any problem, is read by pandas (parse_frame),
+    which is the rule and names every problem with its line. Either way, the same values."""
+    table = parse_arrow(data)
+    if table is not None:
+        return table, [], extra_columns_note(header_names(io.BytesIO(data)) or [])
+    frame, problems, notes = parse_frame(data)
+    if frame is None:
+        return None, problems, notes
+    return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), problems, notes
+
+
+def extra_columns_note(names: list) -> list[str]:
+    extra = [name for name in (str(name).strip() for name in names) if name not in COLUMNS]
+    if not extra:
+        return []
+    return [shorten("dropped extra column" + ("s " if len(extra) > 1 else " ") + ", ".join(extra))]
+
+
+def parse_arrow(data: bytes) -> pa.Table | None:
+    """The five columns of a valid file, parsed by Arrow; None when Arrow cannot parse it, might
+    read a value otherwise than pandas would, or any value breaks a rule (parse_frame decides)."""
+    if not data.strip() or b"\x00" in data:
+        return None
+    if not data.isascii():
+        try:
+            data.decode("utf-8")  # Arrow checks the ID column; pandas checks every byte
+        except UnicodeDecodeError:
+            return None
+    names = header_names(io.BytesIO(data))
+    if not names or len(first_line(data)) > MAX_HEADER_BYTES:
+        return None
+    stripped = [name.strip() for name in names]
+    if len(set(stripped)) < len(stripped) or not set(COLUMNS) <= set(stripped):
+        return None
+    if hex_numbers(data, stripped):
+        return None
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(column_names=stripped, skip_rows=1),
+            parse_options=pacsv.ParseOptions(newlines_in_values=b'"' in data),
+            convert_options=pacsv.ConvertOptions(
+                column_types=ARROW_TYPES,
+                include_columns=list(COLUMNS),
+                null_values=list(MISSING_WORDS),
+                strings_can_be_null=False,  # only a blank ID is missing: "NA" is an ID
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    if len(table) == 0:
+        return None
+    ids = table[ID_COLUMN]
+    if pc.min(pc.binary_length(ids)).as_py() == 0 or pc.any(pc.match_substring_regex(ids, BAD_ID)).as_py():
+        return None
+    for column in NUMERIC_COLUMNS:
+        low, high = pc.min_max(table[column]).values()
+        if (low.as_py() or 0) < 0 or (high.as_py() or 0) > MAX_COUNT:
+            return None
+    target = table[TARGET]
+    if target.null_count or (pc.max(target).as_py() or 0) > 1:
+        return None
+    return table
+
+
+def hex_numbers(data: bytes, names: list[str]) -> bool:
+    """Whether a cell of a column other than the client ID may read as a hexadecimal number ("0x1F"
+    is 31 to Arrow, text to pandas, which is the rule). A cell in a line with quotes before it
+    counts: its column cannot be told without parsing."""
+    for marker in (b"0x", b"0X"):
+        found = data.find(marker)
+        while found >= 0:
+            start = found
+            while start > 0 and data[start - 1] in b' \t"+-':  # the cell's start, past spaces and a sign
+                start -= 1
+            if start == 0 or data[start - 1] in b",\r\n":  # "0x" begins a cell: which column?
+                window = max(0, start - MAX_HEADER_BYTES)  # lines are short: never a scan to the start
+                end = max(data.rfind(b"\n", window, start), data.rfind(b"\r", window, start))
+                line = data[end + 1 : start]
+                column = line.count(b",")
+                if (end < 0 < window) or b'"' in line or column >= len(names) or names[column] != ID_COLUMN:
+                    return True
+            found = data.find(marker, found + 2)
+    return False
+
+
+def parse_frame(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
+    """Parse and validate one file's bytes with pandas: (clean frame or None, problems, notes).
+    pandas is imported here: a run whose files all take Arrow's path never loads it."""
+    import pandas as pd
+
+    from clientdata import (
+        count_problems,
+        example,
+        formula_like,
+        parser_message,
+        read_csv_strictly,
+        to_numbers,
+    )
+
     if not data.strip():
         return None, ["empty file"], []
     if b"\x00" in data:
@@ -120,9 +223,7 @@ def parse_csv(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
     missing = [column for column in COLUMNS if column not in frame.columns]
     if missing:
         problems.append("missing required column" + ("s " if len(missing) > 1 else " ") + ", ".join(missing))
-    extra = [column for column in frame.columns if column not in COLUMNS]
-    if extra:
-        notes.append(shorten("dropped extra column" + ("s " if len(extra) > 1 else " ") + ", ".join(extra)))
+    notes.extend(extra_columns_note(list(frame.columns)))
     if len(frame) == 0:
         problems.append("no data rows (header only)")
     if missing or len(frame) == 0:
@@ -233,8 +334,8 @@ def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
-def read_file(path: Path, input_folder: Path) -> tuple[pd.DataFrame | None, dict]:
-    """Read and validate one input file; returns the frame (None if rejected) and its record."""
+def read_file(path: Path, input_folder: Path) -> tuple[pa.Table | None, dict]:
+    """Read and validate one input file; returns its table (None if rejected) and its record."""
     record = {"name": path.name}
     problem = name_problem(path, input_folder)
     if problem:
@@ -247,15 +348,15 @@ def read_file(path: Path, input_folder: Path) -> tuple[pd.DataFrame | None, dict
         record.update(status="rejected", reasons=[reason])
         return None, record
     record.update(**seen, sha256=sha256_bytes(data))
-    frame, problems, notes = parse_csv(data)
-    record["rows_read"] = 0 if frame is None else len(frame)
+    table, problems, notes = parse_csv(data)
+    record["rows_read"] = 0 if table is None else len(table)
     if notes:
         record["notes"] = notes
     if problems:
         record.update(status="rejected", reasons=[shorten(problem) for problem in problems])
     else:
         record["status"] = "ingested"
-    return frame, record
+    return table, record
 
 
 def duplicated_rows(frame: pd.DataFrame, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -266,6 +367,8 @@ def duplicated_rows(frame: pd.DataFrame, source: np.ndarray) -> tuple[np.ndarray
     a 64-bit hash of their values; only rows whose hash occurs more than once (every exact
     duplicate, and any hash collision) are compared exactly: less memory and time on large frames.
     """
+    import pandas as pd
+
     hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     members = np.flatnonzero(pd.Series(hashes).duplicated(keep=False).to_numpy())
     duplicated = np.zeros(len(frame), dtype=bool)
@@ -278,23 +381,72 @@ def duplicated_rows(frame: pd.DataFrame, source: np.ndarray) -> tuple[np.ndarray
     return duplicated, first
 
 
-def share_strings(values: pd.Series, table: dict) -> pd.Series:
-    """The same values, each distinct code one string object shared across files.
+def to_numpy(array: pa.Array, missing: int = 0) -> np.ndarray:
+    """An integer Arrow array as numpy (missing values as `missing`), read from its buffers.
 
-    Monthly extracts repeat the same clients: 1,000,000 rows of 10,000 codes then hold
-    10,000 strings instead of 1,000,000 (about 50 bytes each).
+    pyarrow's own conversions (to_numpy, pa.array, Python scalars) load pandas, half a second of a
+    run that never needs it: the Arrow path of this script stays within Arrow and numpy.
     """
-    codes, uniques = pd.factorize(values)
-    if len(uniques) == 0:
+    width = array.type.bit_width // 8
+    values = np.frombuffer(
+        array.buffers()[1], dtype=f"<i{width}", count=len(array), offset=array.offset * width
+    )
+    if not array.null_count:
         return values
-    shared = np.array([table.setdefault(value, value) for value in uniques], dtype=object)
-    objects = shared[np.where(codes < 0, 0, codes)]
-    objects[codes < 0] = None
-    return pd.Series(pd.array(objects, dtype=values.dtype), index=values.index, name=values.name)
+    bits = np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")
+    return np.where(bits[array.offset : array.offset + len(array)].astype(bool), values, missing)
 
 
-def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Combine the valid files of a folder: (de-duplicated frame, its rows' extracts, ingestion record)."""
+def from_numpy(values: np.ndarray) -> pa.Array:
+    """An int64 Arrow array over a numpy array's memory (see to_numpy)."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def duplicate_groups(table: pa.Table, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows kept, in order: the last copy of each distinct row; each kept row's first extract).
+
+    Exact, and without hashing rows: each row's values become one integer (the ID's dictionary
+    code and the counts, 0 for a missing one, in mixed radix), and a stable sort groups equal
+    rows with their copies in file order: a group's last row is the copy kept, its first row's
+    extract the first one. Counts too large to share one 64-bit integer: pandas' duplicated.
+    """
+    key = to_numpy(table[ID_COLUMN].combine_chunks().dictionary_encode().indices).astype(np.int64)
+    span = int(key.max()) + 1 if len(key) else 1
+    for column in NUMERIC_COLUMNS:
+        values = to_numpy(table[column].combine_chunks(), missing=-1) + 1
+        size = int(values.max()) + 1 if len(values) else 1
+        if span * size >= 2**63:
+            duplicated, first = duplicated_rows(table.to_pandas(), source)
+            kept = np.flatnonzero(~duplicated)
+            return kept, first[kept]
+        key = key * size + values
+        span *= size
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    ends = np.append(starts[1:], len(order)) - 1
+    kept, first = order[ends], source[order[starts]]
+    back = np.argsort(kept)
+    return kept[back], first[back]
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """A table as pandas' to_csv writes it (a plain header; no quotes unless a value needs them:
+    then Arrow quotes every text value, the same CSV to any reader), by Arrow's CSV writer."""
+    header = (",".join(table.column_names) + "\n").encode()
+    with open(path, "wb") as handle:
+        handle.write(header)
+        try:
+            pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+        except pa.ArrowInvalid:  # a value holds a comma or a quote
+            handle.seek(len(header))
+            handle.truncate()
+            pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+
+
+def ingest(input_folder: Path) -> tuple[pa.Table, pa.Table, dict]:
+    """Combine the valid files of a folder: (the de-duplicated table, its rows' extracts, the record)."""
     started = time.perf_counter()
     if not input_folder.is_dir():
         raise IngestionError(f"{input_folder}: input folder does not exist")
@@ -310,19 +462,18 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             display_name(second),
             display_name(first),
         )
-    frames, records, strings = [], [], {}
+    tables, records = [], []
     for path in paths:
-        frame, record = read_file(path, input_folder)
+        table, record = read_file(path, input_folder)
         records.append(record)
         shown = input_folder / display_name(path.name)
         for note in record.get("notes", []):
             log.warning("%s: %s", shown, note)
         for reason in record.get("reasons", []):
             log.error("%s: rejected: %s", shown, reason)
-        if frame is not None:
-            frame[ID_COLUMN] = share_strings(frame[ID_COLUMN], strings)
-            frames.append(frame)
-    if not frames:
+        if table is not None:
+            tables.append(table)
+    if not tables:
         record = {
             "timestamp": utc_now(),
             "input_folder": str(input_folder),
@@ -331,24 +482,19 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         }
         raise IngestionError(f"{input_folder}: no valid CSV file ({len(paths)} rejected)", record)
 
-    sizes = [len(frame) for frame in frames]
-    combined = pd.concat(frames, ignore_index=True)
-    frames.clear()  # peak memory: the per-file frames go before de-duplication allocates
+    sizes = [len(table) for table in tables]
+    combined = pa.concat_tables(tables)
+    tables.clear()  # peak memory: the per-file tables go before de-duplication allocates
     source = np.repeat(np.arange(len(sizes)), sizes)
-    duplicated, first = duplicated_rows(combined, source)
-    kept_per_file = np.bincount(source[~duplicated], minlength=len(sizes))
-    rows_read = len(combined)
-    final = combined.loc[~duplicated].reset_index(drop=True)
+    kept, first = duplicate_groups(combined, source)
+    final = combined.take(from_numpy(kept))
     del combined
-    final = final.astype(COLUMN_TYPES)  # counts as integers, blanks kept (Int64)
     # each kept row's extracts (1 = the first file of ingestedfiles.txt): calllist.py's lost list
-    extracts = pd.DataFrame(
-        {
-            ID_COLUMN: final[ID_COLUMN],
-            "first_extract": first[~duplicated] + 1,
-            "last_extract": source[~duplicated] + 1,
-        }
+    extracts = pa.Table.from_arrays(
+        [final[ID_COLUMN], from_numpy(first + 1), from_numpy(source[kept] + 1)],
+        names=[ID_COLUMN, "first_extract", "last_extract"],
     )
+    kept_per_file = np.bincount(source[kept], minlength=len(sizes))
     ingested = [record for record in records if record["status"] == "ingested"]
     for record, kept in zip(ingested, kept_per_file, strict=True):
         record["rows_kept"] = int(kept)
@@ -359,22 +505,28 @@ def ingest(input_folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         "files": records,
         "files_ingested": len(ingested),
         "files_rejected": len(records) - len(ingested),
-        "rows_read": int(rows_read),
-        "rows_written": int(len(final)),
-        "duplicates_dropped": int(duplicated.sum()),
-        "missing_values": {column: int(count) for column, count in final.isna().sum().items()},
+        "rows_read": len(source),
+        "rows_written": len(final),
+        "duplicates_dropped": len(source) - len(final),
+        "missing_values": {column: final[column].null_count for column in COLUMNS},
         "duration_seconds": round(time.perf_counter() - started, 4),
     }
     return final, extracts, summary
 
 
-def write_outputs(final: pd.DataFrame, extracts: pd.DataFrame, record: dict, output_folder: Path) -> None:
+def write_outputs(final: pa.Table, extracts: pa.Table, record: dict, output_folder: Path) -> None:
     """finaldata.csv, its rows' extracts, ingestedfiles.txt and the record, each atomically."""
     output_folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output_folder / EXTRACTS) as temp:
-        extracts.to_csv(temp, index=False)
-    with atomic_path(output_folder / FINALDATA) as temp:
-        final.to_csv(temp, index=False)
+
+    def write(table: pa.Table, name: str) -> None:
+        with atomic_path(output_folder / name) as temp:
+            write_table(table, temp)
+
+    # two files on two cores (Arrow's writer and fsync let go of the GIL), in either order: a reader
+    # uses the extracts only when they match finaldata.csv row by row (calllist.read_extracts)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for written in [pool.submit(write, extracts, EXTRACTS), pool.submit(write, final, FINALDATA)]:
+            written.result()
     record["finaldata_sha256"] = sha256_file(output_folder / FINALDATA)
     names = [entry["name"] for entry in record["files"] if entry["status"] == "ingested"]
     atomic_write_text(output_folder / INGESTEDFILES, "".join(f"{name}\n" for name in names))

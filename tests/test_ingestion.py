@@ -6,6 +6,8 @@ import os
 import pandas as pd
 import pytest
 from conftest import COLUMNS, assert_one_line_error, client_frame
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def read_record(workspace):
@@ -175,10 +177,11 @@ def test_nothing_to_ingest_leaves_the_previous_output_untouched(data_workspace, 
     assert last["status"] == "failed"
 
 
-def test_duplicated_rows_equals_pandas_and_shared_strings_keep_values():
+def test_duplicated_rows_equals_pandas():
+    """The general path (counts too large for one 64-bit key): pandas' duplicated, first extracts."""
     import numpy as np
 
-    from ingestion import duplicated_rows, share_strings
+    from ingestion import duplicated_rows
 
     frame = pd.concat([client_frame(500, seed=40), client_frame(500, seed=40).head(50)], ignore_index=True)
     frame = frame.astype({"lastmonth_activity": "Int64"})
@@ -190,11 +193,6 @@ def test_duplicated_rows_equals_pandas_and_shared_strings_keep_values():
     groups = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
     oracle_first = pd.Series(source).groupby(groups).transform("min").to_numpy()
     np.testing.assert_array_equal(first, oracle_first)
-    table = {}
-    values = pd.Series(["abcd", None, "efgh", "abcd"], dtype="str")
-    shared = share_strings(values, table)
-    pd.testing.assert_series_equal(shared, values)
-    assert shared[0] is shared[3] and set(table) == {"abcd", "efgh"}
 
 
 HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
@@ -290,6 +288,7 @@ HEAD = b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,ex
         ),
         (HEAD + b"\n+1,1,1,1,0\n-2,1,1,1,0\n@sum,1,1,1,0\n\tx,1,1,1,0\n", "(line 2, 3, 4, ...)"),
         (HEAD + b"\n,1,1,1,0\n", "corporation: missing values (line 2)"),
+        (HEAD.replace(b"corporation", b" corporation ") + b"\n,1,1,1,0\n", "missing values (line 2)"),
         (HEAD + b'\nabcd,1,1,1,0\n"two\nlines",1,1,1,0\n', "a line break inside an ID (line 3)"),
     ],
 )
@@ -306,7 +305,106 @@ def test_ids_that_look_missing_are_ids_and_cr_rows_are_rows():
 
     ids = [b"NA", b"null", b"None", b"N/A", b"#N/A", b"nan", b"NULL"]
     rows = b"".join(name + b",1,,3,0\r" for name in ids) + b"x" * 70_000 + b",1,2,3,1\r"
-    frame, problems, _ = ingestion.parse_csv(HEAD + b"\r" + rows)  # 70 kB, with no LF at all
-    assert problems == [] and frame is not None
+    table, problems, _ = ingestion.parse_csv(HEAD + b"\r" + rows)  # 70 kB, with no LF at all
+    assert problems == [] and table is not None
+    frame = table.to_pandas()
     assert list(frame["corporation"][:7]) == [name.decode() for name in ids] and len(frame) == 8
     assert frame["lastyear_activity"][:7].isna().all()  # an empty count is still a missing value
+
+
+# The fast path (Arrow) and the rule (pandas) on the same bytes: Arrow may only decline, never differ.
+CELLS = ["0", "1", "12", " 12 ", "012", "", "NA", "null", "nan", "N/A", "None", "-1", "-0", "12.0", "1e3"]
+CELLS += [
+    "+3",
+    "0x1F",
+    "0X1f",
+    "abc",
+    "true",
+    '"7"',
+    '" 8 "',
+    str(2**53),
+    str(2**53 + 1),
+    "\u0661\u0662",
+    "1 2",
+]
+CLIENT_IDS = [
+    "ab",
+    "NA",
+    "",
+    "=x",
+    "a b",
+    '"q,r"',
+    "x\ty",
+    "\u00e9",
+    '"two\nlines"',
+    "null",
+    "-1",
+    " ab",
+    "0x1",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(CLIENT_IDS),
+            st.sampled_from(CELLS),
+            st.sampled_from(CELLS),
+            st.sampled_from(CELLS),
+            st.sampled_from(["0", "1", "", "2", "NA", "1.0", " 1"]),
+        ),
+        max_size=6,
+    ),
+    ending=st.sampled_from(["\n", "\r\n", "\r"]),
+    header=st.sampled_from(
+        [HEADER.strip(), " corporation ,lastmonth_activity,lastyear_activity,number_of_employees,exited,note"]
+    ),
+    bom=st.booleans(),
+)
+def test_arrow_reads_a_file_as_pandas_does_or_leaves_it_to_pandas(rows, ending, header, bom):
+    import ingestion
+
+    extra = ",x" if header.endswith("note") else ""
+    text = ending.join([header, *(",".join(row) + extra for row in rows)]) + ending
+    data = ("\ufeff" if bom else "").encode() + text.encode()
+    table, problems, notes = ingestion.parse_csv(data)
+    frame, expected_problems, expected_notes = ingestion.parse_frame(data)
+    assert (problems, notes) == (expected_problems, expected_notes)
+    assert (table is None) == (frame is None)
+    if frame is not None:
+        pd.testing.assert_frame_equal(
+            table.to_pandas(), frame.reset_index(drop=True), check_dtype=False, check_exact=True
+        )
+
+
+def test_arrow_accepts_what_it_should_and_declines_the_rest():
+    """The fast path is taken for ordinary files (else the property above proves nothing)."""
+    import ingestion
+
+    ordinary = (HEADER + "ab,1,2,3,0\nNA,,5, 6 ,1\n").encode()
+    assert ingestion.parse_arrow(ordinary) is not None
+    for odd in ("ab,0x1F,2,3,0\n", "ab,+3,2,3,0\n", "ab,1,2,3,2\n", "=ab,1,2,3,0\n", ",1,2,3,0\n"):
+        assert ingestion.parse_arrow((HEADER + odd).encode()) is None, odd
+
+
+def test_duplicate_groups_equal_pandas_duplicated_and_the_first_extract():
+    import numpy as np
+    import pyarrow as pa
+
+    from ingestion import SCHEMA, duplicate_groups
+
+    frame = pd.concat([client_frame(500, seed=40), client_frame(500, seed=40).head(50)], ignore_index=True)
+    frame = frame.astype({"lastmonth_activity": "Int64"})
+    frame.loc[[3, 503], "lastmonth_activity"] = pd.NA  # a duplicate pair with a missing value
+    frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    source = np.arange(len(frame)) // 100  # ten extracts of 100 rows
+    table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+    kept, first = duplicate_groups(table, source)
+    np.testing.assert_array_equal(kept, np.flatnonzero(~frame.duplicated(keep="last").to_numpy()))
+    groups = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+    oracle_first = pd.Series(source).groupby(groups).transform("min").to_numpy()
+    np.testing.assert_array_equal(first, oracle_first[kept])
+    huge = table.set_column(1, "lastmonth_activity", pa.array(np.full(len(frame), 2**52)))  # no 64-bit key
+    kept_huge, _ = duplicate_groups(huge, source)
+    np.testing.assert_array_equal(kept_huge, np.flatnonzero(~huge.to_pandas().duplicated(keep="last")))
