@@ -77,6 +77,19 @@ def test_the_api_loads_neither_scikit_learn_nor_scipy_stats():
     assert not {"sklearn", "scipy.stats"} & names, sorted({"sklearn", "scipy.stats"} & names)
 
 
+@pytest.mark.slow
+def test_ingestion_on_arrows_path_never_loads_pandas(data_workspace):
+    """Valid files take Arrow's path, which stays within Arrow and numpy (pyarrow's own conversions
+    would load pandas: half a second of every run); a file with a problem takes pandas' path."""
+    code, names = imported_modules(str(PROJECT_DIR / "ingestion.py"), env=data_workspace.env)
+    assert code == 0 and {"pyarrow", "ingestion"} <= names and "pandas" not in names
+    (data_workspace.path("input_folder_path") / "zbroken.csv").write_text(
+        "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nab,lots,1,1,0\n"
+    )
+    code, names = imported_modules(str(PROJECT_DIR / "ingestion.py"), env=data_workspace.env)
+    assert code == 3 and "pandas" in names  # the guard sees it when it happens
+
+
 def test_nothing_imports_fullprocess():
     """fullprocess.py is the orchestration only: its helpers live in their own homes (apiserver.py,
     drift.py, notify.py, newdata.py, production.py), which scripts, tests and benchmarks import."""
