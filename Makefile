@@ -109,6 +109,7 @@ fullprocess: $(RUNTIME) ## fullprocess.py once (what cron runs)
 bench: $(RUNTIME) ## benchmarks: every step, the API and the dashboard beside measured floors (wrk installed if missing)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/bench_dashboard.py --json benchmarks/results/dashboard.json
+	$(PY) benchmarks/bench_ingestion.py --json benchmarks/results/ingestion.json
 
 bench-growth: $(RUNTIME) ## benchmarks: cost per row at 10k, 100k, 1M, 3M rows
 	$(PY) benchmarks/bench.py --growth
