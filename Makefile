@@ -40,10 +40,10 @@ run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the 
 test: $(DEV) ## run the test suite but the drills (what CI runs; about 6 minutes on 2 cores)
 	$(PY) -m pytest -n auto --dist worksteal -m "not drill"
 
-test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (about a minute)
+test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (about 50 seconds)
 	$(PY) -m pytest -m "not slow"
 
-drills: $(DEV) ## the kill, disk-full and race drills at full count (about 25 minutes; pytest -m drill: a few of each)
+drills: $(DEV) ## the kill, disk-full and race drills at full count (25-30 minutes; pytest -m drill: a few of each)
 	RISK_DRILLS=full $(PY) -m pytest -s -m drill
 
 lint: $(DEV) ## ruff check and ruff format --check
