@@ -177,21 +177,30 @@ def test_nothing_to_ingest_leaves_the_previous_output_untouched(data_workspace, 
     assert last["status"] == "failed"
 
 
+def rows_with_copies():
+    """(ten extracts of 100 rows with exact copies, a pair with a missing value among them; each
+    row's extract; pandas' answers: duplicated(keep="last"), each row's first extract)."""
+    import numpy as np
+
+    frame = pd.concat([client_frame(500, seed=40), client_frame(500, seed=40).head(50)], ignore_index=True)
+    frame = frame.astype({"lastmonth_activity": "Int64"})
+    frame.loc[[3, 503], "lastmonth_activity"] = pd.NA
+    frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    source = np.arange(len(frame)) // 100
+    groups = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+    first = pd.Series(source).groupby(groups).transform("min").to_numpy()
+    return frame, source, frame.duplicated(keep="last").to_numpy(), first
+
+
 def test_duplicated_rows_equals_pandas():
     """The general path (counts too large for one 64-bit key): pandas' duplicated, first extracts."""
     import numpy as np
 
     from ingestion import duplicated_rows
 
-    frame = pd.concat([client_frame(500, seed=40), client_frame(500, seed=40).head(50)], ignore_index=True)
-    frame = frame.astype({"lastmonth_activity": "Int64"})
-    frame.loc[[3, 503], "lastmonth_activity"] = pd.NA  # a duplicate pair with a missing value
-    frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
-    source = np.arange(len(frame)) // 100  # ten extracts of 100 rows
+    frame, source, oracle_duplicated, oracle_first = rows_with_copies()
     duplicated, first = duplicated_rows(frame, source)
-    np.testing.assert_array_equal(duplicated, frame.duplicated(keep="last").to_numpy())
-    groups = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
-    oracle_first = pd.Series(source).groupby(groups).transform("min").to_numpy()
+    np.testing.assert_array_equal(duplicated, oracle_duplicated)
     np.testing.assert_array_equal(first, oracle_first)
 
 
@@ -394,16 +403,10 @@ def test_duplicate_groups_equal_pandas_duplicated_and_the_first_extract():
 
     from ingestion import SCHEMA, duplicate_groups
 
-    frame = pd.concat([client_frame(500, seed=40), client_frame(500, seed=40).head(50)], ignore_index=True)
-    frame = frame.astype({"lastmonth_activity": "Int64"})
-    frame.loc[[3, 503], "lastmonth_activity"] = pd.NA  # a duplicate pair with a missing value
-    frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
-    source = np.arange(len(frame)) // 100  # ten extracts of 100 rows
+    frame, source, oracle_duplicated, oracle_first = rows_with_copies()
     table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
     kept, first = duplicate_groups(table, source)
-    np.testing.assert_array_equal(kept, np.flatnonzero(~frame.duplicated(keep="last").to_numpy()))
-    groups = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
-    oracle_first = pd.Series(source).groupby(groups).transform("min").to_numpy()
+    np.testing.assert_array_equal(kept, np.flatnonzero(~oracle_duplicated))
     np.testing.assert_array_equal(first, oracle_first[kept])
     huge = table.set_column(1, "lastmonth_activity", pa.array(np.full(len(frame), 2**52)))  # no 64-bit key
     kept_huge, _ = duplicate_groups(huge, source)
