@@ -134,7 +134,7 @@ def _cached(kind: str, path: Path, load):
     with _lock:
         cache[key] = (stamp, value)
         cache.move_to_end(key)
-        while not own and len(cache) > 4 * MAX_CACHED_FILES:  # a frame, a matrix, the IDs, positions
+        while not own and len(cache) > 3 * MAX_CACHED_FILES:  # a frame, a matrix and the IDs per file
             cache.popitem(last=False)
     return value
 

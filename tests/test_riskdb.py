@@ -192,3 +192,25 @@ def test_ids_of_every_printable_character_sort_as_python_does(tmp_path):
     riskdb.write(tmp_path, calls, calls.head(0), history_frame(calls), {})
     rows, _, _ = riskdb.store(tmp_path).clients("", "client", "asc", 1, 1000)
     assert [row["corporation"] for row in rows] == ids
+
+
+def test_request_files_never_evict_the_servers_own(tmp_path):
+    """serving.py's caches: the server's own files apart; request files bounded (MAX_CACHED_FILES)."""
+    import serving
+
+    serving.clear()
+    rows = "lastmonth_activity,lastyear_activity,number_of_employees\n1,2,3\n"
+    own = tmp_path / "testdata.csv"
+    own.write_text(rows)
+    serving.own_files(own)
+    first = serving.read_csv_cached(own)
+    requests = []
+    for index in range(3 * serving.MAX_CACHED_FILES):
+        path = tmp_path / f"request{index}.csv"
+        path.write_text(rows)
+        requests.append(serving.read_csv_cached(path))
+        serving.feature_matrix_cached(path)
+    assert serving.read_csv_cached(own) is first  # still the cached frame: not read again
+    assert serving.read_csv_cached(tmp_path / "request0.csv") is not requests[0]  # evicted, read again
+    assert len(serving._request_files) <= 3 * serving.MAX_CACHED_FILES
+    serving.clear()
