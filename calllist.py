@@ -35,6 +35,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from arrowcsv import write_frame
 from clientdata import feature_frame, read_csv_strictly, spreadsheet_safe
 from common import FEATURES, ID_COLUMN, LOST_CLIENTS, RISK_RANKING, RISK_RANKING_BASIS, TARGET
 from records import sha256_file
@@ -66,30 +67,52 @@ def contributions(scorer: LinearScorer, matrix: np.ndarray) -> np.ndarray:
     return (filled - scorer.fill) * scorer.coef
 
 
+DEGREES = ("far ", "", "slightly ")  # by the size of the log-odds a reason adds: >= 1, between, < 0.25
+NO_FACTOR = "no factor above the median client's risk"
+
+
+def degree(log_odds: float) -> int:
+    """The index in DEGREES of a reason that adds log_odds."""
+    size = abs(log_odds)
+    return 0 if size >= 1.0 else 2 if size < 0.25 else 1
+
+
 def describe(feature: str, value: float, median: float, log_odds: float) -> str:
     """'last month's activity far below typical (12 vs. median 78)'."""
-    size = abs(log_odds)
-    degree = "far " if size >= 1.0 else "slightly " if size < 0.25 else ""
+    return _phrase(feature, DEGREES[degree(log_odds)], value, median)
+
+
+def _phrase(feature: str, degree_word: str, value: float, median: float) -> str:
     side = "below" if value < median else "above"
     words = FEATURE_WORDS.get(feature, feature)
-    return f"{words} {degree}{side} typical ({value:,.0f} vs. median {median:,.0f})"
+    return f"{words} {degree_word}{side} typical ({value:,.0f} vs. median {median:,.0f})"
 
 
 def reasons(scorer: LinearScorer, matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """(each row's top reason in words, the log-odds that reason adds)."""
+    """(each row's top reason in words, the log-odds that reason adds).
+
+    Each distinct (feature, degree, value) is put in words once (describe's words): a million
+    clients have a few thousand distinct ones."""
     shares = contributions(scorer, matrix)
     if len(matrix) == 0:
         return [], np.zeros(0)
     top = np.argmax(shares, axis=1)
     added = shares[np.arange(len(matrix)), top]
-    filled = np.where(np.isnan(matrix), scorer.fill, matrix)
-    words = [
-        describe(FEATURES[column], filled[row, column], scorer.fill[column], added[row])
-        if added[row] > 0
-        else "no factor above the median client's risk"
-        for row, column in enumerate(top)
-    ]
-    return words, np.where(added > 0, added, 0.0)
+    value = np.where(np.isnan(matrix), scorer.fill, matrix)[np.arange(len(matrix)), top]
+    size = np.abs(added)
+    degrees = np.where(size >= 1.0, 0, np.where(size < 0.25, 2, 1))
+    values, value_index = np.unique(value, return_inverse=True)
+    keys, inverse = np.unique((value_index.reshape(-1) * 3 + top) * 3 + degrees, return_inverse=True)
+    phrases = np.array(
+        [
+            _phrase(FEATURES[column], DEGREES[key % 3], values[key // 9], scorer.fill[column])
+            for key, column in zip(keys.tolist(), (keys // 3 % 3).tolist(), strict=True)
+        ],
+        dtype=object,
+    )
+    words = phrases[inverse.reshape(-1)]
+    words[added <= 0] = NO_FACTOR
+    return words.tolist(), np.where(added > 0, added, 0.0)
 
 
 def latest_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -239,16 +262,29 @@ def call_list(
 
 
 def change_words(now: np.ndarray, before: np.ndarray) -> list[str]:
-    """'new client', 'risk up 0.031', 'risk down 0.005' or 'unchanged', row by row."""
-    words = []
-    for current, earlier in zip(now, before, strict=True):
-        if np.isnan(earlier):
-            words.append("new client")
-        elif abs(current - earlier) < UNCHANGED:
-            words.append("unchanged")
-        else:
-            words.append(f"risk {'up' if current > earlier else 'down'} {abs(current - earlier):.3f}")
-    return words
+    """'new client', 'risk up 0.031', 'risk down 0.005' or 'unchanged', row by row.
+
+    The size is put in words once per distinct (direction, thousandths); a size within a
+    millionth of half a thousandth is put in words on its own (its rounding is then the one
+    Python's format gives the exact value)."""
+    now, before = np.asarray(now, dtype=float), np.asarray(before, dtype=float)
+    change = now - before
+    with np.errstate(invalid="ignore"):
+        size = np.abs(change)
+        scaled = size * 1000
+        near_half = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+        keys = np.where(np.isnan(before), 0, np.round(scaled).astype(np.int64) * 2 + (change > 0))
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    phrases = np.array(
+        [f"risk {'up' if key % 2 else 'down'} {key // 2 / 1000:.3f}" for key in distinct.tolist()],
+        dtype=object,
+    )
+    words = phrases[inverse.reshape(-1)]
+    for row in np.flatnonzero(near_half & ~np.isnan(before)).tolist():
+        words[row] = f"risk {'up' if change[row] > 0 else 'down'} {size[row]:.3f}"
+    words[size < UNCHANGED] = "unchanged"
+    words[np.isnan(before)] = "new client"
+    return words.tolist()
 
 
 def write_csv(frame: pd.DataFrame, path) -> None:
@@ -258,4 +294,4 @@ def write_csv(frame: pd.DataFrame, path) -> None:
     frame = frame.astype({feature: "Int64" for feature in FEATURES})
     if ID_COLUMN in frame.columns:
         frame[ID_COLUMN] = spreadsheet_safe(frame[ID_COLUMN])
-    frame.to_csv(path, index=False)
+    write_frame(frame, path)

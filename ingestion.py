@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from arrowcsv import write_table
 from common import (
     COLUMNS,
     EXIT_PARTIAL,
@@ -429,20 +430,6 @@ def duplicate_groups(table: pa.Table, source: np.ndarray) -> tuple[np.ndarray, n
     kept, first = order[ends], source[order[starts]]
     back = np.argsort(kept)
     return kept[back], first[back]
-
-
-def write_table(table: pa.Table, path: Path) -> None:
-    """A table as pandas' to_csv writes it (a plain header; no quotes unless a value needs them:
-    then Arrow quotes every text value, the same CSV to any reader), by Arrow's CSV writer."""
-    header = (",".join(table.column_names) + "\n").encode()
-    with open(path, "wb") as handle:
-        handle.write(header)
-        try:
-            pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-        except pa.ArrowInvalid:  # a value holds a comma or a quote
-            handle.seek(len(header))
-            handle.truncate()
-            pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
 
 
 def ingest(input_folder: Path) -> tuple[pa.Table, pa.Table, dict]:

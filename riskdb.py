@@ -92,21 +92,31 @@ def positions(order: np.ndarray) -> list[int]:
 
 
 def sort_positions(calls: pd.DataFrame) -> list[tuple[str, list[int]]]:
-    """(column, each row's position) for the sorts other than rank; calls are in rank order."""
+    """(column, each row's position) for the sorts other than rank; calls are in rank order.
+    Text is sorted by Arrow in UTF-8 byte order: code-point order, as SQLite's BINARY and
+    Python's sorted()."""
     import numpy as np
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    row = np.arange(len(calls))
-    probability = calls["exit_probability"].to_numpy(dtype=float)
     ids = calls[ID_COLUMN].astype(str)
-    exact = ids.to_numpy(dtype=str)  # code-point order, as SQLite's BINARY and Python's sorted()
-    lower = ids.str.lower().to_numpy(dtype=str)
-    change = calls["change"].astype(str)
-    change_codes = pd.Categorical(change, categories=sorted(set(change))).codes
+    table = pa.table(
+        {
+            "row": np.arange(len(calls)),
+            "probability": calls["exit_probability"].to_numpy(dtype=float),
+            "lower": pa.array(ids.str.lower(), type=pa.large_string()),
+            "exact": pa.array(ids, type=pa.large_string()),
+            "change": pa.array(calls["change"].astype(str), type=pa.large_string()),
+        }
+    )
+
+    def order(*keys):
+        return positions(pc.sort_indices(table, sort_keys=list(keys)).to_numpy())
+
     return [
-        ("risk_order", positions(np.lexsort((-row, probability)))),  # descending: the rank order
-        ("client_order", positions(np.lexsort((exact, lower)))),  # id_lower's index order
-        ("change_order", positions(np.lexsort((row, change_codes)))),
+        ("risk_order", order(("probability", "ascending"), ("row", "descending"))),  # descending: rank order
+        ("client_order", order(("lower", "ascending"), ("exact", "ascending"))),  # id_lower's index order
+        ("change_order", order(("change", "ascending"), ("row", "ascending"))),
     ]
 
 

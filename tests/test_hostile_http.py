@@ -334,4 +334,6 @@ def test_csv_exports_never_hold_a_live_formula(tmp_path):
     written = pd.read_csv(tmp_path / "list.csv", dtype=str, keep_default_na=False)["corporation"]
     assert list(written) == ["'=1+1", "'+SUM(A1)", "'-2", "'@cmd", "'\tx", "abcd", "NA", "a-b"]
     calllist.write_csv(frame.assign(corporation="\rx"), tmp_path / "cr.csv")
-    assert b"\n'\rx," in (tmp_path / "cr.csv").read_bytes()
+    assert b'\n"\'\rx",' in (tmp_path / "cr.csv").read_bytes()  # quoted: a reader keeps the line whole
+    written = pd.read_csv(tmp_path / "cr.csv", dtype=str, keep_default_na=False)["corporation"]
+    assert list(written) == ["'\rx"] * len(ids)
