@@ -120,28 +120,30 @@ def latest_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(subset=[ID_COLUMN], keep="last")
 
 
-def still_clients_at_previous_extract(frame: pd.DataFrame, extracts: pd.DataFrame | None) -> set[str]:
-    """Clients whose newest row in the extracts before the latest had not exited.
+def still_clients_at_previous_extract(frame: pd.DataFrame, extracts: pd.DataFrame | None) -> np.ndarray:
+    """The IDs of the clients whose newest row in the extracts before the latest had not exited.
 
     A row stands for an extract up to the previous one by the last extract it appears in there:
     its last extract when that is not the latest, else its first (a row repeated into the latest
     extract stood in an earlier one too). Without extracts: each client's row before its latest.
     """
     if TARGET not in frame.columns:
-        return set()
-    ids = frame[ID_COLUMN].astype(str).to_numpy()
+        return np.array([], dtype=object)
+    ids = frame[ID_COLUMN].astype(str)
+    exited = frame[TARGET].to_numpy()
     if extracts is None:
-        earlier = pd.Series(ids).duplicated(keep="last").to_numpy()
-        before_latest = frame[earlier][~pd.Series(ids[earlier]).duplicated(keep="last").to_numpy()]
-        return set(before_latest.loc[before_latest[TARGET] != 1, ID_COLUMN].astype(str))
+        earlier = ids.duplicated(keep="last").to_numpy()
+        before_latest = ~ids[earlier].duplicated(keep="last").to_numpy()
+        return ids[earlier][before_latest & (exited[earlier] != 1)].to_numpy()
     first, last = extracts["first_extract"].to_numpy(), extracts["last_extract"].to_numpy()
     previous = int(last.max(initial=0)) - 1
     stood = np.where(last <= previous, last, np.where(first <= previous, first, 0))
-    rows = pd.DataFrame(
-        {"id": ids, "stood": stood, "order": np.arange(len(ids)), "exited": frame[TARGET].to_numpy()}
-    )[stood > 0]
-    newest = rows.sort_values(["id", "stood", "order"], kind="stable").drop_duplicates("id", keep="last")
-    return set(newest.loc[newest["exited"] != 1, "id"])
+    rows = np.flatnonzero(stood > 0)
+    codes = pd.factorize(ids)[0]
+    rows = rows[np.lexsort((rows, stood[rows], codes[rows]))]  # by client, then extract, then file order
+    sorted_codes = codes[rows]
+    newest = rows[np.append(sorted_codes[1:] != sorted_codes[:-1], True)]  # each client's last
+    return ids.to_numpy()[newest[exited[newest] != 1]]
 
 
 def read_extracts(path, frame: pd.DataFrame) -> pd.DataFrame | None:
@@ -229,12 +231,7 @@ def call_list(
     probability = scorer.predict_proba(matrix)[:, 1] if len(matrix) else np.zeros(0)
     words, log_odds = reasons(scorer, matrix)
     ids = staying[ID_COLUMN].astype(str).to_numpy()
-    before = (
-        dict(zip(previous[ID_COLUMN].astype(str), previous["exit_probability"].astype(float), strict=True))
-        if previous is not None
-        else {}
-    )
-    previous_probability = np.array([before.get(client, np.nan) for client in ids], dtype=float)
+    previous_probability = probability_before(previous, ids)
     calls = pd.DataFrame(
         {
             ID_COLUMN: ids,
@@ -249,16 +246,30 @@ def call_list(
         calls[feature] = staying[feature].to_numpy()
     calls = calls.sort_values(["exit_probability", ID_COLUMN], ascending=[False, True], kind="stable")
     calls.insert(0, "rank", np.arange(1, len(calls) + 1))
-    lost_ids = lost[ID_COLUMN].astype(str).to_numpy()
-    were_clients = still_clients_at_previous_extract(frame, extracts) if len(lost_ids) else set()
-    keep = np.array([client in before or client in were_clients for client in lost_ids], dtype=bool)
+    lost_ids = pd.Series(lost[ID_COLUMN].astype(str).to_numpy(), dtype=object)
+    lost_before = probability_before(previous, lost_ids.to_numpy())
+    keep = np.zeros(len(lost_ids), dtype=bool)
+    if previous is not None:
+        keep |= lost_ids.isin(previous[ID_COLUMN].astype(str)).to_numpy()  # on the last list
+    if len(lost_ids):
+        keep |= lost_ids.isin(still_clients_at_previous_extract(frame, extracts)).to_numpy()
     lost = lost[keep]
     lost_list = pd.DataFrame(
-        {ID_COLUMN: lost_ids[keep], "previous_probability": [before.get(c, np.nan) for c in lost_ids[keep]]}
+        {ID_COLUMN: lost_ids.to_numpy()[keep], "previous_probability": lost_before[keep]}
     )
     for feature in FEATURES:
         lost_list[feature] = lost[feature].to_numpy()
     return calls.reset_index(drop=True)[CALL_COLUMNS], lost_list.sort_values(ID_COLUMN).reset_index(drop=True)
+
+
+def probability_before(previous: pd.DataFrame | None, ids: np.ndarray) -> np.ndarray:
+    """Each client's exit_probability on the previous list (its last row there), NaN when absent."""
+    if previous is None or not len(previous):
+        return np.full(len(ids), np.nan)
+    previous = previous.drop_duplicates(subset=[ID_COLUMN], keep="last")
+    where = pd.Index(previous[ID_COLUMN].astype(str)).get_indexer(ids)
+    values = previous["exit_probability"].astype(float).to_numpy()
+    return np.where(where >= 0, values[where], np.nan)
 
 
 def change_words(now: np.ndarray, before: np.ndarray) -> list[str]:

@@ -42,8 +42,12 @@ csv.write_csv(pa.Table.from_pandas(frame.drop_duplicates(), preserve_index=False
 """
 
 
-def extracts(folder: Path, clients: int, files: int, seed: int = 0) -> int:
-    """Write files monthly extracts of clients clients into folder; returns the rows written."""
+def extracts(folder: Path, clients: int, files: int, seed: int = 0, test_rows: int = 0) -> int:
+    """Write files monthly extracts of clients clients into folder (extract1.csv ...), and with
+    test_rows a labelled sample of the last month (testdata.csv); returns the extracts' rows.
+
+    A client leaves in a month with probability 0.9 when its last month's activity is below 500,
+    0.003 otherwise (a model can learn it); a client who left is reported unchanged after."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as csv
@@ -56,9 +60,10 @@ def extracts(folder: Path, clients: int, files: int, seed: int = 0) -> int:
     exited = np.zeros(len(ids), dtype=np.int64)
     rows = 0
     for month in range(1, files + 1):
-        changed = rng.random(len(ids)) < 0.3
+        changed = (rng.random(len(ids)) < 0.3) & (exited == 0)
         features[changed] = rng.integers(0, 5000, size=(int(changed.sum()), 3))
-        exited |= rng.random(len(ids)) < 0.01
+        leaving = rng.random(len(ids)) < np.where(features[:, 0] < 500, 0.9, 0.003)
+        exited |= leaving
         table = pa.table(
             {
                 "corporation": ids,
@@ -70,6 +75,9 @@ def extracts(folder: Path, clients: int, files: int, seed: int = 0) -> int:
         )
         csv.write_csv(table, folder / f"extract{month}.csv", csv.WriteOptions(quoting_style="none"))
         rows += len(table)
+    if test_rows:
+        sample = np.sort(rng.choice(len(ids), size=min(test_rows, len(ids)), replace=False))
+        csv.write_csv(table.take(sample), folder / "testdata.csv", csv.WriteOptions(quoting_style="none"))
     return rows
 
 
@@ -79,7 +87,7 @@ def bench(scale: str, runs: int, temp: Path) -> dict:
     started = time.perf_counter()
     # in a child process: the figures' peak RSS (wait4) must not count this process's copy of the data
     generated = subprocess.run(
-        [PY, __file__, "--generate", str(config.parent / "input"), str(clients), str(files)],
+        [PY, __file__, "--generate", str(config.parent / "input"), str(clients), str(files), "0"],
         check=True,
         capture_output=True,
         text=True,
@@ -145,10 +153,13 @@ def main() -> int:
     parser.add_argument("--scale", choices=[*SCALES, "both"], default="both")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--generate", nargs=3, metavar=("FOLDER", "CLIENTS", "FILES"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--generate", nargs=4, metavar=("FOLDER", "CLIENTS", "FILES", "TEST_ROWS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.generate:
-        print(extracts(Path(args.generate[0]), int(args.generate[1]), int(args.generate[2])))
+        folder, clients, files, test_rows = args.generate
+        print(extracts(Path(folder), int(clients), int(files), test_rows=int(test_rows)))
         return 0
     machine = harness.machine()
     results = []
