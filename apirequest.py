@@ -70,13 +70,15 @@ def resolve_data_file(config: Config, raw, key: str = "filepath") -> Path:
     """A requested data file (given as key): inside the data folders (links followed), a CSV,
     existing, within the limits."""
     if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
-        raise InputError(f"{key} must be a non-empty path string")
+        raise InputError(f"{key} must be a non-empty path string", reason="bad_path")
     if len(raw) > MAX_PATH_CHARS:
-        raise InputError(f"{key} is {len(raw):,} characters long; at most {MAX_PATH_CHARS:,}")
+        raise InputError(
+            f"{key} is {len(raw):,} characters long; at most {MAX_PATH_CHARS:,}", reason="bad_path"
+        )
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError(f"{key} is not valid text (a lone surrogate)") from None
+        raise InputError(f"{key} is not valid text (a lone surrogate)", reason="bad_path") from None
     path = Path(raw.strip())
     try:
         resolved = (path if path.is_absolute() else config.path.parent / path).resolve()
@@ -88,11 +90,14 @@ def resolve_data_file(config: Config, raw, key: str = "filepath") -> Path:
             raise NotFound(f"{raw}: no such data file")
         size = resolved.stat().st_size
     except OSError as error:  # a component too long, a loop of links
-        raise InputError(f"{raw[:80]}: not a usable path ({error.strerror or error})") from None
+        raise InputError(
+            f"{raw[:80]}: not a usable path ({error.strerror or error})", reason="bad_path"
+        ) from None
     if size > config["api_max_body_bytes"]:
         raise InputError(
             f"{raw}: {size:,} bytes, more than a request may hold (api_max_body_bytes "
-            f"{config['api_max_body_bytes']:,}); score large files with scoring.py"
+            f"{config['api_max_body_bytes']:,}); score large files with scoring.py",
+            reason="api_max_body_bytes",
         )
     return resolved
 
@@ -127,7 +132,7 @@ def read_body(limit: int) -> bytes:
 
 
 def reject_constant(name: str):
-    raise InputError(f"malformed JSON body: {name} is not a JSON number")
+    raise InputError(f"malformed JSON body: {name} is not a JSON number", reason="malformed_json")
 
 
 def unique_keys(pairs: list[tuple[str, object]]) -> dict:
@@ -137,7 +142,9 @@ def unique_keys(pairs: list[tuple[str, object]]) -> dict:
     if len(value) != len(pairs):
         seen = set()
         twice = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise InputError(f"malformed JSON body: key {twice[:40]!r} appears twice in one object")
+        raise InputError(
+            f"malformed JSON body: key {twice[:40]!r} appears twice in one object", reason="malformed_json"
+        )
     return value
 
 
@@ -147,25 +154,27 @@ def parse_json(body: bytes, config: Config) -> dict:
     containers = body.count(b"{") + body.count(b"[")
     if containers > config["api_max_rows"] + 8:
         raise InputError(
-            f"JSON body: more objects and arrays than api_max_rows ({config['api_max_rows']:,}) rows need"
+            f"JSON body: more objects and arrays than api_max_rows ({config['api_max_rows']:,}) rows need",
+            reason="api_max_rows",
         )
     try:
         value = json.loads(body, parse_constant=reject_constant, object_pairs_hook=unique_keys)
     except RecursionError:
-        raise InputError("malformed JSON body: nested too deeply") from None
+        raise InputError("malformed JSON body: nested too deeply", reason="malformed_json") from None
     except UnicodeDecodeError:
-        raise InputError("malformed JSON body: not UTF-8 text") from None
+        raise InputError("malformed JSON body: not UTF-8 text", reason="malformed_json") from None
     except ValueError as error:
-        raise InputError(f"malformed JSON body: {str(error)[:200]}") from None
+        raise InputError(f"malformed JSON body: {str(error)[:200]}", reason="malformed_json") from None
     if not isinstance(value, dict):
-        raise InputError("malformed JSON body: expected an object")
+        raise InputError("malformed JSON body: expected an object", reason="malformed_json")
     return value
 
 
 def check_rows(count: int, config: Config, source: str) -> None:
     if count > config["api_max_rows"]:
         raise InputError(
-            f"{source}: {count:,} rows; at most {config['api_max_rows']:,} per request (api_max_rows)"
+            f"{source}: {count:,} rows; at most {config['api_max_rows']:,} per request (api_max_rows)",
+            reason="api_max_rows",
         )
 
 
@@ -194,7 +203,8 @@ def matrix_from_json(body: dict, config: Config) -> tuple[np.ndarray, list | Non
         for number, row in enumerate(records, 1):
             if len(row) > config["api_max_columns"]:
                 raise InputError(
-                    f"records: row {number} has {len(row)} fields; at most {config['api_max_columns']}"
+                    f"records: row {number} has {len(row)} fields; at most {config['api_max_columns']}",
+                    reason="api_max_columns",
                 )
             missing = [column for column in FEATURES if column not in row]
             if missing:
@@ -217,7 +227,10 @@ def matrix_from_json(body: dict, config: Config) -> tuple[np.ndarray, list | Non
         if not all(isinstance(column, str) for column in columns):
             raise InputError("dataframe_split: 'columns' must be a list of column names")
         if len(columns) > config["api_max_columns"]:
-            raise InputError(f"dataframe_split: {len(columns)} columns; at most {config['api_max_columns']}")
+            raise InputError(
+                f"dataframe_split: {len(columns)} columns; at most {config['api_max_columns']}",
+                reason="api_max_columns",
+            )
         if len(set(columns)) != len(columns):
             raise InputError("dataframe_split: a column name appears twice")
         missing = [column for column in FEATURES if column not in columns]
@@ -248,7 +261,8 @@ def matrix_from_csv(body: bytes, config: Config) -> tuple[np.ndarray, list | Non
     checked before pandas reads it."""
     if first_line(body).count(b",") + 1 > config["api_max_columns"]:
         raise InputError(
-            f"CSV body: more than {config['api_max_columns']} columns in the header (api_max_columns)"
+            f"CSV body: more than {config['api_max_columns']} columns in the header (api_max_columns)",
+            reason="api_max_columns",
         )
     check_rows(count_lines(body) - 1, config, "CSV body")
     frame = read_data_file(body, name="CSV body")
@@ -261,12 +275,14 @@ def multipart_csv(data: bytes, config: Config) -> tuple[bytes | None, dict]:
     fields): an uploaded CSV is scored like a CSV body, under the same limits."""
     boundary = request.mimetype_params.get("boundary", "")
     if not boundary:
-        raise InputError("multipart/form-data body without a boundary")
+        raise InputError("multipart/form-data body without a boundary", reason="malformed_multipart")
     parser = MultiPartParser(max_form_memory_size=config["api_max_body_bytes"], max_form_parts=16)
     try:
         form, files = parser.parse(io.BytesIO(data), boundary.encode("latin-1"), len(data))
     except (ValueError, UnicodeError, HTTPException) as error:
-        raise InputError(f"malformed multipart/form-data body ({str(error)[:80]})") from None
+        raise InputError(
+            f"malformed multipart/form-data body ({str(error)[:80]})", reason="malformed_multipart"
+        ) from None
     uploads = list(files.values())
     if len(uploads) > 1:
         raise InputError(f"multipart/form-data body: {len(uploads)} files; send one CSV file")

@@ -17,6 +17,9 @@ Endpoints (JSON; the contract, with every parameter and error, is GET /openapi.j
                         a timing of the same inputs up to 10 minutes old is reused, ?fresh=1)
     GET  /calllist      the call list reporting.py last wrote, a page at a time (?limit=, ?offset=)
     GET  /runs          the last fullprocess.py runs (?limit=N, 1-1000)
+    GET  /metrics       Prometheus' text format: requests, latency, refusals, rows scored, the
+                        model each worker serves, the pipeline's last run, scores and drift
+                        (metrics.py; behind the token when one is set)
     GET  /openapi.json  the OpenAPI 3 document of all of the above
 Pages (dashboard.py, for a browser)
     GET  /              the dashboard when the browser asks for text/html; /clients, /clients/<id>,
@@ -55,9 +58,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 import numpy as np
-from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, current_app, g, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException, SecurityError
@@ -66,6 +70,7 @@ import apiauth
 import calllist
 import dashboard
 import diagnostics
+import metrics
 import riskdb
 import riskmodel
 import scoring
@@ -100,6 +105,7 @@ ENDPOINTS = [
     "/diagnostics",
     "/calllist",
     "/runs",
+    "/metrics",
     "/openapi.json",
 ]
 
@@ -146,8 +152,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     # in the operator's browser names its own host, so it cannot read this server's answers.
     app.config["TRUSTED_HOSTS"] = trusted_hosts(config)
     apiauth.setup(app)
+    app.before_request(start_clock)  # first: a request refused by the next ones is counted too
     app.before_request(check_headers)
     app.before_request(apiauth.check_token)
+    app.after_request(count_request)  # Flask runs these last to first: this one sees the final answer
     app.after_request(json_options)
     app.after_request(security_headers)
     app.after_request(hide_paths)
@@ -175,6 +183,25 @@ def check_headers():
     return None
 
 
+def start_clock():
+    g.started = time.perf_counter()
+
+
+def count_request(response):
+    """Every answer, in the metrics (metrics.py): its route (the URL rule, never the raw path),
+    status, time and sizes; a refusal (4xx) by what refused it; the model this worker serves."""
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    status = response.status_code
+    sent = response.calculate_content_length() if not response.is_streamed else None
+    received = request.content_length or 0
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    metrics.observe_request(route, request.method, status, seconds, received, sent or 0)
+    if 400 <= status < 500:
+        metrics.refused(status, g.get("refusal") or "other")
+    metrics.note_served_model(serving.current_model(risk_config().prod_folder))
+    return response
+
+
 def security_headers(response):
     """Every answer: not sniffed, never framed, no referrer; client data never kept in a cache."""
     for header, value in SECURITY_HEADERS.items():
@@ -187,7 +214,7 @@ def security_headers(response):
 def warm_up(app: Flask) -> None:
     """Load and check the deployed model now, so that a worker's first request does not pay for it."""
     try:
-        serving.served_model(app.extensions["risk_config"].prod_folder)
+        metrics.note_served_model(serving.served_model(app.extensions["risk_config"].prod_folder))
     except PipelineError:
         pass  # serving.served_model logged it, once
 
@@ -236,7 +263,9 @@ def hide_paths(response):
     return response
 
 
-def error_response(status: int, code: str, message: str):
+def error_response(status: int, code: str, message: str, reason: str | None = None):
+    """The JSON error answer; reason (default: code) is what the refusal counter calls it."""
+    g.refusal = reason or code
     response = jsonify(error=code, message=message)
     response.status_code = status
     return response
@@ -254,15 +283,16 @@ def pipeline_error(error: PipelineError):
     """The expected failures: each class says its status (400 bad input, 503 unavailable, ...)."""
     if error.http_status >= 500 and not isinstance(error, DeploymentUnavailable):  # serving logged that, once
         log.error("%s %s: %s", request.method, request.path, error)
-    return error_response(error.http_status, error.code, str(error))
+    return error_response(error.http_status, error.code, str(error), getattr(error, "reason", None))
 
 
 def http_error(error: HTTPException):
     # a person in a browser gets a page; not for a Host off the allowlist (no links can be made)
+    code = (error.name or "error").lower().replace(" ", "_")
     if not isinstance(error, SecurityError) and dashboard.is_page(request.path) and dashboard.wants_html():
+        g.refusal = code
         page = render_template("error.html", status=f"{error.code} {error.name}", message=error.description)
         return page, error.code or 500
-    code = (error.name or "error").lower().replace(" ", "_")
     response = error_response(error.code or 500, code, error.description or error.name)
     for header, value in error.get_headers():
         if header.lower() != "content-type":  # e.g. Allow on a 405
@@ -321,6 +351,7 @@ def prediction():
     matrix, ids, body = prediction_input(config)
     proba, explain = wants("proba", body=body), wants("reasons", body=body)
     answers = diagnostics.predict(matrix, config)
+    metrics.rows_scored("/prediction", len(matrix))
     answer = {"predictions": answers.predictions.tolist()}
     if ids is not None:
         answer["corporations"] = ids
@@ -339,9 +370,12 @@ def scoring_endpoint():
     config = risk_config()
     path = requested_file(config)
     if path is None:
-        return jsonify(scoring.score_live(config, serving.server_data(config.testdata_file, labelled=True)))
-    test = check_labelled(serving.read_csv_cached(path), config.relative(path))
-    return jsonify(scoring.score_live(config, test, path))
+        test = serving.server_data(config.testdata_file, labelled=True)
+    else:
+        test = check_labelled(serving.read_csv_cached(path), config.relative(path))
+    answer = scoring.score_live(config, test, path)
+    metrics.rows_scored("/scoring", len(test))
+    return jsonify(answer)
 
 
 @api.get("/summarystats")
@@ -398,6 +432,14 @@ def runs():
     """The last runs, oldest first: read from the end of the history (the cost of the answer)."""
     limit = whole_number("limit", 10, 1, 1000)
     return jsonify(runs=last_records(risk_config().prod_folder / RUN_HISTORY, limit))
+
+
+@api.get("/metrics")
+def metrics_endpoint():
+    """Prometheus' text exposition (metrics.py): the API's counters summed over the workers, the
+    model each worker serves, and the pipeline's figures from the files it writes."""
+    body, content_type = metrics.exposition(risk_config())
+    return current_app.response_class(body, content_type=content_type)
 
 
 def openapi_document(config: Config) -> dict:

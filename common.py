@@ -143,9 +143,15 @@ class PipelineError(Exception):
 
 
 class InputError(PipelineError):
-    """Input data (a CSV file, a request body, a command-line value) is missing or not usable."""
+    """Input data (a CSV file, a request body, a command-line value) is missing or not usable.
+    reason: what kind of problem, for the API's refusal counter (metrics.py): a limit's name
+    (api_max_rows, ...), malformed_json, bad_path, or bad_input."""
 
     exit_code, http_status, code = 65, 400, "bad_request"
+
+    def __init__(self, *args, reason: str = "bad_input"):
+        super().__init__(*args)
+        self.reason = reason
 
 
 class ConfigError(PipelineError):

@@ -11,12 +11,20 @@ of a request stays short and bounded (config.json's api_max_* limits); the one l
 /diagnostics' timing run, runs in niced subprocesses that the request waits for cooperatively
 (diagnostics.execution_time), so it occupies neither a worker nor a core that serving needs.
 
+Metrics: the workers count into one folder (prometheus-client's multiprocess mode, metrics.py):
+$PROMETHEUS_MULTIPROC_DIR when set, else a new temporary folder, emptied when the server starts
+(a restart begins at zero, as Prometheus expects of a counter), a worker's live gauges dropped
+when it exits, and the temporary folder removed when the server stops.
+
 Errors gunicorn answers itself (a malformed request line, 414, 431, a bad chunk) are JSON
 like the API's own: {"error": ..., "message": ...}.
 """
 
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import gunicorn.util
@@ -93,3 +101,33 @@ def parse_chunk_size(self, unreader, data=None):
 
 
 ChunkedReader.parse_chunk_size = parse_chunk_size
+
+
+_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_own_metrics_folder = []  # the temporary folder this server made, removed when it stops
+
+
+def on_starting(server):
+    """Before the workers start: their metrics folder, empty (metrics.py reads it at import)."""
+    folder = os.environ.get(_METRICS_ENV)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for name in os.listdir(folder):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(folder, name))
+    else:
+        folder = tempfile.mkdtemp(prefix="risk-metrics-")
+        _own_metrics_folder.append(folder)
+        os.environ[_METRICS_ENV] = folder
+
+
+def child_exit(server, worker):
+    """A worker exited: its live gauges (the model it served) leave the exposition."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    for folder in _own_metrics_folder:
+        shutil.rmtree(folder, ignore_errors=True)

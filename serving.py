@@ -111,6 +111,11 @@ def served_model(prod_folder: Path) -> ServedModel:
         raise failed[1]
 
 
+def current_model(prod_folder: Path) -> ServedModel | None:
+    """The model this process serves for prod_folder now, without loading anything (None: none yet)."""
+    return _models.get(prod_folder)
+
+
 def own_files(*paths: Path) -> None:
     """Mark data files as the server's own (testdata.csv, finaldata.csv): cached apart from request
     files, which can then never evict them (app.create_app; server_data marks what it reads)."""

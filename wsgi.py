@@ -28,6 +28,7 @@ import time
 
 from werkzeug.exceptions import RequestTimeout
 
+import metrics
 from app import create_app, warm_up
 
 try:
@@ -140,6 +141,8 @@ class Deadlines:
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if declared is not None and declared > self.limit:
             force_close()
+            metrics.refused(413, "api_max_body_bytes")
+            metrics.observe_request("unrouted", environ.get("REQUEST_METHOD", ""), 413, 0.0, 0, 0)
             return refuse(
                 start_response,
                 "413 Request Entity Too Large",

@@ -107,6 +107,7 @@ def big_paths(client_id: str, prefixes: tuple[str, str]) -> list[tuple[str, str,
         ("GET /runs?limit=1 (52,560 runs)", "/runs?limit=1", {}),
         ("GET /runs?limit=1000", "/runs?limit=1000", {}),
         ("GET /summarystats", "/summarystats", {}),
+        ("GET /metrics (a Prometheus scrape)", "/metrics", {}),
     ]
 
 
