@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the writer's; a reader (fullprocess.py, the API) needs neit
 SCHEMA = 1
 SORTS = {"rank": "rank", "risk": "risk_order", "client": "client_order", "change": "change_order"}
 ORDERS = ("asc", "desc")
+SORTED_MATCHES = 200_000  # a search matching up to this many clients sorts them (about 40 ms at most)
 _BUILD = (
     "PRAGMA journal_mode = OFF",  # a new file no reader sees before it is whole: nothing to roll back
     "PRAGMA synchronous = OFF",  # atomic_path fsyncs it once, before the swap
@@ -137,7 +138,7 @@ def build(path: Path, calls: pd.DataFrame, lost: pd.DataFrame, history: pd.DataF
         for statement in (
             "CREATE INDEX calls_id ON calls (id_lower, corporation)",
             "CREATE INDEX calls_risk ON calls (risk_order)",
-            "CREATE INDEX calls_client ON calls (client_order)",
+            "CREATE INDEX calls_client ON calls (client_order, risk_order, change_order)",  # covers searches
             "CREATE INDEX calls_change ON calls (change_order)",
             "CREATE INDEX history_id ON history (corporation)",
         ):
@@ -223,13 +224,26 @@ class Store:
                 start, stop = max(start, stop - first - size), stop - first
             where = f"{column} >= ? AND {column} < ?"
             return self._call_rows(where, (start, stop), f"{column} {direction}"), total, page
-        # many matches: walk the sort's index and keep the matches; few: sort the matches
-        if total * total > (first + size) * everyone:
+        # Walk the sort's index keeping the matches (about (first + size) * everyone / total rows
+        # when IDs and the sort are unrelated, but all of them when IDs follow the sort), or sort
+        # the matches, up to SORTED_MATCHES of them: calls_client holds every sort's position
+        # (a covering index, about 0.2 us a match), so the page's positions are found without
+        # reading a row, then its rows are read.
+        if total > SORTED_MATCHES and total * total > (first + size) * everyone:
             index = "NOT INDEXED" if sort == "rank" else f"INDEXED BY calls_{sort}"  # rank: the table's order
-        else:
-            index = "INDEXED BY calls_client"
-        where = "client_order >= ? AND client_order < ?"
-        return self._call_rows(where, (low, high), f"{column} {direction}", size, first, index), total, page
+            where = "client_order >= ? AND client_order < ?"
+            return (
+                self._call_rows(where, (low, high), f"{column} {direction}", size, first, index),
+                total,
+                page,
+            )
+        sql = (
+            "SELECT position FROM calls INDEXED BY calls_client WHERE client_order >= ? AND client_order < ? "
+            f"ORDER BY {column} {direction} LIMIT ? OFFSET ?"
+        )
+        found = [row[0] for row in self.rows(sql, (low, high, size, first))]
+        where = f"position IN ({', '.join('?' * len(found))})"
+        return self._call_rows(where, found, f"{column} {direction}"), total, page
 
     def client(self, client: str) -> dict | None:
         """The client's row of the call list, or None."""

@@ -21,7 +21,7 @@ def call_list_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
     """A call list as calllist.call_list makes it: by rank, riskiest first, ties in risk by ID; with
     ties in risk and in change, upper- and lower-case and non-ASCII IDs, and missing values."""
     rng = np.random.default_rng(seed)
-    # half the IDs start with k: a search matching many walks the sort's index, one matching few sorts
+    # half the IDs start with k: a search matching many can walk the sort's index, one matching few sorts
     ids = [*IDS, *(f"k{i:04d}" if i % 2 else f"{chr(97 + i % 26)}{i:04d}" for i in range(rows - len(IDS)))]
     frame = pd.DataFrame(
         {
@@ -77,7 +77,11 @@ def records(rows) -> list[dict]:
 @pytest.mark.parametrize("sort", list(riskdb.SORTS))
 @pytest.mark.parametrize("order", riskdb.ORDERS)
 @pytest.mark.parametrize("query", ["", "a", "A", "é", "zed", "日", "k", "K01", "nobody"])
-def test_every_page_of_every_sort_and_search_is_pandas_answer(built, sort, order, query):
+@pytest.mark.parametrize("sorted_matches", [riskdb.SORTED_MATCHES, 0])  # 0: many matches walk the index
+def test_every_page_of_every_sort_and_search_is_pandas_answer(
+    built, sort, order, query, sorted_matches, monkeypatch
+):
+    monkeypatch.setattr(riskdb, "SORTED_MATCHES", sorted_matches)
     folder, calls, _ = built
     store = riskdb.store(folder)
     matching = calls[calls["corporation"].str.lower().str.startswith(query.lower())]
