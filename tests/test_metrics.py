@@ -181,3 +181,20 @@ def test_gunicorn_workers_add_up_in_one_folder_emptied_at_start(deployed_workspa
         assert any(name.startswith("counter_") for name in os.listdir(folder))
     finally:
         stop_process(process)
+
+
+def test_a_scrape_reads_the_pipelines_files_again_only_when_one_changes(deployed_workspace, monkeypatch):
+    import metrics
+    from common import load_config
+
+    collector = metrics.PipelineCollector(load_config(deployed_workspace.config_path))
+    reads = []
+    original = collector.read
+    monkeypatch.setattr(collector, "read", lambda: reads.append(1) or original())
+    first = collector.collect()
+    assert collector.collect() == first and len(reads) == 1  # nothing changed: nothing read
+    history = deployed_workspace.path("prod_deployment_path") / "runhistory.jsonl"
+    record = {"start": "2026-11-29T10:00:00Z", "end": "2026-11-29T10:00:01Z", "decision": "nothing new"}
+    history.write_text(json.dumps({**record, "exit_status": 0}) + "\n")
+    names = {family.name for family in collector.collect()}
+    assert len(reads) == 2 and "risk_last_run_exit_status" in names
