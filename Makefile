@@ -37,10 +37,10 @@ run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the 
 	@echo; $(PY) fullprocess.py --summary
 
 # The suite on every core (pytest-xdist): most tests are pipeline processes of their own.
-test: $(DEV) ## run the test suite but the drills (what CI runs; about 6 minutes on 2 cores)
+test: $(DEV) ## run the test suite but the drills (what CI runs; about 6.5 minutes on 2 cores)
 	$(PY) -m pytest -n auto --dist worksteal -m "not drill"
 
-test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (about 50 seconds)
+test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (about a minute)
 	$(PY) -m pytest -m "not slow"
 
 drills: $(DEV) ## the kill, disk-full and race drills at full count (25-30 minutes; pytest -m drill: a few of each)
