@@ -58,7 +58,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 
 import numpy as np
 from flask import Blueprint, Flask, current_app, g, jsonify, render_template, request
@@ -152,10 +151,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     # in the operator's browser names its own host, so it cannot read this server's answers.
     app.config["TRUSTED_HOSTS"] = trusted_hosts(config)
     apiauth.setup(app)
-    app.before_request(start_clock)  # first: a request refused by the next ones is counted too
+    metrics.install(app)  # first: a request the next hooks refuse is counted too, with its final answer
     app.before_request(check_headers)
     app.before_request(apiauth.check_token)
-    app.after_request(count_request)  # Flask runs these last to first: this one sees the final answer
     app.after_request(json_options)
     app.after_request(security_headers)
     app.after_request(hide_paths)
@@ -181,25 +179,6 @@ def check_headers():
             message = f"{header} is {len(value):,} characters; at most {MAX_NEGOTIATED_HEADER:,}"
             return error_response(431, "request_header_fields_too_large", message)
     return None
-
-
-def start_clock():
-    g.started = time.perf_counter()
-
-
-def count_request(response):
-    """Every answer, in the metrics (metrics.py): its route (the URL rule, never the raw path),
-    status, time and sizes; a refusal (4xx) by what refused it; the model this worker serves."""
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    status = response.status_code
-    sent = response.calculate_content_length() if not response.is_streamed else None
-    received = request.content_length or 0
-    seconds = time.perf_counter() - g.get("started", time.perf_counter())
-    metrics.observe_request(route, request.method, status, seconds, received, sent or 0)
-    if 400 <= status < 500:
-        metrics.refused(status, g.get("refusal") or "other")
-    metrics.note_served_model(serving.current_model(risk_config().prod_folder))
-    return response
 
 
 def security_headers(response):

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -123,6 +124,32 @@ def observe_request(route: str, method: str, status: int, seconds: float, receiv
     LATENCY.labels(route).observe(seconds)
     REQUEST_BYTES.labels(route).inc(received)
     RESPONSE_BYTES.labels(route).inc(sent)
+
+
+def install(app) -> None:
+    """Time and count every request of a Flask app: call before the app's other hooks, so that its
+    clock starts first and its count sees the final answer (Flask runs after_request hooks last to
+    first). A refusal's reason is g.refusal, which the app's error answers set."""
+    from flask import g, request
+
+    import serving
+
+    def start_clock():
+        g.started = time.perf_counter()
+
+    def count_request(response):
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        status = response.status_code
+        sent = response.calculate_content_length() if not response.is_streamed else None
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        observe_request(route, request.method, status, seconds, request.content_length or 0, sent or 0)
+        if 400 <= status < 500:
+            refused(status, g.get("refusal") or "other")
+        note_served_model(serving.current_model(app.extensions["risk_config"].prod_folder))
+        return response
+
+    app.before_request(start_clock)
+    app.after_request(count_request)
 
 
 def refused(status: int, reason: str) -> None:
