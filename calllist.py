@@ -67,19 +67,20 @@ def contributions(scorer: LinearScorer, matrix: np.ndarray) -> np.ndarray:
     return (filled - scorer.fill) * scorer.coef
 
 
-DEGREES = ("far ", "", "slightly ")  # by the size of the log-odds a reason adds: >= 1, between, < 0.25
+DEGREES = ("far ", "", "slightly ")  # by the size of the log-odds a reason adds: >= FAR, between, < SLIGHT
+FAR, SLIGHT = 1.0, 0.25
 NO_FACTOR = "no factor above the median client's risk"
 
 
-def degree(log_odds: float) -> int:
-    """The index in DEGREES of a reason that adds log_odds."""
-    size = abs(log_odds)
-    return 0 if size >= 1.0 else 2 if size < 0.25 else 1
+def degree(log_odds):
+    """The index in DEGREES of a reason that adds log_odds (a number or an array of them)."""
+    size = np.abs(log_odds)
+    return np.where(size >= FAR, 0, np.where(size < SLIGHT, 2, 1))
 
 
 def describe(feature: str, value: float, median: float, log_odds: float) -> str:
     """'last month's activity far below typical (12 vs. median 78)'."""
-    return _phrase(feature, DEGREES[degree(log_odds)], value, median)
+    return _phrase(feature, DEGREES[int(degree(log_odds))], value, median)
 
 
 def _phrase(feature: str, degree_word: str, value: float, median: float) -> str:
@@ -99,8 +100,7 @@ def reasons(scorer: LinearScorer, matrix: np.ndarray) -> tuple[list[str], np.nda
     top = np.argmax(shares, axis=1)
     added = shares[np.arange(len(matrix)), top]
     value = np.where(np.isnan(matrix), scorer.fill, matrix)[np.arange(len(matrix)), top]
-    size = np.abs(added)
-    degrees = np.where(size >= 1.0, 0, np.where(size < 0.25, 2, 1))
+    degrees = degree(added)
     values, value_index = np.unique(value, return_inverse=True)
     keys, inverse = np.unique((value_index.reshape(-1) * 3 + top) * 3 + degrees, return_inverse=True)
     phrases = np.array(
