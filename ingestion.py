@@ -62,7 +62,7 @@ from common import (
     run_main,
     setup_logging,
 )
-from csvtext import MAX_COUNT, MISSING_WORDS, first_line, header_names
+from csvtext import FORMULA_STARTS, MAX_COUNT, MISSING_WORDS, first_line, header_names
 from records import ambiguous_order, append_jsonl, csv_entries, identity, sha256_bytes, sha256_file, utc_now
 
 if TYPE_CHECKING:
@@ -75,8 +75,8 @@ MAX_EXAMPLES = 3
 MAX_HEADER_BYTES = 64 * 1024  # five column names need a few dozen
 ARROW_TYPES = {ID_COLUMN: pa.string(), **{column: pa.int64() for column in NUMERIC_COLUMNS}}
 SCHEMA = pa.schema([(column, ARROW_TYPES[column]) for column in COLUMNS])
-# an ID a spreadsheet would run (clientdata.FORMULA_STARTS), or one holding a line break
-BAD_ID = r"^[=+\-@\t\r]|[\r\n]"
+# an ID a spreadsheet would run (csvtext.FORMULA_STARTS), or one holding a line break
+BAD_ID = "^[" + "".join(f"\\x{ord(char):02x}" for char in FORMULA_STARTS) + "]|[\\r\\n]"
 MAX_MESSAGE = 300  # characters of one reason or note, in the log and the record
 
 log = logging.getLogger(NAME)

@@ -180,13 +180,14 @@ def decision_kind(decision: str | None) -> str:
     return next((kind for words, kind in DECISIONS.items() if text.startswith(words)), "other")
 
 
-def newest(path: Path, wanted) -> dict | None:
-    """The newest record of a JSON-lines history for which wanted(record) is true, read from its end."""
+def newest(path: Path, *wanted) -> list[dict | None]:
+    """For each test of wanted, the newest record of a JSON-lines history for which it is true
+    (None: none), in one read from its end, growing until all are found or the history is read."""
     count = 16
     while True:
         records = last_records(path, count)
-        found = next((record for record in reversed(records) if wanted(record)), None)
-        if found is not None or len(records) < count:
+        found = [next((record for record in reversed(records) if test(record)), None) for test in wanted]
+        if all(record is not None for record in found) or len(records) < count:
             return found
         count *= 4
 
@@ -229,7 +230,12 @@ class PipelineCollector:
             return family
 
         history = self.config.prod_folder / RUN_HISTORY
-        last = newest(history, lambda record: True)
+        last, succeeded, checked = newest(
+            history,
+            lambda record: True,
+            lambda record: record.get("exit_status") in (0, 3),
+            lambda record: isinstance(record.get("drift"), dict),
+        )
         if last is not None:
             start, end = timestamp(last.get("start")), timestamp(last.get("end"))
             gauge("risk_last_run_start_timestamp_seconds", "When the last fullprocess.py run started", start)
@@ -249,14 +255,12 @@ class PipelineCollector:
                 )
             rejected = len(last.get("rejected_files") or [])
             gauge("risk_last_run_rejected_files", "Input files the last run's ingestion rejected", rejected)
-        succeeded = newest(history, lambda record: record.get("exit_status") in (0, 3))
         if succeeded is not None:
             gauge(
                 "risk_last_successful_run_timestamp_seconds",
                 "When the last successful run ended (exit 0, or 3: some files rejected)",
                 timestamp(succeeded.get("end")),
             )
-        checked = newest(history, lambda record: isinstance(record.get("drift"), dict))
         if checked is not None:
             drift = checked["drift"]
             for name, text, value in (
