@@ -106,7 +106,7 @@ cron-remove: ## remove this checkout's cron line (other lines stay)
 fullprocess: $(RUNTIME) ## fullprocess.py once (what cron runs)
 	$(PY) fullprocess.py
 
-bench: $(RUNTIME) ## benchmarks: every step, the API, the dashboard, the whole run at 1M and 10M rows beside measured floors (about an hour; wrk installed if missing)
+bench: $(RUNTIME) ## benchmarks: every step, the API, the dashboard, the whole run at 1M and 10M rows beside measured floors (about 50 minutes; wrk installed if missing)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/bench_dashboard.py --json benchmarks/results/dashboard.json
 	$(PY) benchmarks/bench_ingestion.py --json benchmarks/results/ingestion.json
