@@ -113,40 +113,43 @@ def evaluate_on_testdata(config: Config) -> Evaluation:
 
 
 def new_figure(**kwargs) -> Figure:
-    """A matplotlib Figure (no pyplot, no GUI backend). matplotlib, seaborn and scikit-learn are
-    imported where a plot is drawn, so that --help and a usage error answer at once."""
+    """A matplotlib Figure (no pyplot, no GUI backend). matplotlib is imported where a plot is drawn,
+    so that --help and a usage error answer at once."""
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)
 
 
-def draw_confusion_matrix(axis, truth, predicted, title: str) -> None:
-    import seaborn as sns
-    from sklearn.metrics import confusion_matrix
-
-    matrix = confusion_matrix(truth, predicted, labels=[0, 1])
+def draw_confusion_matrix(axis, confusion: dict, title: str) -> None:
+    """The confusion counts (classification_metrics' "confusion") as an annotated heat map: rows
+    are the actual classes, columns the predicted ones."""
+    matrix = np.array([[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]])
+    axis.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
+    for (row, column), count in np.ndenumerate(matrix):
+        dark = count > matrix.max() / 2
+        axis.text(
+            column, row, f"{count:d}", ha="center", va="center", size=16, color="white" if dark else "black"
+        )
     labels = ["stayed (0)", "exited (1)"]
-    sns.heatmap(
-        matrix,
-        annot=True,
-        fmt="d",
-        cmap="Blues",
-        cbar=False,
-        square=True,
-        ax=axis,
-        xticklabels=labels,
-        yticklabels=labels,
-        annot_kws={"size": 16},
-    )
+    axis.set_xticks([0, 1], labels)
+    axis.set_yticks([0, 1], labels, rotation=90, va="center")
     axis.set_xlabel("predicted")
     axis.set_ylabel("actual")
     axis.set_title(title, fontsize=11)
 
 
+def draw_roc_curve(axis, truth, probability, auc: float, name: str) -> None:
+    false_rates, true_rates = riskmodel.roc_points(truth, probability)
+    axis.plot(false_rates, true_rates, label=f"{name} (AUC = {auc:.2f})")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    axis.set(xlabel="False Positive Rate", ylabel="True Positive Rate", aspect="equal")
+    axis.legend(loc="lower right")
+
+
 def write_confusion_matrix(config: Config, name: str, results: Evaluation) -> Path:
     figure = new_figure(figsize=(5.5, 5))
     draw_confusion_matrix(
-        figure.subplots(), results.truth, results.predicted, results.title(config.testdata_file)
+        figure.subplots(), results.metrics["confusion"], results.title(config.testdata_file)
     )
     figure.tight_layout()
     target = config.model_folder / name
@@ -401,7 +404,7 @@ def write_report(
     lost: pd.DataFrame,
 ) -> Path:
     """One PDF a person reads instead of the raw files: page 1 for a client manager, then the details."""
-    truth, predicted, probability = results.truth, results.predicted, results.probability
+    truth, probability = results.truth, results.probability
     metrics = {
         "F1": results.metrics["f1"],
         "precision": results.metrics["precision"],
@@ -414,7 +417,6 @@ def write_report(
     ingested = read_ingested_files(ingested_path) if ingested_path.is_file() else []
 
     from matplotlib.backends.backend_pdf import PdfPages
-    from sklearn.metrics import RocCurveDisplay
 
     target = config.model_folder / REPORT
     with atomic_path(target) as temp, PdfPages(temp) as pdf:
@@ -435,10 +437,9 @@ def write_report(
 
         figure = new_figure(figsize=(11.69, 5.5))
         axes = figure.subplots(1, 2)
-        draw_confusion_matrix(axes[0], truth, predicted, results.title(config.testdata_file))
+        draw_confusion_matrix(axes[0], results.metrics["confusion"], results.title(config.testdata_file))
         if metrics["ROC AUC"] is not None:
-            RocCurveDisplay.from_predictions(truth, probability, ax=axes[1], name=f"v{state.version}")
-            axes[1].plot([0, 1], [0, 1], linestyle="--", color="grey")
+            draw_roc_curve(axes[1], truth, probability, metrics["ROC AUC"], f"v{state.version}")
         axes[1].set_title("ROC curve on testdata")
         figure.tight_layout()
         pdf.savefig(figure)

@@ -12,11 +12,12 @@ One home for the model; not a script.
                             those numbers, checked against manifest.json, as a LinearScorer.
                             Nothing is unpickled.
     evaluate(model, frame)  F1 and the other metrics on labelled data
-    classification_metrics(truth, predicted, probability)  the same, from predictions
+    classification_metrics(truth, predicted, probability)  the same, from predictions (NumPy)
+    roc_points(truth, probability)  the ROC curve the report draws
 
-scikit-learn is imported by the functions that build, measure or check a model, not by the module:
-the API, diagnostics and the reports score with the closed form and never load it (it costs 1.3 s of
-start-up and tens of MB per API worker).
+scikit-learn is imported by the functions that build or check a model, not by the module: the API,
+diagnostics and the reports score with the closed form and measure with NumPy, and never load it
+(it costs 1.3-2.5 s of start-up and tens of MB per API worker); the tests hold both to it.
 
 Trust: the manifest's sha256 catches a torn or half-copied file, not tampering (whoever can
 write the production folder can write both), and unpickling runs code. The course's scripts
@@ -145,23 +146,42 @@ def load_deployed(prod_folder: Path) -> DeployedModel:
     return DeployedModel(unpickle_model(blob, path, DeploymentUnavailable), manifest)
 
 
-def classification_metrics(truth: np.ndarray, predicted: np.ndarray, probability: np.ndarray) -> dict:
-    """F1 (scikit-learn's f1_score), precision, recall, accuracy, ROC AUC, confusion counts."""
-    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
+def roc_points(truth: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve: (false positive rates, true positive rates) from (0, 0) at every distinct
+    probability, highest first, to (1, 1). What scikit-learn's roc_curve(drop_intermediate=False)
+    gives (tests/test_model.py compares them), without importing it: a report or an API worker
+    that measures a model would otherwise pay 1-2 s of scikit-learn's import (it loads scipy.stats).
+    Needs both classes in truth."""
+    truth, probability = np.asarray(truth).astype(bool), np.asarray(probability, dtype=float)
+    order = np.argsort(-probability, kind="stable")
+    ranked = probability[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # each distinct value's last row
+    hits = np.cumsum(truth[order])[last]
+    misses = last + 1 - hits
+    return np.r_[0.0, misses / misses[-1]], np.r_[0.0, hits / hits[-1]]
 
+
+def classification_metrics(truth: np.ndarray, predicted: np.ndarray, probability: np.ndarray) -> dict:
+    """F1, precision, recall, accuracy, ROC AUC and the confusion counts of 0/1 predictions, as
+    scikit-learn's f1_score, precision_recall_fscore_support (binary, zero_division=0),
+    confusion_matrix and roc_auc_score compute them (tests/test_model.py holds them to those, on
+    random and degenerate inputs); ROC AUC is None unless truth has both classes."""
     truth, predicted = np.asarray(truth).astype(int), np.asarray(predicted).astype(int)
-    precision, recall, _, _ = precision_recall_fscore_support(
-        truth, predicted, average="binary", zero_division=0
-    )
-    tn, fp, fn, tp = confusion_matrix(truth, predicted, labels=[0, 1]).ravel()
-    both_classes = len(np.unique(truth)) == 2
+    tp = int(np.sum((truth == 1) & (predicted == 1)))
+    fp = int(np.sum((truth == 0) & (predicted == 1)))
+    fn = int(np.sum((truth == 1) & (predicted == 0)))
+    tn = len(truth) - tp - fp - fn
+    roc_auc = None
+    if 0 < tp + fn < len(truth):
+        false_rates, true_rates = roc_points(truth, probability)
+        roc_auc = float(np.trapezoid(true_rates, false_rates))
     return {
-        "f1": float(f1_score(truth, predicted, zero_division=0)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "accuracy": float((predicted == truth).mean()),
-        "roc_auc": float(roc_auc_score(truth, probability)) if both_classes else None,
-        "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "precision": tp / (tp + fp) if tp else 0.0,
+        "recall": tp / (tp + fn) if tp else 0.0,
+        "accuracy": (tp + tn) / len(truth),
+        "roc_auc": roc_auc,
+        "confusion": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
         "rows": int(len(truth)),
         "positive_rate": float(truth.mean()),
     }

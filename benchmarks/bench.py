@@ -52,8 +52,8 @@ IMPORTS = {
     "ingestion": "import numpy, pandas",
     "training": "import pickle, pandas, sklearn.impute, sklearn.linear_model, sklearn.pipeline",
     "scoring": "import pickle, numpy, pandas, sklearn.metrics",
-    "reporting": "import pandas, sklearn.metrics, matplotlib.pyplot, seaborn",
-    "diagnostics": "import pandas, scipy.stats, sklearn.metrics, sklearn.pipeline",
+    "reporting": "import pandas, scipy.stats, matplotlib.figure",
+    "diagnostics": "import pandas, scipy.stats",
 }
 DEDUPE_FLOOR = """
 import sys, pandas as pd

@@ -7,10 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import assert_one_line_error, client_frame, run_ok
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
+from sklearn.metrics import (
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
 
 from common import FEATURES
+from riskmodel import classification_metrics, roc_points
 
 BARE = dict(C=1.0, solver="liblinear", random_state=0, max_iter=100, tol=1e-4)
 
@@ -174,3 +183,39 @@ def test_scoring_ranks_an_unlabelled_client_file_with_the_deployed_model(deploye
     )
     result = deployed_workspace.run("scoring.py", "--rank", str(tmp_path / "missing.csv"))
     assert result.returncode == 65 and "missing.csv: data file not found" in result.stderr
+
+
+# Rows of (truth, predicted, probability); probabilities from a few values, so that ties are common.
+ROWS = st.lists(
+    st.tuples(st.integers(0, 1), st.integers(0, 1), st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5001, 0.9, 1.0])),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ROWS)
+def test_the_metrics_are_scikit_learns(rows):
+    """classification_metrics and roc_points compute with NumPy what scikit-learn does (the oracle),
+    on any rows: one class only, no predicted positives, every prediction right or wrong, ties."""
+    truth, predicted, probability = (np.array(column) for column in zip(*rows, strict=False))
+    metrics = classification_metrics(truth, predicted, probability)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        truth, predicted, average="binary", zero_division=0
+    )
+    assert metrics["f1"] == pytest.approx(f1_score(truth, predicted, zero_division=0), abs=1e-12)
+    assert metrics["f1"] == pytest.approx(f1, abs=1e-12)
+    assert (metrics["precision"], metrics["recall"]) == pytest.approx((precision, recall), abs=1e-12)
+    assert metrics["accuracy"] == pytest.approx(np.mean(truth == predicted), abs=1e-12)
+    counts = confusion_matrix(truth, predicted, labels=[0, 1]).ravel().tolist()
+    assert [metrics["confusion"][key] for key in ("tn", "fp", "fn", "tp")] == counts
+    assert metrics["rows"] == len(rows) and metrics["positive_rate"] == pytest.approx(truth.mean())
+    if len(set(truth)) < 2:
+        assert metrics["roc_auc"] is None
+        return
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(truth, probability), abs=1e-12)
+    false_rates, true_rates, _ = roc_curve(truth, probability, drop_intermediate=False)
+    ours = roc_points(truth, probability)
+    # scikit-learn's first point is (0, 0) at an infinite threshold; then one per distinct probability
+    np.testing.assert_allclose(ours[0], false_rates, atol=1e-12)
+    np.testing.assert_allclose(ours[1], true_rates, atol=1e-12)

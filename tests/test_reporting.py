@@ -42,7 +42,7 @@ def test_the_plotted_counts_are_sklearns_confusion_matrix(deployed_workspace):
     predicted = model.predict(test[list(FEATURES)])
     oracle = confusion_matrix(test["exited"], predicted)
     axis = Figure().subplots()
-    reporting.draw_confusion_matrix(axis, results.truth, results.predicted, "t")
+    reporting.draw_confusion_matrix(axis, results.metrics["confusion"], "t")
     assert [int(text.get_text()) for text in axis.texts] == oracle.ravel().tolist()
     assert results.version == 1
     assert results.metrics["f1"] == pytest.approx(f1_score(test["exited"], predicted))

@@ -19,7 +19,6 @@ HEAVY = {
     "sklearn",
     "scipy",
     "matplotlib",
-    "seaborn",
     "flask",
     "werkzeug",
     "requests",
@@ -75,6 +74,25 @@ def test_the_api_loads_neither_scikit_learn_nor_scipy_stats():
     code, names = imported_modules("-c", "import wsgi")
     assert code == 0 and {"app", "serving", "riskmodel", "scipy.special"} <= names
     assert not {"sklearn", "scipy.stats"} & names, sorted({"sklearn", "scipy.stats"} & names)
+
+
+@pytest.mark.slow
+def test_measuring_the_live_model_loads_no_scikit_learn(deployed_workspace):
+    """GET /scoring and the report measure with NumPy (riskmodel.classification_metrics, held to
+    scikit-learn by tests/test_model.py): a worker's first /scoring does not pay its 1-2 s import."""
+    code = (
+        "import sys, app; client = app.create_app().test_client(); "
+        "answer = client.get('/scoring'); assert answer.status_code == 200, answer.get_data(); "
+        "print(sorted(name for name in sys.modules if name.startswith(('sklearn', 'seaborn'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=deployed_workspace.env,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "[]", (result.stdout, result.stderr)
 
 
 @pytest.mark.slow
