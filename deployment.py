@@ -40,7 +40,8 @@ Run
                                        # only if production is still the state a decision
                                        # compared against (fullprocess.py's compare and swap)
     python deployment.py --rollback    # go back to the version that was live before, then
-                                       # refresh the report and call list for it (reporting.py)
+                                       # refresh the report and call list for it (reporting.py),
+                                       # when there is one
 Exit status
     0 deployed or rolled back; 65 a required file is missing or inconsistent; 75 production
     changed since the expected manifest (nothing deployed); 1 nothing to roll back to, a damaged
@@ -72,6 +73,7 @@ from common import (
     MODEL_META,
     PROJECT_DIR,
     REFERENCE_DATA,
+    RISK_RANKING_BASIS,
     SCORE_METRICS,
     Config,
     DeploymentUnavailable,
@@ -100,6 +102,7 @@ from production import (
     other_checkout,
     read_json,
     read_manifest,
+    read_stamp,
     still_live,
 )
 from records import append_jsonl, read_ingested_files, read_jsonl, read_score, sha256_bytes, utc_now
@@ -641,9 +644,18 @@ def _log(repairs: list[str]) -> None:
 def refresh_reports(config: Config, version: int) -> None:
     """After a rollback, the report and the call list describe the version live again (reporting.py
     in its own process). A failure leaves the rollback done and says so; the next fullprocess.py
-    run refreshes them."""
+    run refreshes them. Without a call list yet (deployed by hand, never reported) there is
+    nothing to refresh: fullprocess.py's rule too (refresh_stale_reports); reporting.py writes
+    the first."""
     import subprocess
     import sys
+
+    if read_stamp(config.model_folder / RISK_RANKING_BASIS) is None:
+        log.info(
+            "version %d is live; there is no call list or report to refresh yet (reporting.py writes them)",
+            version,
+        )
+        return
 
     result = subprocess.run(
         [sys.executable, str(PROJECT_DIR / "reporting.py")],

@@ -181,6 +181,19 @@ def figures_of_finaldata(config: Config, key: str, compute):
     return compute(config)
 
 
+def recorded_drift(config: Config, state: production.Live, data_sha256: str | None) -> dict | None:
+    """diagnostics.json's drift since the live version was trained, when its stamp says it describes
+    that version and this data (fullprocess.py runs diagnostics.py just before reporting.py: the KS
+    tests over every row of finaldata.csv, once per run, not twice); else None."""
+    report = production.read_json(config.model_folder / DIAGNOSTICS)
+    if not isinstance(report, dict) or not isinstance(report.get("feature_drift"), dict):
+        return None
+    stamp = production.stamp_of(report)
+    if data_sha256 is None or production.stamp_problem(stamp, state, data_sha256) is not None:
+        return None
+    return report["feature_drift"]
+
+
 def execution_time(config: Config | None = None, max_age: float = 0.0) -> list[float]:
     """[ingestion seconds, training seconds]: the real scripts, timed on a temporary workspace.
 

@@ -250,12 +250,19 @@ def that_triggered(config: Config, state: production.Live) -> dict:
     }
 
 
-def comparisons(config: Config, state: production.Live, final: pd.DataFrame, data_sha256: str | None) -> dict:
-    """Both comparisons for the live version and the latest data, stamped with what they describe."""
+def comparisons(
+    config: Config,
+    state: production.Live,
+    final: pd.DataFrame,
+    data_sha256: str | None,
+    since: dict | None = None,
+) -> dict:
+    """Both comparisons for the live version and the latest data, stamped with what they describe;
+    since: SINCE when already computed for this version and data (diagnostics.recorded_drift)."""
     return {
         "stamp": production.stamp(config, state, data_sha256),
         "live": state.how(),
-        "since_training": since_training(config, state, final),
+        "since_training": since or since_training(config, state, final),
         "triggered": that_triggered(config, state),
     }
 

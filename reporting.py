@@ -15,7 +15,8 @@ Writes (output_model_path, each file atomically)
                          query them (riskdb.py), swapped in whole before riskranking.json
                          says the lists are complete
     drift.json           drift.py's two comparisons, stamped: what the report and the
-                         dashboard show
+                         dashboard show (drift since training is diagnostics.json's when that
+                         describes the same version and data: fullprocess.py runs it first)
     confusionmatrix.png  the live version on testdata (--output picks another name,
                          e.g. confusionmatrix2.png as the course asks after a redeploy)
     report.pdf           page 1 for a client manager (why this version is live, F1, the first
@@ -531,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     final = serving.server_data(config.finaldata_file)
     stamp = production.stamp(config, state, sha256_file(config.finaldata_file))
     results = evaluate_on_testdata(config)
-    figures = drift.comparisons(config, state, final, stamp["data_sha256"])
+    since = diagnostics.recorded_drift(config, state, stamp["data_sha256"])
+    figures = drift.comparisons(config, state, final, stamp["data_sha256"], since)
     atomic_write_json(config.model_folder / DRIFT, figures)
     calls, lost = write_call_list(config, stamp, final)
     written = [config.model_folder / name for name in (RISK_RANKING, LOST_CLIENTS, RISK_RANKING_BASIS, DRIFT)]

@@ -236,6 +236,19 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert any(fragment in line for line in errors), (fragment, result.stderr)
 
 
+def imported_modules(*args, env=None) -> tuple[int, set[str]]:
+    """(exit status, the modules a process imported), from python -X importtime."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], env=env, capture_output=True, text=True, cwd=PROJECT_DIR
+    )
+    names = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    return result.returncode, names
+
+
 def wait_until(condition, what: str, timeout: float = 120.0, interval: float = 0.02) -> None:
     """Poll condition() until it holds; fail naming what was awaited. The timeout is a hang guard,
     far above any expected wait, never a speed assertion."""

@@ -89,6 +89,9 @@ def test_versions_are_archived_and_rollback_restores_the_previous_one(retrained_
 
     result = retrained_workspace.run("deployment.py", "--rollback")
     assert result.returncode == 0, result.stderr
+    # never reported: no call list to refresh (the walkthrough's rollback refreshes one)
+    assert "there is no call list or report to refresh yet" in result.stderr
+    assert not (retrained_workspace.path("output_model_path") / "riskranking.json").exists()
     assert {name: (prod / name).read_bytes() for name in DEPLOYED} == first
     manifest = json.loads((prod / "manifest.json").read_text())
     assert (manifest["version"], manifest["action"], manifest["rolled_back_from"]) == (1, "rollback", 2)

@@ -117,8 +117,9 @@ def run_until_not_locked(workspace: Workspace, timeout: float = 300) -> subproce
         time.sleep(0.2)
 
 
-def test_kills_inside_deployment_and_rollback_leave_one_whole_version_live(deployed_workspace):
-    workspace = deployed_workspace
+def test_kills_inside_deployment_and_rollback_leave_one_whole_version_live(reported_workspace):
+    """Reported (a call list): each rollback refreshes it, as in production."""
+    workspace = reported_workspace
     prod = workspace.path("prod_deployment_path")
     run_ok(workspace, "deployment.py")
     started = time.perf_counter()
@@ -263,11 +264,13 @@ def test_kills_inside_fullprocess_are_finished_by_the_next_run(deployed_workspac
 
 
 @pytest.fixture
-def small_disk(deployed_workspace):
+def small_disk(reported_workspace):
     """The production folder on a 32 MiB tmpfs (root only); skipped where mounting is refused.
 
-    Room for the dozens of versions the drill deploys with the reports each gets (a deployment by
-    hand is reported on by the next run): the filler, not the history, is what fills the disk."""
+    Reported (a call list), so that each rollback refreshes the reports and keeps them with its
+    version, as in production. Room for the dozens of versions the drill deploys with their
+    reports: the filler, not the history, is what fills the disk."""
+    deployed_workspace = reported_workspace
     prod = deployed_workspace.path("prod_deployment_path")
     saved = deployed_workspace.root / "prod-saved"
     shutil.copytree(prod, saved)

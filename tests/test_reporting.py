@@ -1,15 +1,25 @@
 """reporting.py: the confusion matrix, the PDF report and the risk ranking."""
 
+import dataclasses
 import json
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_one_line_error, client_frame, deployed_pickle, run_ok
+from conftest import (
+    PROJECT_DIR,
+    assert_one_line_error,
+    client_frame,
+    deployed_pickle,
+    imported_modules,
+    run_ok,
+)
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, f1_score
 
+import diagnostics
+import drift
 import production
 import reporting
 from common import FEATURES, load_config
@@ -48,11 +58,35 @@ def test_the_plotted_counts_are_sklearns_confusion_matrix(deployed_workspace):
     assert results.metrics["f1"] == pytest.approx(f1_score(test["exited"], predicted))
 
 
-def test_output_name_for_the_second_run(deployed_workspace):
-    result = deployed_workspace.run("reporting.py", "--output", "confusionmatrix2.png")
-    assert result.returncode == 0, result.stderr
-    models = deployed_workspace.path("output_model_path")
+def test_the_second_run_names_its_png_and_takes_drift_since_training_from_diagnostics(reported):
+    """As fullprocess.py's run after a redeploy: diagnostics.py, then reporting.py --output
+    confusionmatrix2.png. The KS tests over finaldata.csv run once: reporting.py takes
+    diagnostics.json's drift since training when its stamp describes the same version and data
+    (version 1 has no earlier version to compare with, so it never loads scipy.stats)."""
+    models = reported.path("output_model_path")
+    (models / "confusionmatrix.png").unlink()
+    path = models / "diagnostics.json"
+    report = json.loads(path.read_text())
+    assert report["feature_drift"] == json.loads((models / "drift.json").read_text())["since_training"]
+    report["feature_drift"]["marker"] = "diagnostics.json's"
+    path.write_text(json.dumps(report))
+    script = str(PROJECT_DIR / "reporting.py")
+    code, names = imported_modules(script, "--output", "confusionmatrix2.png", env=reported.env)
+    assert code == 0 and "scipy.stats" not in names and "drift" in names
     assert (models / "confusionmatrix2.png").is_file() and not (models / "confusionmatrix.png").exists()
+    assert json.loads((models / "drift.json").read_text())["since_training"]["marker"] == "diagnostics.json's"
+
+
+def test_drift_from_diagnostics_is_taken_only_for_the_same_version_and_data(reported):
+    config = load_config(reported.config_path)
+    state = production.live(config)
+    data = production.data_fingerprint(config)
+    assert diagnostics.recorded_drift(config, state, data)["label"] == drift.SINCE
+    assert diagnostics.recorded_drift(config, state, "0" * 64) is None  # other data
+    other = dataclasses.replace(state, manifest={**state.manifest, "timestamp": "2020-01-01T00:00:00Z"})
+    assert diagnostics.recorded_drift(config, other, data) is None  # another time this version went live
+    (config.model_folder / "diagnostics.json").write_text("{")
+    assert diagnostics.recorded_drift(config, state, data) is None
 
 
 @pytest.mark.parametrize("name", ["../x.png", "x.jpg", "sub/x.png"])

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, imported_modules
 
 # Data, web and notification libraries, and the project's modules that import them.
 HEAVY = {
@@ -30,19 +30,6 @@ HEAVY = {
     "diagnostics",
     "drift",
 }
-
-
-def imported_modules(*args, env=None) -> tuple[int, set[str]]:
-    """(exit status, the modules a process imported), from python -X importtime."""
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", *args], env=env, capture_output=True, text=True, cwd=PROJECT_DIR
-    )
-    names = {
-        line.rsplit("|", 1)[1].strip()
-        for line in result.stderr.splitlines()
-        if line.startswith("import time:")
-    }
-    return result.returncode, names
 
 
 @pytest.mark.slow
