@@ -226,6 +226,17 @@ def reported_workspace(reported_template, tmp_path) -> Workspace:
     return copy_template(reported_template, tmp_path / "reported")
 
 
+def timed(workspace: Workspace, seconds=(0.5, 1.5)) -> Workspace:
+    """A timing of the workspace's input files already kept, as after a fullprocess.py run: the API's
+    /diagnostics answers from it instead of timing ingestion and training (seconds of CPU). Tests
+    of the timing itself ask for ?fresh=1 or call diagnostics.execution_time."""
+    import diagnostics
+    from common import load_config
+
+    diagnostics.keep_timing(load_config(workspace.config_path), list(seconds))
+    return workspace
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """A failure a person can act on: non-zero exit, no traceback, the named problem."""
     assert result.returncode != 0

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 import requests
-from conftest import ROW, Workspace, assert_one_line_error, copy_template, run_ok, wait_until
+from conftest import ROW, Workspace, assert_one_line_error, copy_template, run_ok, timed, wait_until
 
 from apiserver import free_port, start_api_server, stop_process
 
@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make 
 
 
 def serve(workspace):
-    """A real gunicorn on a free loopback port serving workspace, always stopped."""
+    """A real gunicorn on a free loopback port serving workspace (its timing kept: conftest.timed),
+    always stopped."""
+    timed(workspace)
     port = free_port()
     process = start_api_server(
         "127.0.0.1", port, workspace.root / "gunicorn.log", workers=2, env=workspace.env
@@ -94,6 +96,7 @@ def test_a_redeploy_under_load_fails_no_request(retrained_server, retrained_work
 
 
 def test_apicalls_sends_the_token_from_the_environment(deployed_workspace):
+    timed(deployed_workspace)
     port = free_port()
     env = {**deployed_workspace.env, "RISK_API_TOKEN": "s3cret"}
     server = start_api_server("127.0.0.1", port, deployed_workspace.root / "gunicorn.log", workers=1, env=env)
