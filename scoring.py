@@ -57,16 +57,19 @@ log = logging.getLogger(NAME)
 
 
 def score_model(model_path: Path, data_path: Path) -> dict:
-    """Metrics of the model file on the data file. Writes nothing."""
+    """Metrics of the model file on the data file. Writes nothing. The data is read first: a problem
+    with it is said before unpickling imports scikit-learn (seconds)."""
+    data = read_labelled_data(data_path)
     model, model_sha = riskmodel.load_model(model_path)
-    metrics = riskmodel.evaluate(model, read_labelled_data(data_path), str(data_path))
+    metrics = riskmodel.evaluate(model, data, str(data_path))
     return {**metrics, "model": str(model_path), "model_sha256": model_sha, "data": str(data_path)}
 
 
 def score_deployed(prod_folder: Path, data_path: Path) -> dict:
     """Metrics of the deployed, verified model on a data file. Writes nothing."""
+    data = read_labelled_data(data_path)
     deployed = riskmodel.load_deployed(prod_folder)
-    metrics = riskmodel.evaluate(deployed.model, read_labelled_data(data_path), str(data_path))
+    metrics = riskmodel.evaluate(deployed.model, data, str(data_path))
     return {
         **metrics,
         "model": str(prod_folder / MODEL),
