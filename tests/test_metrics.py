@@ -129,10 +129,10 @@ def test_pipeline_gauges_follow_the_run_records_and_the_manifest(reported_worksp
             feature["ks_statistic"]
         )
         assert value(found, "risk_feature_drift", feature=name) == int(feature["drift"])
-    readme = (PROJECT_DIR / "README.md").read_text()
-    rules = readme[readme.index("# risk-alerts.yml") :]
+    documented = (PROJECT_DIR / "docs" / "api.md").read_text()
+    rules = documented[documented.index("# risk-alerts.yml") :]
     rules = rules[: rules.index("```")]
-    for name in set(re.findall(r"risk_\w+", rules)):  # the README's alert rules name real series
+    for name in set(re.findall(r"risk_\w+", rules)):  # docs/api.md's alert rules name real series
         assert any(sample == name for sample, _ in found), name
     listed = sum(1 for _ in open(workspace.path("output_model_path") / "riskranking.csv")) - 1
     assert value(found, "risk_call_list_clients") == listed

@@ -193,7 +193,7 @@ ROWS = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ROWS)
 def test_the_metrics_are_scikit_learns(rows):
     """classification_metrics and roc_points compute with NumPy what scikit-learn does (the oracle),
