@@ -37,7 +37,7 @@ run: $(RUNTIME) ## fullprocess.py on the bundled data (first run: bootstrap the 
 	@echo; $(PY) fullprocess.py --summary
 
 # The suite on every core (pytest-xdist): most tests are pipeline processes of their own.
-test: $(DEV) ## run the test suite but the drills (what CI runs; about 6.5 minutes on 2 cores)
+test: $(DEV) ## run the test suite but the drills (what CI runs; about 5 minutes on 2 cores)
 	$(PY) -m pytest -n auto --dist worksteal -m "not drill"
 
 test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (about a minute)
