@@ -43,7 +43,7 @@ test: $(DEV) ## run the test suite but the drills (what CI runs; about 5 minutes
 test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (about a minute)
 	$(PY) -m pytest -m "not slow"
 
-drills: $(DEV) ## the kill, disk-full and race drills at full count (25-30 minutes; pytest -m drill: a few of each)
+drills: $(DEV) ## the kill, disk-full and race drills at full count (20-30 minutes; pytest -m drill: a few of each)
 	RISK_DRILLS=full $(PY) -m pytest -s -m drill
 
 lint: $(DEV) ## ruff check and ruff format --check
