@@ -88,11 +88,11 @@ log = logging.getLogger(NAME)
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The deployed model on testdata: what the confusion matrix and the report show."""
+    """The deployed model on testdata: what the confusion matrix and the report show (the
+    predictions are in metrics' confusion counts; the ROC curve needs truth and probability)."""
 
     version: int | None
     truth: np.ndarray
-    predicted: np.ndarray
     probability: np.ndarray
     metrics: dict
 
@@ -110,7 +110,7 @@ def evaluate_on_testdata(config: Config) -> Evaluation:
     truth = test[TARGET].astype(int).to_numpy()
     predicted, probability = answers.predictions.astype(int), answers.probabilities
     metrics = riskmodel.classification_metrics(truth, predicted, probability)
-    return Evaluation(answers.version, truth, predicted, probability, metrics)
+    return Evaluation(answers.version, truth, probability, metrics)
 
 
 def new_figure(**kwargs) -> Figure:

@@ -11,7 +11,7 @@ import json
 
 import pytest
 import schemathesis
-from conftest import copy_template
+from conftest import copy_template, timed
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -23,10 +23,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-import diagnostics
 from apiserver import free_port, start_api_server, stop_process
 from app import OPENAPI, create_app
-from common import load_config
 
 DOCUMENT = json.loads(OPENAPI.read_text())
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # answered by Flask for every route
@@ -77,7 +75,7 @@ def fuzzed_server(reported_template, tmp_path_factory):
     workspace = copy_template(reported_template, tmp_path_factory.mktemp("fuzz") / "ws")
     root = workspace.root
     workspace.set_config(api_max_body_bytes=200_000, api_max_rows=2_000)
-    diagnostics.keep_timing(load_config(workspace.config_path), [0.5, 1.5])
+    timed(workspace)
     port = free_port()
     process = start_api_server("127.0.0.1", port, root / "gunicorn.log", workers=2, env=workspace.env)
     yield f"http://127.0.0.1:{port}"
