@@ -133,12 +133,16 @@ def still_clients_at_previous_extract(frame: pd.DataFrame, extracts: pd.DataFram
     exited = frame[TARGET].to_numpy()
     if extracts is None:
         earlier = ids.duplicated(keep="last").to_numpy()
+        if not earlier.any():
+            return np.array([], dtype=object)
         before_latest = ~ids[earlier].duplicated(keep="last").to_numpy()
         return ids[earlier][before_latest & (exited[earlier] != 1)].to_numpy()
     first, last = extracts["first_extract"].to_numpy(), extracts["last_extract"].to_numpy()
     previous = int(last.max(initial=0)) - 1
     stood = np.where(last <= previous, last, np.where(first <= previous, first, 0))
     rows = np.flatnonzero(stood > 0)
+    if not len(rows):  # one extract (or none before the latest): nobody stood in an earlier one
+        return np.array([], dtype=object)
     codes = pd.factorize(ids)[0]
     rows = rows[np.lexsort((rows, stood[rows], codes[rows]))]  # by client, then extract, then file order
     sorted_codes = codes[rows]

@@ -87,3 +87,45 @@ def test_a_list_file_reads_back_to_the_values_written(tmp_path):
     ours, theirs = (pd.read_csv(tmp_path / name) for name in ("arrow.csv", "pandas.csv"))
     pd.testing.assert_frame_equal(ours, theirs)
     assert (tmp_path / "arrow.csv").read_text().startswith("rank,corporation,exit_probability,reason,")
+
+
+def extracts_of(frame, first, last):
+    return pd.DataFrame({"corporation": frame["corporation"], "first_extract": first, "last_extract": last})
+
+
+@pytest.mark.parametrize("exited", [[0, 1, 0], [1, 1, 1], [0, 0, 0]])
+def test_one_extract_is_an_ordinary_call_list(exited):
+    """One extract (a company's first, or the only one left after a rejection): nobody stood in an
+    earlier extract, so the lost list is empty and the call list is everyone who is still with us
+    (issue 31: this was an IndexError on every run)."""
+    frame = pd.DataFrame(
+        {
+            "corporation": ["abcd", "efgh", "ijkl"],
+            "lastmonth_activity": [1.0, 2.0, 3.0],
+            "lastyear_activity": [10.0, 20.0, 30.0],
+            "number_of_employees": [5.0, 6.0, 7.0],
+            "exited": exited,
+        }
+    )
+    for extracts in (None, extracts_of(frame, 1, 1)):
+        assert list(calllist.still_clients_at_previous_extract(frame, extracts)) == []
+        calls, lost = calllist.call_list(frame, scorer(), extracts=extracts)
+        staying = sorted(frame.loc[frame["exited"] == 0, "corporation"])
+        assert sorted(calls["corporation"]) == staying
+        assert lost.empty
+
+
+def test_the_previous_extract_is_the_one_before_the_latest():
+    """Oracle by hand: each client's newest row in the extracts before the latest, still a client."""
+    frame = pd.DataFrame(
+        {
+            "corporation": ["a", "b", "a", "c", "b"],
+            "lastmonth_activity": [1.0] * 5,
+            "lastyear_activity": [1.0] * 5,
+            "number_of_employees": [1.0] * 5,
+            "exited": [0, 0, 1, 0, 1],
+        }
+    )
+    extracts = extracts_of(frame, [1, 1, 2, 3, 3], [1, 1, 2, 3, 3])
+    # extract 2 is the previous: a's newest row there (exited 1); b's newest up to 2 is extract 1 (0)
+    assert sorted(calllist.still_clients_at_previous_extract(frame, extracts)) == ["b"]
