@@ -301,9 +301,23 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     for key, (valid, words) in VALUE_RULES.items():
         if not valid(settings[key]):
             raise ConfigError(f"{path}: config key {key!r} must be {words}")
-    # Leading slashes as in the course text ("/practicedata/") mean the project folder.
-    folders = [(path.parent / raw[key].strip().strip("/")).resolve() for key in REQUIRED_KEYS]
+    folders = [folder_of(path, raw[key]) for key in REQUIRED_KEYS]
     return Config(path, *folders, settings, text)
+
+
+def folder_of(config_file: Path, value: str) -> Path:
+    """A folder named in config.json: an absolute path as written ("/srv/risk/production"), a
+    relative one against the config file's folder. The course's prose writes folders with slashes
+    ("/practicedata/"): a one-name absolute path that does not exist at the root means that name in
+    the config file's folder (the only case read other than as written; README: Configuration)."""
+    value = value.strip()
+    folder = Path(value).expanduser()
+    if not folder.is_absolute():
+        return (config_file.parent / folder).resolve()
+    name = value.strip("/")
+    if name and "/" not in name and not folder.exists():
+        return (config_file.parent / name).resolve()
+    return folder.resolve()
 
 
 def frozen_text(path: Path) -> str | None:
