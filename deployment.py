@@ -36,6 +36,8 @@ fullprocess.py run)
     its manifest is not repaired: the run stops and says how to recover.
 Run
     python deployment.py               # deploy what training/scoring produced
+    python deployment.py --force       # also a model the last run's promotion gate refused
+                                       # (decision.json says so): marked forced everywhere
     python deployment.py --expect-manifest SHA256
                                        # only if production is still the state a decision
                                        # compared against (fullprocess.py's compare and swap)
@@ -43,7 +45,8 @@ Run
                                        # refresh the report and call list for it (reporting.py),
                                        # when there is one
 Exit status
-    0 deployed or rolled back; 65 a required file is missing or inconsistent; 75 production
+    0 deployed or rolled back; 65 a required file is missing or inconsistent, or the promotion
+    gate refused this model (--force deploys it); 75 production
     changed since the expected manifest (nothing deployed); 1 nothing to roll back to, a damaged
     archive, a broken live version, or another checkout's production folder; 74 a full disk:
     production unchanged in each case unless the line says otherwise; 78 bad config.json.
@@ -270,7 +273,7 @@ def refresh_course_copies(
 def deployment_record(manifest: dict) -> dict:
     return {
         key: manifest.get(key)
-        for key in ("timestamp", "action", "version", "f1", "rolled_back_from", "run_start")
+        for key in ("timestamp", "action", "version", "f1", "rolled_back_from", "run_start", "forced")
     } | {"model_sha256": manifest["files"][MODEL]["sha256"]}
 
 
@@ -316,13 +319,38 @@ class ProductionChanged(PipelineError):
     exit_code = EXIT_LOCKED
 
 
-def deploy(config: Config, expect: str | None = None) -> dict:
+class GateRefused(InputError):
+    """The last decision's promotion gate refused this very model: deployed only with --force."""
+
+
+def gate_refusal(decision: dict) -> str | None:
+    """Why the run that wrote decision.json refused its model, or None when it did not."""
+    gate = decision.get("gate")
+    if not isinstance(gate, dict) or gate.get("deploy") is not False:
+        return None
+    return (
+        f"the promotion gate refused this model (F1 {gate.get('candidate_f1')} below the deployed "
+        f"{gate.get('deployed_f1')}, run of {decision.get('run_start')})"
+    )
+
+
+def deploy(config: Config, expect: str | None = None, force: bool = False) -> dict:
     """Archive the current model, score and ingestion record, then make them live; returns the manifest.
 
     expect: the manifest digest (production.manifest_digest) the caller's drift test and gate
     compared against; production changed since (a person's rollback or deployment) is refused.
+    force: deploy a model the last decision's promotion gate refused (marked "forced").
     """
     contents, f1, ingested = read_sources(config)
+    decision = _json_of(config.model_folder / DECISION, contents[DECISION]) if DECISION in contents else {}
+    refusal = gate_refusal(decision)
+    if refusal and not force:
+        raise GateRefused(
+            f"{config.model_folder / MODEL}: {refusal}; nothing deployed. "
+            "`python deployment.py --force` deploys it anyway (marked forced)"
+        )
+    gate = decision.get("gate") if isinstance(decision.get("gate"), dict) else {}
+    forced = bool(refusal or gate.get("forced"))
     prod = config.prod_folder
     prod.mkdir(parents=True, exist_ok=True)
     with file_lock(prod / LOCK):
@@ -340,7 +368,6 @@ def deploy(config: Config, expect: str | None = None) -> dict:
         except DeploymentUnavailable:  # damaged beyond repair: --force deploys over it
             before = None
         version = max([0, *archived_versions(prod), *([before["version"]] if before else [])]) + 1
-        decision = _json_of(prod / DECISION, contents[DECISION]) if DECISION in contents else {}
         manifest = {
             "version": version,
             "timestamp": utc_now(),
@@ -360,6 +387,11 @@ def deploy(config: Config, expect: str | None = None) -> dict:
         }
         if decision.get("run_start"):
             manifest["run_start"] = decision["run_start"]  # the fullprocess.py run that deployed it
+        if forced:  # past the gate's refusal: the dashboard, the report, /metrics and the history say so
+            manifest["forced"] = {
+                "candidate_f1": gate.get("candidate_f1", f1),
+                "deployed_f1": gate.get("deployed_f1"),
+            }
         try:
             archive_version(contents, prod, manifest)
         except WRITE_ERRORS as error:
@@ -680,6 +712,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_line(__doc__)
     parser.add_argument("--rollback", action="store_true", help="go back to the version that was live before")
     parser.add_argument(
+        "--force", action="store_true", help="deploy a model the promotion gate refused (marked forced)"
+    )
+    parser.add_argument(
         "--expect-manifest",
         metavar="SHA256",
         help="deploy only if manifest.json still has this "
@@ -699,8 +734,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         refresh_reports(config, manifest["version"])
     else:
-        manifest = deploy(config, args.expect_manifest)
-        log.info("deployed version %d (F1 %s) to %s", manifest["version"], manifest["f1"], config.prod_folder)
+        manifest = deploy(config, args.expect_manifest, args.force)
+        forced = " past the promotion gate's refusal (--force)" if manifest.get("forced") else ""
+        log.info(
+            "deployed version %d (F1 %s) to %s%s",
+            manifest["version"],
+            manifest["f1"],
+            config.prod_folder,
+            forced,
+        )
     return 0
 
 

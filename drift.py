@@ -2,8 +2,8 @@
 
 Not a script. Two kinds of drift, each a function that returns figures:
 
-Score drift (fullprocess.py's decision to retrain)
-    decision(test, new_score, deployed_score, history, tolerance): the deployed model's F1 on
+Score drift (fullprocess.py's decision to retrain; the rule itself is decisions.drift)
+    decisions.drift(test, new_score, deployed_score, history, tolerance): the deployed model's F1 on
     the new data against the deployed score, by the configured drift_test:
       raw            drift when new < deployed - tolerance (the course's test)
       parametric     drift when new < mean - 2 std of the deployed versions' F1 - tolerance
@@ -25,7 +25,6 @@ features do), as two named comparisons, each labelled wherever it is shown:
 from __future__ import annotations
 
 import math
-import statistics
 
 import numpy as np
 import pandas as pd
@@ -34,67 +33,12 @@ import production
 from clientdata import read_data_file
 from common import FEATURES, REFERENCE_DATA, Config, PipelineError
 
-MIN_HISTORY = {"raw": 0, "parametric": 2, "nonparametric": 4}
 KS_THRESHOLD = 0.05  # drift when the KS p-value is at or below this (Evidently's default)
 PSI_BANDS = (0.1, 0.25)  # below: no change; between: moderate; above: significant
 DRIFT_SHARE = 0.5  # the data set drifts when at least this share of features drifts
 PSI_BINS = 10
 TRIGGERED = "the drift that triggered this version"
 SINCE = "drift since this version was trained"
-
-
-def decision(
-    test: str, new_score: float, deployed_score: float, history: list[float], tolerance: float = 0.0
-) -> dict:
-    """Whether new_score shows drift, by the course's raw, parametric or non-parametric test.
-
-    history: the F1 of each deployed version. Too short a history for the chosen test
-    (parametric needs 2, non-parametric 4) falls back to the raw test, and says so.
-    """
-    used, note = test, None
-    if len(history) < MIN_HISTORY[test]:
-        used = "raw"
-        note = (
-            f"{test} test needs {MIN_HISTORY[test]} deployed scores, "
-            f"history has {len(history)}: raw test used"
-        )
-    if used == "raw":
-        threshold = deployed_score
-        rule = "new F1 < deployed F1"
-    elif used == "parametric":
-        mean, std = statistics.fmean(history), statistics.pstdev(history)
-        threshold = mean - 2 * std
-        rule = f"new F1 < mean - 2 std of {len(history)} deployed scores ({mean:.4f} - 2 x {std:.4f})"
-    else:
-        q1, _, q3 = statistics.quantiles(history, n=4, method="inclusive")
-        threshold = q1 - 1.5 * (q3 - q1)
-        rule = f"new F1 < Q1 - 1.5 IQR of {len(history)} deployed scores ({q1:.4f} - 1.5 x {q3 - q1:.4f})"
-    if tolerance:
-        rule += f" - tolerance {tolerance}"
-    return {
-        "test": test,
-        "test_used": used,
-        "note": note,
-        "new_score": new_score,
-        "deployed_score": deployed_score,
-        "threshold": threshold - tolerance,
-        "rule": rule,
-        "drift": new_score < threshold - tolerance,
-    }
-
-
-def why_redeployed(drifted: bool, at_least_as_good: bool, forced: bool) -> str:
-    """The reason a retrained model is deployed, in a manager's words (decision.json's summary)."""
-    if not drifted:
-        return "Retrained and redeployed on request (--force), without drift"
-    if at_least_as_good:
-        return (
-            "Retrained because the model then live lost accuracy on the new data (drift), and redeployed "
-            "because the retrained model scored at least as well"
-        )
-    return "Retrained because of drift, and redeployed although the retrained model scored lower (" + (
-        "--force)" if forced else "promotion_gate is off)"
-    )
 
 
 def deployed_score_history(config: Config) -> list[float]:

@@ -61,6 +61,7 @@ import sys
 import time
 
 import apiserver
+import decisions
 import deployment
 import newdata
 import notify
@@ -282,7 +283,8 @@ def deploy(run: Run, second: bool, summary: str) -> None:
     write_decision(run, summary)
     atomic_write_json(config.prod_folder / PENDING_REPORT, {"after_version": before, "second": second})
     expect = ["--expect-manifest", run.expected] if run.expected else []
-    result = run.step("deployment.py", *expect, ok_codes=(0, EXIT_LOCKED))
+    forced = ["--force"] if (run.record.get("gate") or {}).get("forced") else []
+    result = run.step("deployment.py", *expect, *forced, ok_codes=(0, EXIT_LOCKED))
     if result.returncode == EXIT_LOCKED:  # compare and swap: a person changed production meanwhile
         (config.prod_folder / PENDING_REPORT).unlink(missing_ok=True)
         raise Superseded(
@@ -478,7 +480,7 @@ def execute(run: Run, args) -> str:
             f"now, not {state.version}): nothing decided; the next run decides afresh"
         )
     new_score = scored["f1"]
-    decision = drift.decision(
+    decision = decisions.drift(
         config["drift_test"],
         new_score,
         deployed_score,
@@ -501,32 +503,24 @@ def execute(run: Run, args) -> str:
         run.reason("--force: retraining anyway")
 
     retrain(run)
-    candidate = read_score(config.model_folder / LATESTSCORE)
-    run.record["gate"] = {
-        "candidate_f1": candidate,
-        "deployed_f1": deployed_score,
-        "enabled": config["promotion_gate"],
-        "passed": candidate >= deployed_score,
-    }
-    verdict = "passes" if candidate >= deployed_score else "fails"
+    gate = decisions.gate(
+        read_score(config.model_folder / LATESTSCORE), deployed_score, config["promotion_gate"], args.force
+    )
+    run.record["gate"] = gate
     run.reason(
-        f"promotion gate: candidate F1 {candidate:.4f} vs deployed {deployed_score:.4f} "
-        f"on testdata: {verdict}"
+        f"promotion gate: candidate F1 {gate['candidate_f1']:.4f} vs deployed {deployed_score:.4f} "
+        f"on testdata: {'passes' if gate['passed'] else 'fails'}"
     )
-    if candidate < deployed_score:
-        if args.force:
-            run.reason("--force: deploying anyway")
-        elif config["promotion_gate"]:
-            refresh_reports(run)
-            newdata.mark_processed(config)
-            return "gate refused: kept the deployed model"
-        else:
-            run.reason("promotion_gate is off: deploying anyway")
-    deploy(
-        run,
-        second=True,
-        summary=drift.why_redeployed(decision["drift"], candidate >= deployed_score, args.force),
-    )
+    if not gate["deploy"]:  # decision.json names the refused model: deployment.py by hand refuses it too
+        write_decision(run, "The promotion gate refused the retrained model: the deployed model stays")
+        refresh_reports(run)
+        newdata.mark_processed(config)
+        return "gate refused: kept the deployed model"
+    if not gate["passed"]:
+        run.reason(
+            "--force: deploying anyway" if gate["forced"] else "promotion_gate is off: deploying anyway"
+        )
+    deploy(run, second=True, summary=decisions.why_redeployed(decision["drift"], gate["passed"], args.force))
     return "redeployed"
 
 

@@ -23,7 +23,7 @@ Families (the README's Operations section has a scrape block and alert rules)
     risk_last_run_start_timestamp_seconds, risk_last_run_duration_seconds,
     risk_last_run_exit_status, risk_last_run_decision{decision} (1 for the last run's kind:
     DECISIONS), risk_last_run_rejected_files, risk_last_successful_run_timestamp_seconds
-    risk_live_model_version, risk_live_model_live_since_timestamp_seconds,
+    risk_live_model_version, risk_live_model_live_since_timestamp_seconds, risk_live_model_forced,
     risk_live_model_score{metric}                  the live version's F1, precision, ... on testdata
     risk_drift_check_score, risk_drift_check_threshold, risk_drift_check_drift
                                                    the last run that checked for drift
@@ -288,6 +288,11 @@ class PipelineCollector:
             return
         gauge("risk_live_model_version", "The live version", state.version)
         gauge("risk_live_model_live_since_timestamp_seconds", "When it went live", timestamp(state.timestamp))
+        gauge(
+            "risk_live_model_forced",
+            "1 when the live version was deployed past the promotion gate's refusal (--force)",
+            1 if state.manifest.get("forced") else 0,
+        )
         try:
             scores = json.loads((state.folder / SCORE_METRICS).read_text())
         except (OSError, ValueError):

@@ -217,6 +217,12 @@ def decision_lines(state: production.Live) -> list[str]:
     """How this version came to be live (a rollback, fullprocess.py's reasons, or by hand), in a
     manager's words, from its manifest and its decision.json (deployed with it)."""
     lines = [state.how()]
+    forced = state.manifest.get("forced")
+    if forced:
+        lines.append(
+            f"FORCED: deployed past the promotion gate's refusal (--force): F1 {forced.get('candidate_f1')} "
+            f"against {forced.get('deployed_f1')} for the model then live."
+        )
     decision = state.decision or {}
     drift_test = decision.get("drift")
     if drift_test:
@@ -227,7 +233,7 @@ def decision_lines(state: production.Live) -> list[str]:
         )
     gate = decision.get("gate")
     if gate:
-        verdict = "passed" if gate["passed"] else "failed (deployed anyway)"
+        verdict = "passed" if gate["passed"] else "refused (deployed anyway)"
         lines.append(
             f"Promotion gate: the retrained model scored F1 {gate['candidate_f1']:.4f} on the test data "
             f"against {gate['deployed_f1']:.4f} for the model then live: {verdict}."

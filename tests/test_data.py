@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 
-import drift
+import decisions
 import generate_data
 from common import FEATURES
 
@@ -128,4 +128,4 @@ def test_original_course_data_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     new_score = json.loads(result.stdout)["f1"]
     assert new_score == pytest.approx(9 / 13)
-    assert drift.decision("raw", new_score, score, [])["drift"] is False
+    assert decisions.drift("raw", new_score, score, [])["drift"] is False
