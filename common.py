@@ -101,6 +101,7 @@ COLUMNS = (ID_COLUMN, *FEATURES, TARGET)
 FINALDATA = "finaldata.csv"  # output_folder_path
 EXTRACTS = "finaldataextracts.csv"  # each finaldata.csv row's first and last extract
 INGESTEDFILES = "ingestedfiles.txt"
+KEPT_EXTRACTS = "kept"  # output_folder_path/kept/: the bytes of every extract ingested (ingestion.py)
 INGESTION_RECORD = "ingestionrecord.json"
 MODEL = "trainedmodel.pkl"  # output_model_path
 MODEL_META = "trainedmodel.json"

@@ -245,6 +245,11 @@ def ingest(run: Run) -> None:
     """ingestion.py; files it rejected are named in the log, the run record and the exit status."""
     run.step("ingestion.py", ok_codes=(0, EXIT_PARTIAL))
     record = json.loads((run.config.output_folder / INGESTION_RECORD).read_text(encoding="utf-8"))
+    for name in record.get("archived_now", []):
+        run.reason(
+            f"{name} is no longer in {run.config.input_folder}: its clients stay in the data from its "
+            f"kept copy (`python ingestion.py --forget {name}` drops them)"
+        )
     rejected = [entry for entry in record["files"] if entry.get("status") == "rejected"]
     if rejected:
         run.record["rejected_files"] = [
@@ -349,6 +354,18 @@ def finish_pending_report(run: Run) -> None:
     path.unlink(missing_ok=True)
 
 
+def rebuild_missing_data(run: Run) -> None:
+    """finaldata.csv gone (deleted, or not a file) while a version is live: ingestion.py rebuilds
+    it from the input folder and the kept copies of archived extracts, before anything reads it."""
+    config = run.config
+    if config.finaldata_file.is_file() or not (config.prod_folder / MANIFEST).is_file():
+        return
+    run.reason(
+        f"{config.relative(config.finaldata_file)} is missing: rebuilding it from the ingested extracts"
+    )
+    ingest(run)
+
+
 def refresh_stale_reports(run: Run) -> None:
     """The call list and report describe another version, or other data, than the live ones (a
     rollback whose report refresh was killed or failed, a run killed before reporting): report now."""
@@ -427,6 +444,7 @@ def execute(run: Run, args) -> str:
             deploy(run, second=True, summary="Retrained and deployed over a broken live version (--force)")
             return "redeployed over a broken version"
         recover_run_record(run)
+        rebuild_missing_data(run)
         finish_pending_report(run)
         refresh_stale_reports(run)
     bootstrap = not (config.prod_folder / MANIFEST).is_file()

@@ -13,6 +13,9 @@ Writes (output_folder_path, each file atomically)
     finaldataextracts.csv  for each row of finaldata.csv: its client, the first and the last
                            extract (position in ingestedfiles.txt) it appears in
     ingestedfiles.txt      the names of the files read into finaldata.csv, one per line
+    kept/FOLDER/NAME.csv   the bytes of each extract ingested: an extract archived (moved or
+                           deleted) out of the input folder stays in finaldata.csv from its kept
+                           copy, named once in the log; `--forget NAME` drops it deliberately
     ingestionrecord.json   this run: per file name, identity (size, mtime, ctime, inode) and
                            sha256 of the bytes ingested, rows read and kept, reasons if
                            rejected (a rejected entry's identity too: it is re-examined only
@@ -24,12 +27,16 @@ Exit status
     finaldata.csv is left as it was; 78 bad config.json.
 Run
     python ingestion.py            # RISK_CONFIG=other.json python ingestion.py
+    python ingestion.py --forget dataset3.csv
+                                   # drop an archived extract's rows: its kept copy is removed
+                                   # and finaldata.csv rebuilt without it
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import json
 import logging
 import os
 import time
@@ -52,18 +59,30 @@ from common import (
     ID_COLUMN,
     INGESTEDFILES,
     INGESTION_RECORD,
+    KEPT_EXTRACTS,
     TARGET,
     InputError,
     atomic_path,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     command_line,
+    fsync_folder,
     load_config,
     run_main,
     setup_logging,
 )
 from csvtext import FORMULA_STARTS, MAX_COUNT, MISSING_WORDS, first_line, header_names
-from records import ambiguous_order, append_jsonl, csv_entries, identity, sha256_bytes, sha256_file, utc_now
+from records import (
+    ambiguous_order,
+    append_jsonl,
+    csv_entries,
+    identity,
+    natural_key,
+    sha256_bytes,
+    sha256_file,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -335,8 +354,25 @@ def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
-def read_file(path: Path, input_folder: Path) -> tuple[pa.Table | None, dict]:
-    """Read and validate one input file; returns its table (None if rejected) and its record."""
+def keep_copy(data: bytes, kept: Path) -> bool:
+    """Write an ingested extract's bytes to kept/ unless the same bytes are there; True if written."""
+    try:
+        if (
+            kept.is_file()
+            and not kept.is_symlink()
+            and kept.stat().st_size == len(data)
+            and kept.read_bytes() == data
+        ):
+            return False
+    except OSError:
+        pass
+    atomic_write_bytes(kept, data, sync_folder=False)
+    return True
+
+
+def read_file(path: Path, input_folder: Path, keep: Path | None = None) -> tuple[pa.Table | None, dict]:
+    """Read and validate one input file; returns its table (None if rejected) and its record.
+    keep: the folder where a valid file's bytes are kept (kept/), or None."""
     record = {"name": path.name}
     problem = name_problem(path, input_folder)
     if problem:
@@ -357,6 +393,8 @@ def read_file(path: Path, input_folder: Path) -> tuple[pa.Table | None, dict]:
         record.update(status="rejected", reasons=[shorten(problem) for problem in problems])
     else:
         record["status"] = "ingested"
+        if keep is not None:
+            record["kept_now"] = keep_copy(data, keep / path.name)
     return table, record
 
 
@@ -432,14 +470,25 @@ def duplicate_groups(table: pa.Table, source: np.ndarray) -> tuple[np.ndarray, n
     return kept[back], first[back]
 
 
-def ingest(input_folder: Path) -> tuple[pa.Table, pa.Table, dict]:
-    """Combine the valid files of a folder: (the de-duplicated table, its rows' extracts, the record)."""
+def archived_extracts(input_folder: Path, kept: Path | None, present: list[Path]) -> list[Path]:
+    """The kept copies of extracts ingested before and no longer in the input folder."""
+    if kept is None or not kept.is_dir():
+        return []
+    names = {path.name for path in present}
+    return [path for path in csv_entries(kept) if path.name not in names and path.is_file()]
+
+
+def ingest(input_folder: Path, kept: Path | None = None) -> tuple[pa.Table, pa.Table, dict]:
+    """Combine the valid files of a folder, and the kept copies of extracts archived out of it:
+    (the de-duplicated table, its rows' extracts, the record). kept: the kept/ folder, or None."""
     started = time.perf_counter()
     if not input_folder.is_dir():
         raise IngestionError(f"{input_folder}: input folder does not exist")
-    paths = csv_entries(input_folder)
-    if not paths:
+    present = csv_entries(input_folder)
+    if not present:
         raise IngestionError(f"{input_folder}: no *.csv files to ingest")
+    archived = archived_extracts(input_folder, kept, present)
+    paths = sorted([*present, *archived], key=lambda entry: (natural_key(entry.name), entry.name))
     for first, second in ambiguous_order([path.name for path in paths]):
         log.warning(
             "%s: %r and %r: their numbers do not decide which extract is newer; taken in name order (%r "
@@ -451,7 +500,11 @@ def ingest(input_folder: Path) -> tuple[pa.Table, pa.Table, dict]:
         )
     tables, records = [], []
     for path in paths:
-        table, record = read_file(path, input_folder)
+        if path.parent == input_folder:
+            table, record = read_file(path, input_folder, kept)
+        else:
+            table, record = read_file(path, kept)
+            record["archived"] = True  # no longer in the input folder: read from its kept copy
         records.append(record)
         shown = input_folder / display_name(path.name)
         for note in record.get("notes", []):
@@ -460,6 +513,12 @@ def ingest(input_folder: Path) -> tuple[pa.Table, pa.Table, dict]:
             log.error("%s: rejected: %s", shown, reason)
         if table is not None:
             tables.append(table)
+    if kept is not None and any(record.pop("kept_now", False) for record in records):
+        fsync_folder(kept)
+    for record in records:
+        record.pop("kept_now", None)
+    if not any(record["status"] == "ingested" and not record.get("archived") for record in records):
+        tables.clear()  # nothing valid in the input folder: the previous finaldata.csv stands
     if not tables:
         record = {
             "timestamp": utc_now(),
@@ -467,7 +526,8 @@ def ingest(input_folder: Path) -> tuple[pa.Table, pa.Table, dict]:
             "status": "failed",
             "files": records,
         }
-        raise IngestionError(f"{input_folder}: no valid CSV file ({len(paths)} rejected)", record)
+        rejected = sum(record["status"] == "rejected" for record in records)
+        raise IngestionError(f"{input_folder}: no valid CSV file ({rejected} rejected)", record)
 
     sizes = [len(table) for table in tables]
     combined = pa.concat_tables(tables)
@@ -521,12 +581,60 @@ def write_outputs(final: pa.Table, extracts: pa.Table, record: dict, output_fold
     append_jsonl(output_folder / INGESTION_HISTORY, record)
 
 
+def newly_archived(output_folder: Path, record: dict) -> list[str]:
+    """The extracts read from their kept copy this time that the previous ingestion read from the
+    input folder: each is named once, when it leaves."""
+    try:
+        before = json.loads((output_folder / INGESTION_RECORD).read_text(encoding="utf-8"))
+        archived_before = {entry["name"] for entry in before.get("files", []) if entry.get("archived")}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        archived_before = set()
+    return [
+        entry["name"]
+        for entry in record["files"]
+        if entry.get("archived") and entry["name"] not in archived_before
+    ]
+
+
+def kept_folder(config) -> Path:
+    """Where this input folder's ingested extracts are kept: kept/<its name>-<hash of its path>
+    (the practice and production folders keep apart)."""
+    tag = sha256_bytes(os.fsencode(str(config.input_folder)))[:8]
+    return config.output_folder / KEPT_EXTRACTS / f"{config.input_folder.name}-{tag}"
+
+
+def forget(config, name: str) -> None:
+    """Remove an archived extract's kept copy, so that the ingestion that follows drops its rows."""
+    kept = kept_folder(config) / name
+    if "/" in name or name.startswith("."):
+        raise InputError(f"--forget {name!r}: give a file name of {config.input_folder}, not a path")
+    if os.path.lexists(config.input_folder / name):
+        raise InputError(
+            f"{config.input_folder / name}: still in the input folder; move it out first, then --forget it"
+        )
+    if not kept.is_file():
+        raise InputError(f"{kept}: no kept copy of {name!r}: nothing to forget")
+    kept.unlink()
+    fsync_folder(kept.parent)
+    log.warning("%s: forgotten: its rows leave finaldata.csv now", name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    command_line(__doc__).parse_args(argv)
+    parser = command_line(__doc__)
+    parser.add_argument(
+        "--forget",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="drop an extract archived out of the input folder (its kept copy), then ingest",
+    )
+    args = parser.parse_args(argv)
     setup_logging(NAME)
     config = load_config()
+    for name in args.forget:
+        forget(config, name)
     try:
-        final, extracts, record = ingest(config.input_folder)
+        final, extracts, record = ingest(config.input_folder, kept_folder(config))
     except IngestionError as error:
         # Remember the failed attempt (fullprocess.py reads it), but keep finaldata.csv.
         record = error.record or {"timestamp": utc_now(), "input_folder": str(config.input_folder)}
@@ -535,6 +643,17 @@ def main(argv: list[str] | None = None) -> int:
         append_jsonl(config.output_folder / INGESTION_HISTORY, record)
         raise
     record["input_folder_relative"] = config.relative(config.input_folder)
+    record["archived_now"] = newly_archived(config.output_folder, record)
+    for name in record["archived_now"]:
+        log.warning(
+            "%s: no longer in %s: its rows stay in %s from its kept copy (%s); "
+            "`python ingestion.py --forget %s` drops them",
+            display_name(name),
+            config.input_folder,
+            FINALDATA,
+            config.relative(kept_folder(config) / name),
+            display_name(name),
+        )
     write_outputs(final, extracts, record, config.output_folder)
     log.info(
         "ingested %d of %d files from %s: %d rows read, %d duplicates dropped, %d rows in %s",

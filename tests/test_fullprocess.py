@@ -420,3 +420,16 @@ def test_a_broken_live_version_stops_the_run_and_each_way_out_works(deployed):
         and deployed.manifest()["version"] == 4
     )
     assert deployed.run("fullprocess.py").returncode == 0
+
+
+def test_a_missing_finaldata_is_rebuilt_by_the_next_run_and_a_rollback_reports(deployed):
+    """finaldata.csv deleted between runs (issue 31): the next run rebuilds it from the extracts it
+    was made from, before anything reads it; a rollback's report refresh then works."""
+    output = deployed.path("output_folder_path")
+    before = (output / "finaldata.csv").read_bytes()
+    (output / "finaldata.csv").unlink()
+    result = deployed.run("fullprocess.py", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "finaldata.csv is missing: rebuilding it" in result.stderr
+    assert (output / "finaldata.csv").read_bytes() == before
+    assert deployed.runs()[-1]["decision"] == "nothing new"

@@ -44,6 +44,7 @@ def test_combines_and_deduplicates_like_pandas(data_workspace):
         "ingestedfiles.txt",
         "ingestionhistory.jsonl",
         "ingestionrecord.json",
+        "kept",
     ]
     extracts = pd.read_csv(output / "finaldataextracts.csv", dtype={"corporation": str})
     assert list(extracts["corporation"]) == list(final["corporation"].astype(str))
@@ -160,7 +161,9 @@ def test_missing_feature_values_are_kept_as_missing(workspace):
 def test_nothing_to_ingest_leaves_the_previous_output_untouched(data_workspace, situation):
     assert data_workspace.run("ingestion.py").returncode == 0
     output = data_workspace.path("output_folder_path")
-    before = {p.name: p.read_bytes() for p in output.iterdir() if p.name != "ingestionhistory.jsonl"}
+    before = {
+        p.name: p.read_bytes() for p in output.iterdir() if p.is_file() and p.name != "ingestionhistory.jsonl"
+    }
     folder = data_workspace.path("input_folder_path")
     for path in folder.iterdir():
         path.unlink()
@@ -171,7 +174,9 @@ def test_nothing_to_ingest_leaves_the_previous_output_untouched(data_workspace, 
     result = data_workspace.run("ingestion.py")
     assert result.returncode == 65  # InputError: nothing ingested
     assert_one_line_error(result, str(folder))
-    after = {p.name: p.read_bytes() for p in output.iterdir() if p.name != "ingestionhistory.jsonl"}
+    after = {
+        p.name: p.read_bytes() for p in output.iterdir() if p.is_file() and p.name != "ingestionhistory.jsonl"
+    }
     assert after == before
     last = json.loads((output / "ingestionhistory.jsonl").read_text().splitlines()[-1])
     assert last["status"] == "failed"
@@ -411,3 +416,49 @@ def test_duplicate_groups_equal_pandas_duplicated_and_the_first_extract():
     huge = table.set_column(1, "lastmonth_activity", pa.array(np.full(len(frame), 2**52)))  # no 64-bit key
     kept_huge, _ = duplicate_groups(huge, source)
     np.testing.assert_array_equal(kept_huge, np.flatnonzero(~huge.to_pandas().duplicated(keep="last")))
+
+
+@pytest.mark.slow
+def test_an_archived_extract_keeps_its_clients_until_forgotten(data_workspace):
+    """Moving an ingested extract out of the input folder does not drop its clients (issue 31): the
+    next ingestion reads its kept copy and names it once; `--forget NAME` drops it deliberately."""
+    run = data_workspace.run
+    assert run("ingestion.py").returncode == 0
+    folder, output = data_workspace.path("input_folder_path"), data_workspace.path("output_folder_path")
+    everything = pd.read_csv(output / "finaldata.csv")
+    first = folder / "dataset1.csv"
+    first.rename(data_workspace.root / "dataset1.csv")  # archived
+    data_workspace.write_csv("input_folder_path", "dataset3.csv", client_frame(50, seed=30))
+    result = run("ingestion.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("dataset1.csv: no longer in") == 1 and "--forget dataset1.csv" in result.stderr
+    oracle = (  # the newest-extract rule over everything ingested
+        pd.concat(
+            [
+                pd.read_csv(data_workspace.root / "dataset1.csv"),
+                pd.read_csv(folder / "dataset2.csv"),
+                pd.read_csv(folder / "dataset3.csv"),
+            ]
+        )
+        .drop_duplicates(keep="last")
+        .reset_index(drop=True)
+    )
+    final = pd.read_csv(output / "finaldata.csv")
+    pd.testing.assert_frame_equal(final, oracle, check_dtype=False)
+    assert set(everything["corporation"]) < set(final["corporation"])
+    assert (output / "ingestedfiles.txt").read_text() == "dataset1.csv\ndataset2.csv\ndataset3.csv\n"
+    assert [f.get("archived", False) for f in read_record(data_workspace)["files"]] == [True, False, False]
+    again = run("ingestion.py")
+    assert again.returncode == 0 and "no longer in" not in again.stderr  # named once, when it leaves
+    # forgetting is deliberate: refused while the file is still there, then its rows go
+    refused = run("ingestion.py", "--forget", "dataset2.csv")
+    assert_one_line_error(refused, "dataset2.csv: still in the input folder")
+    forgotten = run("ingestion.py", "--forget", "dataset1.csv")
+    assert forgotten.returncode == 0, forgotten.stderr
+    oracle = (
+        pd.concat([pd.read_csv(folder / "dataset2.csv"), pd.read_csv(folder / "dataset3.csv")])
+        .drop_duplicates(keep="last")
+        .reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(output / "finaldata.csv"), oracle, check_dtype=False)
+    assert_one_line_error(run("ingestion.py", "--forget", "dataset1.csv"), "no kept copy")
