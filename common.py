@@ -171,16 +171,25 @@ def disk_full(error: BaseException, path: Path | None = None) -> DiskFull | None
     """A DiskFull naming the file (relative to the project) when error, or the error it arose from
     (a library's own error raised while handling a failed write), is out of space; else None."""
     seen = error
-    while seen is not None and not (isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT)):
+    while seen is not None and not out_of_space(seen):
         seen = seen.__cause__ or seen.__context__
     if seen is None:
         return None
-    name = path or seen.filename
+    name = path or getattr(seen, "filename", None)
     shown = os.path.relpath(name, config_path().parent) if name else "a file"
+    why = getattr(seen, "strerror", None) or str(seen)
     return DiskFull(
-        f"disk full writing {shown} ({seen.strerror}): it is as it was, nothing in it changed; "
-        "free space and run again"
+        f"disk full writing {shown} ({why}): it is as it was, nothing in it changed; free space and run again"
     )
+
+
+SQLITE_FULL = 13  # sqlite3's "database or disk is full" (an OperationalError, not an OSError)
+
+
+def out_of_space(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL
 
 
 class Unavailable(PipelineError):

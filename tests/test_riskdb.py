@@ -185,6 +185,22 @@ def test_the_store_is_written_whole_or_not_at_all(built, tmp_path, monkeypatch):
     assert [path.name for path in tmp_path.iterdir()] == [QUERY_STORE]
 
 
+def test_sqlites_own_full_is_a_disk_full_naming_the_store(built, tmp_path, monkeypatch):
+    """SQLite says "database or disk is full" as an OperationalError, not an OSError: still exit 74
+    naming the file, the old store kept (issue 31). max_page_count makes SQLite full for real."""
+    from common import DiskFull
+
+    folder, calls, history = built
+    (tmp_path / QUERY_STORE).write_bytes((folder / QUERY_STORE).read_bytes())
+    before = (tmp_path / QUERY_STORE).read_bytes()
+    monkeypatch.setattr(riskdb, "_BUILD", (*riskdb._BUILD, "PRAGMA max_page_count = 3"))
+    with pytest.raises(DiskFull, match=f"disk full writing .*{QUERY_STORE}") as raised:
+        riskdb.write(tmp_path, calls, calls.head(0), history, {})
+    assert raised.value.exit_code == 74
+    assert (tmp_path / QUERY_STORE).read_bytes() == before
+    assert [path.name for path in tmp_path.iterdir()] == [QUERY_STORE]
+
+
 def test_ids_of_every_printable_character_sort_as_python_does(tmp_path):
     """In any case, then exactly: SQLite's BINARY order of UTF-8 is Python's code-point order."""
     rng = np.random.default_rng(5)
