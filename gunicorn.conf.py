@@ -12,9 +12,10 @@ of a request stays short and bounded (config.json's api_max_* limits); the one l
 (diagnostics.execution_time), so it occupies neither a worker nor a core that serving needs.
 
 Metrics: the workers count into one folder (prometheus-client's multiprocess mode, metrics.py):
-$PROMETHEUS_MULTIPROC_DIR when set, else a new temporary folder, emptied when the server starts
-(a restart begins at zero, as Prometheus expects of a counter), a worker's live gauges dropped
-when it exits, and the temporary folder removed when the server stops.
+server-<master PID> beneath $PROMETHEUS_MULTIPROC_DIR when set (so a second server never
+touches a running one's files), else a new temporary folder; new when the server starts (a
+restart begins at zero, as Prometheus expects of a counter), a worker's live gauges dropped
+when it exits, and the folder removed when the server stops.
 
 Errors gunicorn answers itself (a malformed request line, 414, 431, a bad chunk) are JSON
 like the API's own: {"error": ..., "message": ...}.
@@ -108,17 +109,36 @@ _own_metrics_folder = []  # the temporary folder this server made, removed when 
 
 
 def on_starting(server):
-    """Before the workers start: their metrics folder, empty (metrics.py reads it at import)."""
-    folder = os.environ.get(_METRICS_ENV)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        for name in os.listdir(folder):
-            if name.endswith(".db"):
-                os.unlink(os.path.join(folder, name))
+    """Before the workers start: their metrics folder, empty (metrics.py reads it at import).
+
+    With $PROMETHEUS_MULTIPROC_DIR set, this server counts in a folder of its own beneath it
+    (server-<master PID>): a second server started with the same setting (another `make serve`,
+    the pipeline's temporary API) never empties a running server's files; folders of servers
+    that are gone are removed."""
+    base = os.environ.get(_METRICS_ENV)
+    if base:
+        os.makedirs(base, exist_ok=True)
+        for name in os.listdir(base):
+            pid = name.removeprefix("server-")
+            if name.startswith("server-") and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        folder = os.path.join(base, f"server-{os.getpid()}")
+        shutil.rmtree(folder, ignore_errors=True)  # a dead server's, whose PID this one reuses
+        os.makedirs(folder)
     else:
         folder = tempfile.mkdtemp(prefix="risk-metrics-")
-        _own_metrics_folder.append(folder)
-        os.environ[_METRICS_ENV] = folder
+    _own_metrics_folder.append(folder)
+    os.environ[_METRICS_ENV] = folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def child_exit(server, worker):

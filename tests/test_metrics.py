@@ -157,30 +157,49 @@ def metrics_time(text: str) -> float:
 
 
 @pytest.mark.slow
-def test_gunicorn_workers_add_up_in_one_folder_emptied_at_start(deployed_workspace, tmp_path):
+def test_gunicorn_workers_add_up_in_a_folder_of_their_servers_own(deployed_workspace, tmp_path):
+    """Each server counts in server-<PID> beneath PROMETHEUS_MULTIPROC_DIR: a dead server's folder
+    goes at start, and a second server with the same setting (the pipeline's temporary API) leaves
+    a running server's counters and served-model gauges alone (issue 31)."""
     folder = tmp_path / "metrics"
-    folder.mkdir()
-    (folder / "counter_99999.db").write_bytes(b"stale")  # a previous server's: gone at start
+    (folder / "server-999999").mkdir(parents=True)  # a previous server's, gone: removed at start
+    (folder / "server-999999" / "counter_99999.db").write_bytes(b"stale")
     env = {**deployed_workspace.env, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
-    port = free_port()
+    port, second_port = free_port(), free_port()
     process = start_api_server("127.0.0.1", port, tmp_path / "gunicorn.log", workers=2, env=env)
+    second = None
     base = f"http://127.0.0.1:{port}"
+    route = {"route": "/prediction", "method": "GET", "status": "200"}
     try:
-        assert not (folder / "counter_99999.db").exists()
+        assert not (folder / "server-999999").exists()
         before = samples(requests.get(f"{base}/metrics", timeout=30).text)
         for _ in range(2):  # a new connection each: either worker may answer
             assert requests.get(f"{base}/prediction", timeout=30).status_code == 200
         for _ in range(4):  # whichever worker answers the scrape, the sum is the same
             after = samples(requests.get(f"{base}/metrics", timeout=30).text)
-            moved = value(
-                after, "risk_http_requests_total", route="/prediction", method="GET", status="200"
-            ) - value(before, "risk_http_requests_total", route="/prediction", method="GET", status="200")
+            moved = value(after, "risk_http_requests_total", **route) - value(
+                before, "risk_http_requests_total", **route
+            )
             assert moved == 2
         served = [labels for labels in labelled(after, "risk_served_model_info")]
         assert {labels["version"] for labels in served} == {str(deployed_workspace.manifest()["version"])}
-        assert any(name.startswith("counter_") for name in os.listdir(folder))
+        [own] = [path for path in folder.iterdir() if path.name == f"server-{process.pid}"]
+        assert any(path.name.startswith("counter_") for path in own.iterdir())
+        second = start_api_server("127.0.0.1", second_port, tmp_path / "second.log", workers=1, env=env)
+        requests.get(f"http://127.0.0.1:{second_port}/health", timeout=30)
+        for _ in range(4):
+            still = samples(requests.get(f"{base}/metrics", timeout=30).text)
+            assert (
+                value(still, "risk_http_requests_total", **route)
+                - value(before, "risk_http_requests_total", **route)
+                == 2
+            )
+            assert labelled(still, "risk_served_model_info")
     finally:
         stop_process(process)
+        if second is not None:
+            stop_process(second)
+    assert not (folder / f"server-{process.pid}").exists()  # removed when the server stops
 
 
 def test_a_scrape_reads_the_pipelines_files_again_only_when_one_changes(deployed_workspace, monkeypatch):
