@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-fast drills lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove bench bench-growth data clean
+.PHONY: help install install-dev run test test-fast drills explore lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove bench bench-growth data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ test-fast: $(DEV) ## the tests that run no pipeline script, server or browser (a
 
 drills: $(DEV) ## the kill, disk-full and race drills at full count (20-30 minutes; pytest -m drill: a few of each)
 	RISK_DRILLS=full $(PY) -m pytest -s -m drill
+
+SECONDS_TO_EXPLORE ?= 600
+explore: $(DEV) ## the open-world test for SECONDS_TO_EXPLORE (600): random operator sequences against the real scripts
+	RISK_EXPLORE_SECONDS=$(SECONDS_TO_EXPLORE) $(PY) -m pytest -s -p no:randomly tests/test_openworld.py -k open_world
 
 lint: $(DEV) ## ruff check and ruff format --check
 	$(BIN)/ruff check .

@@ -1,7 +1,6 @@
 """GET /metrics: Prometheus' text format, parsed with prometheus_client's own parser (metrics.py)."""
 
 import json
-import os
 import re
 
 import pytest
