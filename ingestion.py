@@ -597,10 +597,13 @@ def newly_archived(output_folder: Path, record: dict) -> list[str]:
 
 
 def kept_folder(config) -> Path:
-    """Where this input folder's ingested extracts are kept: kept/<its name>-<hash of its path>
-    (the practice and production folders keep apart)."""
-    tag = sha256_bytes(os.fsencode(str(config.input_folder)))[:8]
-    return config.output_folder / KEPT_EXTRACTS / f"{config.input_folder.name}-{tag}"
+    """Where this input folder's ingested extracts are kept: kept/<the folder as config.json
+    reaches it> ("kept/practicedata", "kept/data__2026"; an absolute folder: its path), so that the
+    practice and production folders keep apart and a moved checkout still finds its copies."""
+    relative = config.relative(config.input_folder)
+    if relative.startswith(".."):  # outside the project: named by its absolute path
+        relative = str(config.input_folder).lstrip("/")
+    return config.output_folder / KEPT_EXTRACTS / relative.replace("/", "__")
 
 
 def forget(config, name: str) -> None:

@@ -51,7 +51,7 @@ import production
 import riskdb
 import riskmodel
 import serving
-from clientdata import read_labelled_data
+from clientdata import feature_frame, read_labelled_data
 from common import (
     CONFUSION_MATRIX,
     DEPLOYMENT_HISTORY,
@@ -103,14 +103,17 @@ class Evaluation:
         )
 
 
-def evaluate_on_testdata(config: Config) -> Evaluation:
-    """The live version's predictions and metrics on testdata (diagnostics.predict: what the API serves)."""
+def evaluate_on_testdata(
+    config: Config, state: production.Live, scorer: riskmodel.LinearScorer
+) -> Evaluation:
+    """The version's predictions and metrics on testdata (its numbers, as the API serves them)."""
     test = read_labelled_data(config.testdata_file)
-    answers = diagnostics.predict(test, config, str(config.testdata_file))
+    matrix = feature_frame(test, str(config.testdata_file)).to_numpy()
+    probability = scorer.predict_proba(matrix)[:, 1]
+    predicted = scorer.predict(matrix).astype(int)
     truth = test[TARGET].astype(int).to_numpy()
-    predicted, probability = answers.predictions.astype(int), answers.probabilities
     metrics = riskmodel.classification_metrics(truth, predicted, probability)
-    return Evaluation(answers.version, truth, probability, metrics)
+    return Evaluation(state.version, truth, probability, metrics)
 
 
 def new_figure(**kwargs) -> Figure:
@@ -159,7 +162,9 @@ def write_confusion_matrix(config: Config, name: str, results: Evaluation) -> Pa
     return target
 
 
-def write_call_list(config: Config, stamp: dict, final: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_call_list(
+    config: Config, stamp: dict, final: pd.DataFrame, scorer: riskmodel.LinearScorer
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """riskranking.csv (the call list), lostclients.csv and riskranking.json (what they describe).
 
     The basis moves with the list: riskranking.json is written first, pending (the new lists'
@@ -168,7 +173,6 @@ def write_call_list(config: Config, stamp: dict, final: pd.DataFrame) -> tuple[p
     own basis; a pending basis is a stale stamp, so the next fullprocess.py run reports again."""
     previous = calllist.previous_list(config.model_folder, stamp)
     extracts = calllist.read_extracts(config.output_folder / EXTRACTS, final)
-    scorer = serving.served_model(config.prod_folder).scorer
     calls, lost = calllist.call_list(
         final, scorer, previous, config.relative(config.finaldata_file), extracts
     )
@@ -535,13 +539,16 @@ def main(argv: list[str] | None = None) -> int:
     state = production.live(config)
     if state is None:
         production.read_manifest(config.prod_folder)  # says "no deployment yet" and what to run
+    # one snapshot of production, read once: everything below is this version's, even if a
+    # person rolls back meanwhile (the next run then sees a stale stamp and reports again)
+    scorer, _ = riskmodel.load_linear(config.prod_folder, state.manifest)
     final = serving.server_data(config.finaldata_file)
     stamp = production.stamp(config, state, sha256_file(config.finaldata_file))
-    results = evaluate_on_testdata(config)
+    results = evaluate_on_testdata(config, state, scorer)
     since = diagnostics.recorded_drift(config, state, stamp["data_sha256"])
     figures = drift.comparisons(config, state, final, stamp["data_sha256"], since)
     atomic_write_json(config.model_folder / DRIFT, figures)
-    calls, lost = write_call_list(config, stamp, final)
+    calls, lost = write_call_list(config, stamp, final, scorer)
     written = [config.model_folder / name for name in (RISK_RANKING, LOST_CLIENTS, RISK_RANKING_BASIS, DRIFT)]
     written.append(write_confusion_matrix(config, args.output, results))
     report = write_report(config, state, results, figures, calls, lost)

@@ -319,11 +319,13 @@ def scorer_from_parameters(parameters, source: str) -> LinearScorer:
     return scorer
 
 
-def load_linear(prod_folder: Path) -> tuple[LinearScorer, dict]:
+def load_linear(prod_folder: Path, manifest: dict | None = None) -> tuple[LinearScorer, dict]:
     """(the live model as a LinearScorer, the manifest): trainedmodel.json of the live version,
     its bytes checked against the manifest, tied to the deployed pickle by its sha256, its
-    numbers checked and tried on probe rows. Nothing is unpickled: the API's one loader."""
-    manifest = read_manifest(prod_folder)
+    numbers checked and tried on probe rows. Nothing is unpickled: the API's one loader.
+    manifest: a snapshot the caller read once (production.live): that version's model, even if
+    another version went live since (a batch step works from one version throughout)."""
+    manifest = manifest if manifest is not None else read_manifest(prod_folder)
     folder = live_folder(prod_folder, manifest)
     path = folder / MODEL_META
     entry = manifest["files"].get(MODEL_META)

@@ -198,7 +198,9 @@ def retrained_template(deployed_template, tmp_path_factory) -> Path:
     def build(root: Path) -> None:
         workspace = copy_template(deployed_template, root)
         (workspace.path("input_folder_path") / "dataset2.csv").unlink()
-        run_ok(workspace, "ingestion.py", "training.py", "scoring.py")
+        forgotten = workspace.run("ingestion.py", "--forget", "dataset2.csv")  # its rows go too
+        assert forgotten.returncode == 0, forgotten.stderr
+        run_ok(workspace, "training.py", "scoring.py")
 
     return built_once(tmp_path_factory, "retrained", build)
 

@@ -22,6 +22,7 @@ import diagnostics
 import drift
 import production
 import reporting
+import riskmodel
 from common import FEATURES, load_config
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
@@ -46,7 +47,9 @@ def test_png_and_pdf_are_valid_and_non_trivial(reported):
 
 def test_the_plotted_counts_are_sklearns_confusion_matrix(deployed_workspace):
     config = load_config(deployed_workspace.config_path)
-    results = reporting.evaluate_on_testdata(config)
+    state = production.live(config)
+    scorer, _ = riskmodel.load_linear(config.prod_folder, state.manifest)
+    results = reporting.evaluate_on_testdata(config, state, scorer)
     test = pd.read_csv(config.testdata_file)
     model = deployed_pickle(config.prod_folder)
     predicted = model.predict(test[list(FEATURES)])
@@ -285,3 +288,51 @@ def test_a_client_is_judged_by_its_newest_extract_even_when_it_repeats_an_older_
     assert set(lost["corporation"]) == gone & were_clients == {ids[1], ids[2]}
     basis = json.loads((models / "riskranking.json").read_text())
     assert basis["lost_means"].startswith("on the last list or still clients at the previous extract")
+
+
+def test_a_rollback_during_reporting_files_only_the_snapshots_version(retrained_workspace, monkeypatch):
+    """reporting.py reads the live version once: a rollback while it works (here: as it reads the
+    data, after its snapshot) leaves version 2's call list and report with version 2's numbers,
+    never version 1's probabilities under version 2's name (issue 31)."""
+    workspace = retrained_workspace
+    run_ok(workspace, "deployment.py")  # version 2 live
+    config = load_config(workspace.config_path)
+    numbers = {
+        version: json.loads((config.prod_folder / f"archive/v000{version}/trainedmodel.json").read_text())[
+            "linear_model"
+        ]
+        for version in (1, 2)
+    }
+    assert numbers[1] != numbers[2]
+    original = reporting.serving.server_data
+    rolled = []
+
+    def rollback_meanwhile(path, *args, **kwargs):
+        if not rolled:
+            rolled.append(workspace.run("deployment.py", "--rollback"))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setenv("RISK_CONFIG", str(workspace.config_path))
+    monkeypatch.setattr(reporting.serving, "server_data", rollback_meanwhile)
+    assert reporting.main([]) == 0
+    assert rolled[0].returncode == 0 and production.live(config).version == 1
+    models = config.model_folder
+    basis = json.loads((models / "riskranking.json").read_text())
+    assert basis["model_version"] == 2
+    calls = pd.read_csv(models / "riskranking.csv", dtype={"corporation": str})
+    final = pd.read_csv(config.finaldata_file, dtype={"corporation": str}).drop_duplicates(
+        "corporation", keep="last"
+    )
+    rows = final.set_index("corporation").loc[calls["corporation"], FEATURES].to_numpy(dtype=float)
+    two = numbers[2]
+    expected = 1 / (
+        1
+        + np.exp(
+            -(np.where(np.isnan(rows), two["impute_fill"], rows) @ two["coefficients"] + two["intercept"])
+        )
+    )
+    assert np.allclose(calls["exit_probability"], expected, rtol=1e-12)
+    kept = config.prod_folder / "archive/v0002/reports/riskranking.csv"
+    assert kept.read_bytes() == (models / "riskranking.csv").read_bytes()
+    # the stamp says version 2 while version 1 is live: the next run reports again for version 1
+    assert production.stamp_problem(basis, production.live(config), production.data_fingerprint(config), True)
