@@ -4,7 +4,8 @@ Not a script. app.py times and counts every request (start, observe) and answers
 exposition(). Made with prometheus-client. Under gunicorn (make serve) every worker's numbers
 add up: gunicorn.conf.py gives the workers one folder of the server's own (beneath
 PROMETHEUS_MULTIPROC_DIR when set), new when the server starts, and marks a worker's files dead
-when it exits (the library's multiprocess mode); any other server (python app.py, Flask's test client) counts in its one process.
+when it exits (the library's multiprocess mode); any other server (python app.py, Flask's test
+client) counts in its one process.
 
 Families (the README's Operations section has a scrape block and alert rules)
   the API, per route (the URL rule, never the raw path), summed over workers
