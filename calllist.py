@@ -173,7 +173,7 @@ def list_basis(model_folder) -> dict:
     """
     try:
         basis = json.loads((model_folder / RISK_RANKING_BASIS).read_text())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return {}
     if not isinstance(basis, dict):
         return {}
@@ -196,7 +196,7 @@ def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
     again), the list it was itself compared with."""
     try:
         frame = read_csv_strictly(model_folder / RISK_RANKING, dtype={ID_COLUMN: str})
-    except (FileNotFoundError, ValueError):  # pandas' parser errors are ValueErrors
+    except (OSError, ValueError):  # pandas' parser errors are ValueErrors
         return None
     if ID_COLUMN not in frame.columns or "exit_probability" not in frame.columns:
         return None
@@ -207,7 +207,7 @@ def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
         return None
     try:  # that list's clients: those still listed, and those lost since
         lost = read_csv_strictly(model_folder / LOST_CLIENTS, dtype={ID_COLUMN: str})
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         lost = pd.DataFrame(columns=[ID_COLUMN, "previous_probability"])
     earlier = pd.concat(
         [frame[[ID_COLUMN, "previous_probability"]], lost[[ID_COLUMN, "previous_probability"]]]

@@ -18,6 +18,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -341,11 +342,40 @@ def frozen_text(path: Path) -> str | None:
     return None
 
 
+ODD_KINDS = {stat.S_IFLNK: "a symlink", stat.S_IFDIR: "a directory"}
+
+
+def clear_odd_entry(path: Path) -> str | None:
+    """A record, log, lock or output the pipeline writes must be a regular file of its own: a
+    symlink (never written through: a lock linked to config.json truncated it), a directory or a
+    special file in its place is moved aside (NAME.aside-<UTC time>) and named in a warning.
+    Returns the warning, or None when the entry is a regular file or absent."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kind = ODD_KINDS.get(stat.S_IFMT(mode), "a special file")
+    aside = path.with_name(f"{path.name}.aside-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    os.rename(path, aside)
+    message = f"{path} was {kind}, not the pipeline's file: moved aside to {aside}"
+    logging.getLogger("repair").warning("%s", message)
+    return message
+
+
 class LogFileHandler(logging.FileHandler):
     """A log file that, when it cannot be written (a full disk), says so once on stderr instead of a
-    traceback per line; failed names the error for the caller (fullprocess.py's exit status)."""
+    traceback per line; failed names the error for the caller (fullprocess.py's exit status).
+    Never written through a symlink, nor blocked by a directory in its place (clear_odd_entry)."""
 
     failed: OSError | None = None
+
+    def _open(self):
+        clear_odd_entry(Path(self.baseFilename))
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
         error = sys.exc_info()[1]
@@ -439,6 +469,7 @@ def atomic_path(path: Path, sync_folder: bool = True):
         with open(temp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(temp_path, 0o644)
+        clear_odd_entry(path)  # a directory in the way would fail the replace on every run
         os.replace(temp_path, path)
         if sync_folder:
             fsync_folder(path.parent)

@@ -89,6 +89,7 @@ from common import (
     LogFileHandler,
     PipelineError,
     atomic_write_json,
+    clear_odd_entry,
     command_line,
     disk_full,
     load_config,
@@ -336,6 +337,7 @@ def finish_pending_report(run: Run) -> None:
     """Report on a version whose run was killed (or failed) between deploying it and reporting on it."""
     config = run.config
     path = config.prod_folder / PENDING_REPORT
+    clear_odd_entry(path)
     try:
         pending = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -35,7 +35,7 @@ def known_files(config: Config) -> tuple[set[str], dict[str, dict]]:
     for path in (live / INGESTION_RECORD, prod / PROCESSED_FILES):  # later sources win
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             continue
         if record.get("input_folder_relative") == config.relative(config.input_folder):
             known.update({entry["name"]: entry for entry in record.get("files", []) if "name" in entry})

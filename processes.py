@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import clear_odd_entry
+
 TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")  # common.atomic_path's names: .NAME.PID.HEX.tmp
 TIMING_FOLDER = re.compile(r"timing-(\d+)-.+")  # diagnostics' temporary workspaces, in .cache/
 
@@ -97,7 +99,8 @@ def file_lock(path: Path, blocking: bool = True, poll: float = 0.0):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    clear_odd_entry(path)  # a lock linked to config.json must not truncate it
+    with open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+") as handle:
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking and not poll else fcntl.LOCK_NB))

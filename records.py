@@ -22,7 +22,7 @@ import re
 import time
 from pathlib import Path
 
-from common import InputError
+from common import InputError, clear_odd_entry
 
 
 def utc_now() -> str:
@@ -54,6 +54,10 @@ def read_jsonl(path: Path, damaged: list[int] | None = None) -> list[dict]:
         lines = Path(path).read_bytes().splitlines()
     except FileNotFoundError:
         return []
+    except OSError:  # a directory or an unreadable file in its place: damaged, read as empty
+        if damaged is not None:
+            damaged.append(0)
+        return []
     return _records(lines, damaged)
 
 
@@ -65,7 +69,7 @@ def tail_jsonl(path: Path, size: int = 64 * 1024) -> list[dict]:
             start = max(0, handle.seek(0, os.SEEK_END) - size)
             handle.seek(start)
             lines = handle.read().splitlines()
-    except FileNotFoundError:
+    except OSError:  # missing; or a directory or an unreadable file in its place: read as empty
         return []
     return _records(lines[1:] if start else lines)  # the first line read may be the end of one
 
@@ -76,10 +80,10 @@ def last_records(path: Path, count: int, block: int = 16 * 1024) -> list[dict]:
     Damaged lines are skipped, as read_jsonl skips them."""
     try:
         handle = open(path, "rb")
-    except FileNotFoundError:
+        start = handle.seek(0, os.SEEK_END)
+    except OSError:  # missing; or a directory or an unreadable file in its place: read as empty
         return []
     with handle:
-        start = handle.seek(0, os.SEEK_END)
         data = b""
         while True:
             step = min(block, start)
@@ -137,7 +141,8 @@ def append_jsonl(path: Path, record: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, default=str) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    clear_odd_entry(path)  # never appended through a symlink, nor failed on a directory
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         if os.fstat(fd).st_size:
             # a previous writer killed mid-line leaves no newline: start on a fresh line
