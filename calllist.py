@@ -35,9 +35,10 @@ import json
 import numpy as np
 import pandas as pd
 
+import riskdb
 from arrowcsv import write_frame
 from clientdata import feature_frame, read_csv_strictly, spreadsheet_safe
-from common import FEATURES, ID_COLUMN, LOST_CLIENTS, RISK_RANKING, RISK_RANKING_BASIS, TARGET
+from common import FEATURES, ID_COLUMN, LOST_CLIENTS, RISK_RANKING, RISK_RANKING_BASIS, TARGET, PipelineError
 from records import sha256_file
 from riskmodel import LinearScorer
 
@@ -190,14 +191,54 @@ def list_basis(model_folder) -> dict:
     return basis
 
 
-def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
-    """The list the team saw before this one (its corporation and exit_probability): the current
-    riskranking.csv; or, when that one was made for the same model and data (a report run
-    again), the list it was itself compared with."""
+def given_lists(model_folder) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(the call list, the lost list) as reporting.py last gave them to the team: the CSV files when
+    they are the bytes it wrote (riskranking.json's sha256), else the query store's copy (a person
+    edited or deleted the file, or saved it from a spreadsheet); None when neither is whole."""
+    basis = list_basis(model_folder)
     try:
-        frame = read_csv_strictly(model_folder / RISK_RANKING, dtype={ID_COLUMN: str})
-    except (OSError, ValueError):  # pandas' parser errors are ValueErrors
+        whole = sha256_file(model_folder / RISK_RANKING) == basis.get("list_sha256", "unrecorded")
+    except OSError:
+        whole = False
+    if whole or "list_sha256" not in basis:
+        try:
+            frame = read_csv_strictly(model_folder / RISK_RANKING, dtype={ID_COLUMN: str})
+        except (OSError, ValueError):  # pandas' parser errors are ValueErrors
+            return None
+        try:
+            lost = read_csv_strictly(model_folder / LOST_CLIENTS, dtype={ID_COLUMN: str})
+        except (OSError, ValueError):
+            lost = pd.DataFrame(columns=[ID_COLUMN, "previous_probability"])
+        return frame, lost
+    try:
+        store = riskdb.store(model_folder)
+    except PipelineError:
         return None
+    if store is None or store.basis.get("list_sha256") != basis.get("list_sha256"):
+        return None
+    columns = f"{ID_COLUMN}, exit_probability, previous_probability"
+    frame = pd.DataFrame(
+        [dict(row) for row in store.rows(f"SELECT {columns} FROM calls ORDER BY position")],
+        columns=[ID_COLUMN, "exit_probability", "previous_probability"],
+    )
+    lost = pd.DataFrame(
+        [
+            dict(row)
+            for row in store.rows(f"SELECT {ID_COLUMN}, previous_probability FROM lost ORDER BY position")
+        ],
+        columns=[ID_COLUMN, "previous_probability"],
+    )
+    return frame.astype({ID_COLUMN: str}), lost.astype({ID_COLUMN: str})
+
+
+def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
+    """The list the team saw before this one (its corporation and exit_probability): the list last
+    given (given_lists: never a person's edit of it); or, when that one was made for the same model
+    and data (a report run again), the list it was itself compared with."""
+    given = given_lists(model_folder)
+    if given is None:
+        return None
+    frame, lost = given
     if ID_COLUMN not in frame.columns or "exit_probability" not in frame.columns:
         return None
     old = list_basis(model_folder)
@@ -205,9 +246,7 @@ def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
         return frame[[ID_COLUMN, "exit_probability"]]
     if not old.get("previous_list") or "previous_probability" not in frame.columns:
         return None
-    try:  # that list's clients: those still listed, and those lost since
-        lost = read_csv_strictly(model_folder / LOST_CLIENTS, dtype={ID_COLUMN: str})
-    except (OSError, ValueError):
+    if ID_COLUMN not in lost.columns or "previous_probability" not in lost.columns:
         lost = pd.DataFrame(columns=[ID_COLUMN, "previous_probability"])
     earlier = pd.concat(
         [frame[[ID_COLUMN, "previous_probability"]], lost[[ID_COLUMN, "previous_probability"]]]

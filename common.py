@@ -448,7 +448,8 @@ def file_stamp(*paths: Path) -> tuple:
         except (FileNotFoundError, NotADirectoryError):
             stamp.append(None)
             continue
-        stamp.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        stamp.append((stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size))  # ctime: an edit
+        # whose mtime was set back
     return tuple(stamp)
 
 

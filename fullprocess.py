@@ -384,8 +384,11 @@ def refresh_stale_reports(run: Run) -> None:
         stamp = production.read_stamp(config.model_folder / path)
         problem = production.stamp_problem(stamp, state, data, model) if stamp is not None and state else None
         if problem is None and path == RISK_RANKING_BASIS and stamp is not None:
-            held = riskdb.basis_of(config.model_folder) or {}
-            if held.get("list_sha256") != stamp.get("list_sha256"):  # deleted, damaged, or older
+            damaged = production.derived_problems(config, stamp)  # a person's edit, damage, deletion
+            held = {} if damaged else riskdb.basis_of(config.model_folder) or {}
+            if damaged:
+                problem = "; ".join(damaged) + ": restoring it"
+            elif held.get("list_sha256") != stamp.get("list_sha256"):  # deleted, damaged, or older
                 problem = f"{QUERY_STORE} does not hold this call list"
         if problem is not None:  # None: nothing live, or no report yet (the bootstrap writes one)
             run.reason(f"{path}: {problem}; running {script} for version {state.version} now")

@@ -22,8 +22,11 @@ imports it). deployment.py is the only writer of production; everything that rea
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +36,10 @@ from common import (
     DECISION,
     DEPLOYMENT_HISTORY,
     INGESTION_RECORD,
+    LOST_CLIENTS,
     MANIFEST,
     MODEL,
+    QUERY_STORE,
     REPORT,
     REPORTS_DIR,
     RISK_RANKING,
@@ -42,8 +47,9 @@ from common import (
     Config,
     DeploymentUnavailable,
     PipelineError,
+    atomic_write_json,
 )
-from records import read_jsonl
+from records import identity, read_jsonl, same_identity, sha256_file
 
 VERSION_FOLDER = re.compile(r"v(\d{4,})")
 LIVE_MARK = "live.json"  # in a version's folder: the manifest that last made it live (deployment.py)
@@ -324,6 +330,51 @@ def stamp_problem(
     if data_sha256 and stamped.get("data_sha256") and stamped["data_sha256"] != data_sha256:
         return "these figures describe earlier ingested data; the next run refreshes them"
     return None
+
+
+DERIVED = (  # reporting.py's outputs whose sha256 riskranking.json records: (file, its key)
+    (RISK_RANKING, "list_sha256"),
+    (LOST_CLIENTS, "lost_sha256"),
+    (QUERY_STORE, "store_sha256"),
+)
+VERIFIED = "verified.json"  # cache folder: the identity each derived file had when its sha256 was checked
+
+
+def derived_problems(config: Config, basis: dict) -> list[str]:
+    """The call list, the lost list and the query store that are not the bytes reporting.py wrote
+    (riskranking.json's sha256 of each): edited by a person, damaged, deleted. Each file is hashed
+    again only when its identity (size, mtime, ctime, inode) changed since it was last found whole,
+    so the nothing-new run stays cheap."""
+    cache = config.cache_folder / VERIFIED
+    try:
+        verified = json.loads(cache.read_text(encoding="utf-8"))
+        verified = verified if isinstance(verified, dict) else {}
+    except (OSError, ValueError):
+        verified = {}
+    problems, changed = [], False
+    for name, key in DERIVED:
+        expected = basis.get(key)
+        if not isinstance(expected, str):
+            continue  # written before this check, or a pending basis: the stamp speaks for it
+        path = config.model_folder / name
+        try:
+            now = identity(os.lstat(path))
+            whole = stat.S_ISREG(os.lstat(path).st_mode)
+        except OSError:
+            problems.append(f"{config.relative(path)} is missing")
+            continue
+        seen = verified.get(str(path))
+        if whole and isinstance(seen, dict) and seen.get("sha256") == expected and same_identity(seen, now):
+            continue
+        if whole and sha256_file(path) == expected:
+            verified[str(path)] = {**now, "sha256": expected}
+            changed = True
+            continue
+        problems.append(f"{config.relative(path)} is not the file reporting.py wrote (edited or damaged)")
+    if changed:
+        with contextlib.suppress(OSError):
+            atomic_write_json(cache, verified)
+    return problems
 
 
 def serves_live_version(health: dict | None, manifest: dict) -> bool | None:

@@ -193,7 +193,8 @@ def write_call_list(
     # the lists were replaced (lost first, then the call list); then their query store; then the basis
     # says all three are whole
     history = final[[column for column in (ID_COLUMN, *FEATURES, TARGET) if column in final.columns]]
-    riskdb.write(folder, calls, lost, history, basis)
+    store = riskdb.write(folder, calls, lost, history, basis)
+    basis["store_sha256"] = sha256_file(store)  # checked before it is served, and by every run
     atomic_write_json(folder / RISK_RANKING_BASIS, basis)
     return calls, lost
 

@@ -34,7 +34,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common import ID_COLUMN, QUERY_STORE, DataUnavailable, atomic_path, file_stamp
+from common import ID_COLUMN, QUERY_STORE, RISK_RANKING_BASIS, DataUnavailable, atomic_path, file_stamp
+from records import sha256_file
 
 if TYPE_CHECKING:  # the writer's; a reader (fullprocess.py, the API) needs neither
     import numpy as np
@@ -274,6 +275,9 @@ _lock = threading.Lock()
 _stores: dict[Path, tuple[tuple, Store]] = {}
 
 
+_unverified: dict[Path, tuple[tuple, str]] = {}
+
+
 def store(folder: Path) -> Store | None:
     """The query store of a model folder, opened once per process and again when it is replaced;
     None when there is none (reporting.py has not run); DataUnavailable when it cannot be read."""
@@ -287,12 +291,36 @@ def store(folder: Path) -> Store | None:
             del _stores[path]
         if stamp[0] is None:
             return None
+        failed = _unverified.get(path)
+        problem = failed[1] if failed is not None and failed[0] == stamp else unverified(folder, path)
+        if problem:
+            _unverified[path] = (stamp, problem)  # hashed once per damaged file, not per request
+            raise DataUnavailable(problem)
+        _unverified.pop(path, None)
         try:
             opened = Store(path)
         except (sqlite3.Error, KeyError, ValueError) as error:
             raise DataUnavailable(f"{path.name}: cannot be read ({error}); run reporting.py") from None
         _stores[path] = (stamp, opened)
         return opened
+
+
+def unverified(folder: Path, path: Path) -> str | None:
+    """Why the store is not the file reporting.py wrote (riskranking.json's store_sha256), or None.
+    Checked once per file (a replaced or rewritten store is another stamp): a flipped byte must
+    not make a client who does not exist the riskiest (SQLite's quick_check does not see it)."""
+    try:
+        basis = json.loads((folder / RISK_RANKING_BASIS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no basis: nothing to compare (the dashboard names the missing stamp)
+    expected = basis.get("store_sha256") if isinstance(basis, dict) else None
+    if not isinstance(expected, str) or basis.get("pending"):
+        return None  # written before the check, or being rewritten right now
+    if sha256_file(path) != expected:
+        return (
+            f"{path.name}: not the file reporting.py wrote (damaged); the next fullprocess.py run rebuilds it"
+        )
+    return None
 
 
 def basis_of(folder: Path) -> dict | None:

@@ -295,6 +295,8 @@ def test_a_failing_step_leaves_production_unchanged(deployed):
     for path in folder.iterdir():
         path.unlink()
     add_file(deployed, "stayers.csv", client_frame(50, seed=30).assign(exited=0))  # one class: training fails
+    forgotten = deployed.run("ingestion.py", "--forget", "dataset1.csv", "--forget", "dataset2.csv")
+    assert forgotten.returncode == 0, forgotten.stderr  # the removed extracts' rows go deliberately
     result = deployed.run("fullprocess.py")
     assert result.returncode == 1
     assert_one_line_error(

@@ -275,7 +275,9 @@ def test_a_client_is_judged_by_its_newest_extract_even_when_it_repeats_an_older_
     frames = [a, b, c]
     for name, frame in zip(("extract1.csv", "extract2.csv", "extract3.csv"), frames, strict=True):
         frame.to_csv(inputs / name, index=False)
-    run_ok(deployed_workspace, "ingestion.py", "reporting.py")
+    forgotten = deployed_workspace.run("ingestion.py", "--forget", "dataset1.csv", "--forget", "dataset2.csv")
+    assert forgotten.returncode == 0, forgotten.stderr  # the removed extracts' rows go deliberately
+    run_ok(deployed_workspace, "reporting.py")
     newest, were_clients = newest_rows_oracle(frames)
     models = deployed_workspace.path("output_model_path")
     calls = pd.read_csv(models / "riskranking.csv", dtype={"corporation": str}).set_index("corporation")
