@@ -459,25 +459,49 @@ def rollback(config: Config) -> dict:
     return manifest
 
 
+def file_matches(path: Path, entry: dict, full: bool) -> bool:
+    """A version's file as its manifest says: its size, and its sha256 (the reference data, which
+    grows with the data, by its sha256 only when full)."""
+    try:
+        ok = path.stat().st_size == entry["size"]
+        if ok and (full or path.name != REFERENCE_DATA):
+            ok = sha256_bytes(path.read_bytes()) == entry["sha256"]
+    except (OSError, KeyError, TypeError):
+        ok = False
+    return ok
+
+
+def version_problem(prod_folder: Path, version: int, full: bool = False) -> str | None:
+    """Why an archived version could not be made live again (its manifest or a file damaged), or None."""
+    folder = Path(prod_folder) / folder_name(version)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"].items()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{folder / MANIFEST}: unreadable"
+    for name, entry in files:
+        if not file_matches(folder / name, entry, full):
+            return f"{folder / name}: does not match its manifest"
+    return None
+
+
 def check_live_version(prod_folder: Path, manifest: dict, full: bool = False) -> None:
     """The live version's files as its manifest says, or ProductionBroken saying how to recover.
 
     Every file a decision reads (model, numbers, score, ingested files and record: a few KB) is
     checked by its sha256 on every run; the reference data by its size (with full, by sha256 too).
+    The recovery named is one that works: --rollback only when the version it would make live is whole.
     """
     folder = live_folder(prod_folder, manifest)
     for name, entry in manifest["files"].items():
         path = folder / name
-        try:
-            ok = path.stat().st_size == entry["size"]
-            if ok and (full or name != REFERENCE_DATA):
-                ok = sha256_bytes(path.read_bytes()) == entry["sha256"]
-        except OSError:
-            ok = False
-        if not ok:
+        if not file_matches(path, entry, full):
             earlier = lineage(prod_folder, manifest)
+            target = version_problem(prod_folder, earlier[-1]) if earlier else "none"
             recover = (
                 f"`python deployment.py --rollback` makes version {earlier[-1]} live again, or "
+                if target is None
+                else f"version {earlier[-1]}, the rollback target, is damaged too ({target}); "
                 if earlier
                 else ""
             )
@@ -485,6 +509,20 @@ def check_live_version(prod_folder: Path, manifest: dict, full: bool = False) ->
                 f"{path}: does not match the manifest of live version {manifest['version']}: production is "
                 f"broken; {recover}`python fullprocess.py --force` retrains and deploys a new version"
             )
+
+
+def archive_problems(prod_folder: Path, manifest: dict, every: bool = False) -> list[str]:
+    """The damaged versions among those a rollback could make live: the rollback target (the version
+    --rollback would make live) on every run; with every, each archived version, fully."""
+    earlier = lineage(prod_folder, manifest)
+    versions = sorted(set(archived_versions(prod_folder)) - {manifest["version"]}) if every else earlier[-1:]
+    problems = []
+    for version in versions:
+        problem = version_problem(prod_folder, version, full=every)
+        if problem:
+            role = "the rollback target" if earlier and version == earlier[-1] else "an archived version"
+            problems.append(f"version {version} ({role}) is damaged: {problem}; it cannot be made live again")
+    return problems
 
 
 def repair(prod_folder: Path, require_whole: bool = True) -> list[str]:

@@ -427,6 +427,7 @@ def check_production(run: Run, force: bool = False) -> bool:
             run.reason(f"{error}; --force: retraining and deploying a new version without a drift check")
             return False
         run.expected = production.manifest_digest(prod)  # what this run's decision compares against
+        check_archive(run)
     config = run.config
     other = production.other_checkout(config)
     if other:
@@ -437,6 +438,36 @@ def check_production(run: Run, force: bool = False) -> bool:
     for message in repairs:
         run.record.setdefault("repairs", []).append(message)
     return True
+
+
+ARCHIVE_CHECKED = "archivecheck.json"  # cache folder: when every archived version was last verified
+ARCHIVE_CHECK_HOURS = 24.0
+
+
+def check_archive(run: Run) -> None:
+    """Name a damaged version before a rollback needs it: the rollback target on every run (a few KB
+    hashed), every archived version in full once a day (the reference data grows with the data)."""
+    config, prod = run.config, run.config.prod_folder
+    try:
+        manifest = production.read_manifest(prod)
+    except PipelineError:
+        return  # nothing live (empty, or repair said why)
+    stamp = config.cache_folder / ARCHIVE_CHECKED
+    try:
+        last = float(json.loads(stamp.read_text(encoding="utf-8"))["checked"])
+    except (OSError, ValueError, KeyError, TypeError):
+        last = 0.0
+    every = time.time() - last > ARCHIVE_CHECK_HOURS * 3600
+    problems = deployment.archive_problems(prod, manifest, every=every)
+    for problem in problems:
+        log.warning("%s", problem)
+        run.record["reasons"].append(problem)
+        run.record.setdefault("archive_problems", []).append(problem)
+    if every:
+        try:
+            atomic_write_json(stamp, {"checked": time.time(), "problems": problems})
+        except OSError:
+            pass  # checked again next run
 
 
 def execute(run: Run, args) -> str:

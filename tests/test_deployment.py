@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 
 import pytest
 from conftest import assert_one_line_error, run_ok
@@ -120,3 +121,32 @@ def test_rollback_refuses_a_damaged_archive_and_changes_nothing(retrained_worksp
         retrained_workspace.run("deployment.py", "--rollback"), "archived version is unreadable"
     )
     assert snapshot(prod) == before
+
+
+def test_a_damaged_rollback_target_is_named_before_it_is_needed(retrained_workspace):
+    """One flipped byte in archive/v0001 (mtime kept), version 2 live: every run names it (issue 31);
+    when version 2 is then damaged, the recovery offered is the one that works (--force), not
+    --rollback."""
+    workspace = retrained_workspace
+    prod = workspace.path("prod_deployment_path")
+    run_ok(workspace, "deployment.py")  # version 2 live; version 1 is the rollback target
+    numbers = prod / "archive" / "v0001" / "trainedmodel.json"
+    stat = numbers.stat()
+    numbers.chmod(0o644)
+    data = bytearray(numbers.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    numbers.write_bytes(bytes(data))
+    os.utime(numbers, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    for _ in range(2):  # every run, not once
+        result = workspace.run("fullprocess.py", timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "version 1 (the rollback target) is damaged" in result.stderr
+        assert "v0001/trainedmodel.json: does not match its manifest" in result.stderr
+    live = prod / "archive" / "v0002" / "latestscore.txt"
+    live.chmod(0o644)
+    live.write_text("0.1\n")
+    result = workspace.run("fullprocess.py", timeout=300)
+    assert_one_line_error(result, "production is broken", "version 1, the rollback target, is damaged too")
+    assert "deployment.py --rollback` makes" not in result.stderr
+    recovered = workspace.run("fullprocess.py", "--force", timeout=300)  # the command it recommends
+    assert recovered.returncode == 0, recovered.stderr
