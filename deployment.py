@@ -654,6 +654,10 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
     if manifest is None:
         _log(repairs)
         return repairs
+    by_hand = switched_by_hand(prod_folder, manifest)
+    if by_hand:
+        repairs.append(by_hand)
+        manifest = current_manifest(prod_folder)
     proven, damaged = ever_live(prod_folder, manifest)
     if damaged:
         log.warning(
@@ -704,6 +708,39 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
         )
     _log(repairs)
     return repairs
+
+
+def switched_by_hand(prod_folder: Path, manifest: dict) -> str | None:
+    """A manifest.json that is not the last switch's own (a person copied or linked an archived
+    version's manifest.json or live.json over it: a rollback by hand) is recorded as the rollback it
+    is: the version it names made live by the switch, rolled back from the version that was live,
+    with the lineage --rollback keeps. Returns the repair made, or None."""
+    marks = live_marks(prod_folder)
+    newest = max(marks.values(), key=lambda mark: mark.get("switch") or 0, default=None)
+    linked = (prod_folder / MANIFEST).is_symlink()
+    if newest is None or not (linked or (manifest.get("switch") or 0) < (newest.get("switch") or 0)):
+        return None
+    target, before = manifest["version"], newest
+    if target == before["version"]:  # the live version's own, copied back: the switch's manifest again
+        atomic_write_json(prod_folder / MANIFEST, newest)
+        return f"{MANIFEST} was a copy of version {target}'s manifest: the switch's own restored"
+    archived, contents = read_archived_version(prod_folder / folder_name(target))
+    earlier = lineage(prod_folder, before)
+    rolled = {
+        **archived,
+        "timestamp": utc_now(),
+        "action": "rollback",
+        "by_hand": True,
+        "rolled_back_from": before["version"],
+        "folder": folder_name(target),
+        "lineage": earlier[: earlier.index(target)] if target in earlier else earlier,
+    }
+    switch_to(prod_folder, rolled, contents, before)
+    how = "a link to" if linked else "a copy of"
+    return (
+        f"{MANIFEST} was {how} version {target}'s manifest, not the last switch's: recorded as a "
+        f"rollback by hand from version {before['version']} to version {target} (lineage kept)"
+    )
 
 
 def _log(repairs: list[str]) -> None:

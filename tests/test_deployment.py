@@ -150,3 +150,33 @@ def test_a_damaged_rollback_target_is_named_before_it_is_needed(retrained_worksp
     assert "deployment.py --rollback` makes" not in result.stderr
     recovered = workspace.run("fullprocess.py", "--force", timeout=300)  # the command it recommends
     assert recovered.returncode == 0, recovered.stderr
+
+
+@pytest.mark.parametrize("how", ["copy of manifest.json", "copy of live.json", "link"])
+def test_an_archived_manifest_put_in_place_by_hand_is_a_rollback_by_hand(retrained_workspace, how):
+    """A person rolls back by copying or linking an archived manifest over manifest.json (issue 31):
+    the next run records it as the rollback it is, lineage kept, so --rollback still works after."""
+    workspace = retrained_workspace
+    prod = workspace.path("prod_deployment_path")
+    run_ok(workspace, "deployment.py")  # version 2
+    source = prod / "archive" / "v0001" / ("live.json" if how == "copy of live.json" else "manifest.json")
+    (prod / "manifest.json").unlink()
+    if how == "link":
+        (prod / "manifest.json").symlink_to(source)
+    else:
+        (prod / "manifest.json").write_bytes(source.read_bytes())
+    result = workspace.run("fullprocess.py", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "recorded as a rollback by hand from version 2 to version 1" in result.stderr
+    manifest = json.loads((prod / "manifest.json").read_text())
+    assert not (prod / "manifest.json").is_symlink()
+    assert (manifest["version"], manifest["action"], manifest["rolled_back_from"]) == (1, "rollback", 2)
+    history = [json.loads(line) for line in (prod / "deployments.jsonl").read_text().splitlines()]
+    assert [(h["action"], h["version"]) for h in history][-1] == ("rollback", 1)
+    # lineage kept: version 2 is not lost, and a deployment after it counts from 3
+    assert workspace.run("fullprocess.py", timeout=300).returncode == 0
+    assert json.loads((prod / "manifest.json").read_text())["version"] == 1  # stable: recorded once
+    assert_one_line_error(workspace.run("deployment.py", "--rollback"), "nothing to roll back to")
+    run_ok(workspace, "deployment.py")
+    assert json.loads((prod / "manifest.json").read_text())["version"] == 3
+    assert (prod / "archive" / "v0002").is_dir()
