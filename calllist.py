@@ -5,7 +5,9 @@ scoring.py --rank for any client file, and the API's answers carry the same reas
 
     call_list(frame, scorer, previous, extracts)  (the call list, the clients lost since the last list)
     list_basis(model_folder)              what riskranking.csv on disk was computed from
-    previous_list(model_folder, stamp)    the list the team saw before this one
+    previous_list(model_folder, stamp, prod_folder)
+                                          the list the team saw before this one (for this
+                                          production, wherever it lives: given_folder)
     read_extracts(path, frame)            each row's extracts, when they belong to frame
     reasons(scorer, matrix)               each row's top reason, in words, and its log-odds
 
@@ -231,10 +233,29 @@ def given_lists(model_folder) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     return frame.astype({ID_COLUMN: str}), lost.astype({ID_COLUMN: str})
 
 
-def previous_list(model_folder, stamp: dict) -> pd.DataFrame | None:
+LAST_LIST = "lastlist.json"  # prod_deployment_path: the model folder of the list last given
+
+
+def given_folder(model_folder, prod_folder=None):
+    """The model folder holding the list the team was last given for this production: this one,
+    or, when it has none yet (the README's practice -> production switch), the one production's
+    lastlist.json names (reporting.py writes it with every list)."""
+    if prod_folder is None or (model_folder / RISK_RANKING_BASIS).exists():
+        return model_folder
+    try:
+        pointer = json.loads((prod_folder / LAST_LIST).read_text(encoding="utf-8"))
+        elsewhere = type(model_folder)(pointer["model_folder"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return model_folder
+    return elsewhere if (elsewhere / RISK_RANKING_BASIS).is_file() else model_folder
+
+
+def previous_list(model_folder, stamp: dict, prod_folder=None) -> pd.DataFrame | None:
     """The list the team saw before this one (its corporation and exit_probability): the list last
-    given (given_lists: never a person's edit of it); or, when that one was made for the same model
-    and data (a report run again), the list it was itself compared with."""
+    given for this production (given_folder; given_lists: never a person's edit of it); or, when
+    that one was made for the same model and data (a report run again), the list it was itself
+    compared with."""
+    model_folder = given_folder(model_folder, prod_folder)
     given = given_lists(model_folder)
     if given is None:
         return None

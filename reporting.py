@@ -171,7 +171,7 @@ def write_call_list(
     sha256 and the basis they replace: calllist.list_basis), then the lists, then riskranking.json
     complete. A kill at any instant leaves the next run comparing with the list on disk, by its
     own basis; a pending basis is a stale stamp, so the next fullprocess.py run reports again."""
-    previous = calllist.previous_list(config.model_folder, stamp)
+    previous = calllist.previous_list(config.model_folder, stamp, config.prod_folder)
     extracts = calllist.read_extracts(config.output_folder / EXTRACTS, final)
     calls, lost = calllist.call_list(
         final, scorer, previous, config.relative(config.finaldata_file), extracts
@@ -196,6 +196,11 @@ def write_call_list(
     store = riskdb.write(folder, calls, lost, history, basis)
     basis["store_sha256"] = sha256_file(store)  # checked before it is served, and by every run
     atomic_write_json(folder / RISK_RANKING_BASIS, basis)
+    # the list last given for this production: the next one compares with it, wherever it is written
+    atomic_write_json(
+        config.prod_folder / calllist.LAST_LIST,
+        {"model_folder": str(folder), "list_sha256": basis["list_sha256"], "written": basis["written"]},
+    )
     return calls, lost
 
 

@@ -129,3 +129,41 @@ def test_original_course_data_end_to_end(tmp_path):
     new_score = json.loads(result.stdout)["f1"]
     assert new_score == pytest.approx(9 / 13)
     assert decisions.drift("raw", new_score, score, [])["drift"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SEED_DATA.is_dir(), reason="the original course data (../shared/seed/data) is absent")
+def test_after_the_practice_to_production_switch_the_lost_list_is_against_the_list_given(tmp_path):
+    """The README's switch (input and model folders change): the lost list compares the new data with
+    the list the team was last given for this production, in practicemodels/ (issue 31: it was empty)."""
+    from apiserver import free_port
+
+    workspace = make_workspace(tmp_path / "course", api_port=free_port())
+    for folder in ("practicedata", "sourcedata", "testdata"):
+        (workspace.root / folder).mkdir(exist_ok=True)
+        for path in (SEED_DATA / folder).glob("*.csv"):
+            (workspace.root / folder / path.name).write_bytes(path.read_bytes())
+    assert workspace.run("fullprocess.py", timeout=300).returncode == 0
+    given = pd.read_csv(workspace.root / "practicemodels" / "riskranking.csv", dtype={"corporation": str})
+    workspace.set_config(input_folder_path="sourcedata", output_model_path="models")
+    (workspace.root / "models").mkdir()
+    result = workspace.run("fullprocess.py", "--force", timeout=300)
+    assert result.returncode == 0, result.stderr
+    new = (
+        pd.concat(
+            [
+                pd.read_csv(SEED_DATA / "sourcedata" / n, dtype={"corporation": str})
+                for n in ("dataset3.csv", "dataset4.csv")
+            ]
+        )
+        .drop_duplicates(keep="last")
+        .drop_duplicates("corporation", keep="last")
+    )
+    gone = set(new.loc[new["exited"] == 1, "corporation"])
+    expected = set(given["corporation"]) & gone
+    assert expected == {"bqlx", "gudj", "lmno", "nciw", "xyzz", "zmei"}
+    lost = pd.read_csv(workspace.root / "models" / "lostclients.csv", dtype={"corporation": str})
+    assert expected <= set(lost["corporation"])
+    calls = pd.read_csv(workspace.root / "models" / "riskranking.csv", dtype={"corporation": str})
+    was_given = calls["corporation"].isin(given["corporation"])
+    assert was_given.any() and not (calls.loc[was_given, "change"] == "new client").any()
