@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test test-fast drills explore lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove bench bench-growth data clean
+.PHONY: help install install-dev run test test-fast drills explore mutants lint format ingest train score deploy rollback diagnose report serve apicalls fullprocess cron-line cron-install cron-remove bench bench-growth data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ drills: $(DEV) ## the kill, disk-full and race drills at full count (20-30 minut
 SECONDS_TO_EXPLORE ?= 600
 explore: $(DEV) ## the open-world test for SECONDS_TO_EXPLORE (600): random operator sequences against the real scripts
 	RISK_EXPLORE_SECONDS=$(SECONDS_TO_EXPLORE) $(PY) -m pytest -s -p no:randomly tests/test_openworld.py -k open_world
+
+mutants: $(DEV) ## the mutants issue 31 listed, each alone against the tests that must notice it (about 2 minutes)
+	bash tests/mutants.sh
 
 lint: $(DEV) ## ruff check and ruff format --check
 	$(BIN)/ruff check .

@@ -180,3 +180,21 @@ def test_an_archived_manifest_put_in_place_by_hand_is_a_rollback_by_hand(retrain
     run_ok(workspace, "deployment.py")
     assert json.loads((prod / "manifest.json").read_text())["version"] == 3
     assert (prod / "archive" / "v0002").is_dir()
+
+
+def test_the_manifest_is_replaced_whole_never_written_in_place(retrained_workspace):
+    """The switch is one atomic replace of manifest.json (a new file, then rename): a reader holding
+    the old one keeps reading it whole. Written in place, its inode would stay (issue 31: only the
+    full drills caught that mutant)."""
+    prod = retrained_workspace.path("prod_deployment_path")
+    manifest = prod / "manifest.json"
+    for args in ((), ("--rollback",)):
+        before = manifest.stat().st_ino
+        with open(manifest, "rb") as reader:  # a reader that opened it before the switch
+            old = reader.read()
+            run_ok_args = retrained_workspace.run("deployment.py", *args)
+            assert run_ok_args.returncode == 0, run_ok_args.stderr
+            reader.seek(0)
+            assert reader.read() == old  # still the whole old manifest
+        assert manifest.stat().st_ino != before
+        assert not [path.name for path in prod.iterdir() if path.name.endswith(".tmp")]

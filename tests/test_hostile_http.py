@@ -137,6 +137,12 @@ def test_only_allowed_hosts_are_answered(deployed_workspace):
         assert response.status_code == 400
     deployed_workspace.set_config(api_allowed_hosts=["risk.internal"])
     assert client_for(deployed_workspace).get("/health", headers={"Host": "risk.internal"}).status_code == 200
+    # a server bound to every address (api_host 0.0.0.0) still answers no Host "0.0.0.0" or "::"
+    deployed_workspace.set_config(api_host="0.0.0.0")
+    wildcard = client_for(deployed_workspace)
+    for host in ("0.0.0.0", "0.0.0.0:8000", "[::]:8000"):
+        assert_error(wildcard.get("/calllist", headers={"Host": host}), 400, error="bad_request")
+    assert wildcard.get("/health", headers={"Host": "localhost"}).status_code == 200
 
 
 def test_every_answer_carries_the_security_headers(reported_workspace):

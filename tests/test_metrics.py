@@ -49,6 +49,8 @@ def test_requests_rows_latency_and_refusals_are_counted_by_route(deployed_worksp
     too_many = "lastmonth_activity,lastyear_activity,number_of_employees\n" + "1,2,3\n" * 501
     assert api_client.post("/prediction", data=too_many, content_type="text/csv").status_code == 400
     assert api_client.get("/no/such/page", headers={"Accept": "application/json"}).status_code == 404
+    assert api_client.get("/scoring").status_code == 200
+    assert api_client.open("/prediction", method="FOOBAR").status_code == 405  # a method nobody names
     after = scrape(api_client)
 
     def moved(name, **labels):
@@ -61,6 +63,18 @@ def test_requests_rows_latency_and_refusals_are_counted_by_route(deployed_worksp
         moved("risk_http_requests_total", route="unmatched", method="GET", status="404") == 1
     )  # no raw path
     assert moved("risk_rows_scored_total", route="/prediction") == 2 * testdata_rows + 3
+    assert moved("risk_rows_scored_total", route="/scoring") == testdata_rows
+    # every label bounded: a method no one names is "other", never the client's word
+    assert moved("risk_http_requests_total", route="unmatched", method="other", status="405") == 1
+    assert not [
+        labels for labels in labelled(after, "risk_http_requests_total") if labels["method"] == "FOOBAR"
+    ]
+    # every refusal counted, with its reason or "other": as many as the 4xx answers
+    refusals = sum(
+        value(after, "risk_http_refused_total", **labels) - value(before, "risk_http_refused_total", **labels)
+        for labels in labelled(after, "risk_http_refused_total")
+    )
+    assert refusals == 4
     assert moved("risk_http_request_duration_seconds_count", route="/prediction") == 5
     assert moved("risk_http_request_duration_seconds_sum", route="/prediction") > 0
     assert moved("risk_http_request_duration_seconds_bucket", route="/prediction", le="+Inf") == 5
@@ -93,6 +107,16 @@ def test_metrics_are_behind_the_token_when_one_is_set(deployed_workspace):
         )
         >= 1
     )
+    # a refusal whose answer names no reason (a failed sign-in page) is still counted: "other"
+    before = samples(answer.get_data(as_text=True))
+    assert client.post("/login", data={"token": "wrong"}).status_code == 401
+    after = samples(
+        client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"}).get_data(as_text=True)
+    )
+    moved = value(after, "risk_http_refused_total", status="401", reason="other") - value(
+        before, "risk_http_refused_total", status="401", reason="other"
+    )
+    assert moved == 1
 
 
 @pytest.mark.slow
