@@ -244,7 +244,7 @@ def given_folder(model_folder, prod_folder=None):
         return model_folder
     try:
         pointer = json.loads((prod_folder / LAST_LIST).read_text(encoding="utf-8"))
-        elsewhere = type(model_folder)(pointer["model_folder"])
+        elsewhere = (prod_folder / pointer["model_folder"]).resolve()  # relative to production
     except (OSError, ValueError, KeyError, TypeError):
         return model_folder
     return elsewhere if (elsewhere / RISK_RANKING_BASIS).is_file() else model_folder

@@ -35,8 +35,11 @@ Exit status
 
 from __future__ import annotations
 
+import calendar
 import logging
+import os
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -199,7 +202,11 @@ def write_call_list(
     # the list last given for this production: the next one compares with it, wherever it is written
     atomic_write_json(
         config.prod_folder / calllist.LAST_LIST,
-        {"model_folder": str(folder), "list_sha256": basis["list_sha256"], "written": basis["written"]},
+        {
+            "model_folder": os.path.relpath(folder, config.prod_folder),  # true when the checkout moves
+            "list_sha256": basis["list_sha256"],
+            "written": basis["written"],
+        },
     )
     return calls, lost
 
@@ -513,6 +520,17 @@ def write_report(
     return target
 
 
+def later_report_name(folder: Path) -> str:
+    """report-<UTC time>.pdf, its time after every later report's already there: after the clock
+    steps back the newest report still sorts last (the dashboard and --summary take the last)."""
+    now = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    names = sorted(path.name for path in folder.glob("report-*Z.pdf"))
+    if names and names[-1][len("report-") : -len("Z.pdf")] >= now:
+        last = calendar.timegm(time.strptime(names[-1][len("report-") : -len("Z.pdf")], "%Y%m%dT%H%M%S"))
+        now = time.strftime("%Y%m%dT%H%M%S", time.gmtime(last + 1))
+    return f"report-{now}Z.pdf"
+
+
 def keep_with_version(state: production.Live, paths: list[Path], report: Path | None) -> Path:
     """This version's reports in its archive folder (archive/vNNNN/reports/): the first, at its
     deployment, with the call list and the files it was made with; never overwritten. Each later
@@ -521,7 +539,7 @@ def keep_with_version(state: production.Live, paths: list[Path], report: Path | 
     folder.mkdir(exist_ok=True)
     if (folder / REPORT).is_file():
         kept = [report] if report is not None else []
-        names = {report: f"report-{utc_now()[:19].replace('-', '').replace(':', '')}Z.pdf"} if report else {}
+        names = {report: later_report_name(folder)} if report else {}
     else:
         kept, names = [*paths, *([report] if report else [])], {}
     for path in kept:

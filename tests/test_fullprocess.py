@@ -40,6 +40,7 @@ def production(workspace):
         "processedfiles.json",
         ".fullprocess.lock",
         ".deploy.lock",  # names its last holder
+        "lastlist.json",  # where the list last given lives (reporting.py)
     }
     return {p.name: p.read_bytes() for p in prod.iterdir() if p.is_file() and p.name not in skip}
 

@@ -3,6 +3,7 @@ live above the socket (the Flask app through its test client). The socket cases 
 100-continue, chunk sizes, HTTP versions, proxy headers) are in test_sockets.py, against a
 real gunicorn."""
 
+import hashlib
 import io
 import json
 import threading
@@ -216,7 +217,11 @@ def test_dashboard_links_reach_every_clients_page(reported_workspace):
     odd = ["..", ".", "../calllist.csv", "a/b", "x y?#%", "NA", "line\nbreak"]
     frame.loc[: len(odd) - 1, "corporation"] = odd
     history = frame[["corporation", *FEATURES]].assign(exited=0)
-    riskdb.write(calls.parent, frame, frame.head(0), history, {})  # what the dashboard reads
+    store = riskdb.write(calls.parent, frame, frame.head(0), history, {})  # what the dashboard reads
+    basis_path = calls.parent / "riskranking.json"  # recorded as reporting.py records it: served only then
+    basis = json.loads(basis_path.read_text())
+    basis["store_sha256"] = hashlib.sha256(store.read_bytes()).hexdigest()
+    basis_path.write_text(json.dumps(basis))
     client = client_for(reported_workspace)
     html = client.get("/clients", headers=BROWSER).get_data(as_text=True)
     from html.parser import HTMLParser

@@ -338,3 +338,16 @@ def test_a_rollback_during_reporting_files_only_the_snapshots_version(retrained_
     assert kept.read_bytes() == (models / "riskranking.csv").read_bytes()
     # the stamp says version 2 while version 1 is live: the next run reports again for version 1
     assert production.stamp_problem(basis, production.live(config), production.data_fingerprint(config), True)
+
+
+def test_after_the_clock_steps_back_the_newest_report_still_sorts_last(reported_workspace):
+    """A later report is named by the UTC time, but never before one already there (issue 31: after
+    the clock stepped back, the dashboard marked an older report as the latest)."""
+    config = load_config(reported_workspace.config_path)
+    reports = config.prod_folder / "archive" / "v0001" / "reports"
+    ahead = reports / "report-20991231T235959Z.pdf"  # written while the clock was ahead
+    ahead.write_bytes((reports / "report.pdf").read_bytes())
+    run_ok(reported_workspace, "reporting.py")
+    newest = production.report_files(config, 1)[-1]
+    assert newest.name == "report-21000101T000000Z.pdf"
+    assert newest.read_bytes() == (config.model_folder / "report.pdf").read_bytes()
