@@ -72,7 +72,18 @@ ROW = st.tuples(
     st.integers(0, 1),
 )
 EXTRACT = st.lists(ROW, min_size=1, max_size=30)
-DAMAGE = ("truncate", "flip", "delete", "directory", "symlink")
+DAMAGE = ("truncate", "flip", "delete", "chmod 000", "directory", "symlink")
+KILLER = """import os, signal
+_at = int(os.environ.get("RISK_TEST_KILL_AT_WRITE") or 0)
+if _at:  # the open-world test: SIGKILL this process at its N-th atomic replace (a write's last act)
+    _replace, _count = os.replace, [0]
+    def _counted(*args, **kwargs):
+        _count[0] += 1
+        if _count[0] == _at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _replace(*args, **kwargs)
+    os.replace = _counted
+"""
 TARGETS = (
     "ingesteddata/finaldata.csv",
     "{models}/riskranking.csv",
@@ -220,6 +231,21 @@ class OpenWorld(RuleBasedStateMachine):
             self.ingested.update({name: frame.copy() for name, frame in self.present.items()})
         self.note_recommendation(result)
 
+    @rule(at=st.integers(1, 12))
+    def kill_at_the_nth_write(self, at):
+        """fullprocess.py, each of its processes killed (SIGKILL) at its N-th atomic replace: what a
+        run starts, a later run finishes (the oracle holds after the next successful run)."""
+        killer = self.home / "killer"
+        killer.mkdir(exist_ok=True)
+        (killer / "sitecustomize.py").write_text(KILLER)
+        env = {**self.ws.env, "PYTHONPATH": str(killer), "RISK_TEST_KILL_AT_WRITE": str(at)}
+        result = self.ws.run("fullprocess.py", timeout=600, env=env)
+        OpenWorld.runs += 1
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.returncode != 70, result.stderr
+        self.killed = result.returncode
+        self.checked_run = False
+
     @rule()
     def deploy_by_hand(self):
         self.checked_run = False
@@ -297,6 +323,8 @@ class OpenWorld(RuleBasedStateMachine):
         elif kind == "delete":
             os.chmod(path.parent, 0o755)
             path.unlink()
+        elif kind == "chmod 000":  # as root, still readable: an operator's mistake, for non-root runs
+            path.chmod(0)
         elif kind == "directory":
             os.chmod(path.parent, 0o755)
             path.unlink()
@@ -472,6 +500,16 @@ def test_a_person_edits_the_list_then_the_switch_to_production():
         ("fullprocess", "--force"),
         absolute=True,
     )
+
+
+def test_a_run_killed_at_a_write_is_finished_by_the_next():
+    state = play(
+        ("fullprocess", "plain"),
+        ("new_extract", MORE, ODD),
+        ("kill_at_the_nth_write", 3),  # ingestion.py's third replace: finaldata.csv half-way through
+        ("fullprocess", "plain"),
+    )
+    assert state.killed != 0  # the kill happened
 
 
 def test_the_open_world():
