@@ -60,7 +60,7 @@ import logging
 import os
 
 import numpy as np
-from flask import Blueprint, Flask, current_app, g, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException, SecurityError
@@ -87,6 +87,7 @@ from common import (
     DeploymentUnavailable,
     PipelineError,
     command_line,
+    error_body,
     load_config,
     run_main,
     setup_logging,
@@ -245,9 +246,7 @@ def hide_paths(response):
 def error_response(status: int, code: str, message: str, reason: str | None = None):
     """The JSON error answer; reason (default: code) is what the refusal counter calls it."""
     g.refusal = reason or code
-    response = jsonify(error=code, message=message)
-    response.status_code = status
-    return response
+    return Response(error_body(code, message), status=status, mimetype="application/json")
 
 
 def json_options(response):

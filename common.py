@@ -215,6 +215,13 @@ class DataUnavailable(Unavailable):
     code = "data_unavailable"
 
 
+def error_body(code: str, message: str) -> bytes:
+    """The API's one JSON error body, {"error": code, "message": message}: what Flask's error
+    answers (app.error_response), the deadline middleware (wsgi.refuse) and gunicorn's own
+    refusals (gunicorn.conf.py) all send."""
+    return json.dumps({"error": code, "message": message}, separators=(",", ":")).encode() + b"\n"
+
+
 @dataclass(frozen=True)
 class Config:
     """The resolved configuration: absolute folders, plus the optional settings by key."""

@@ -21,7 +21,6 @@ Errors gunicorn answers itself (a malformed request line, 414, 431, a bad chunk)
 like the API's own: {"error": ..., "message": ...}.
 """
 
-import json
 import os
 import shutil
 import sys
@@ -36,7 +35,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 # gunicorn imports this file before --chdir applies: find common.py from here, not the cwd.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_config  # noqa: E402
+from common import error_body, load_config  # noqa: E402
 
 _config = load_config()
 
@@ -64,7 +63,7 @@ control_socket_disable = True
 
 def _json_error(sock, status_int, reason, mesg):
     """gunicorn.util.write_error's answer as the API's JSON error instead of an HTML page."""
-    body = json.dumps({"error": reason.lower().replace(" ", "_"), "message": mesg or reason}).encode()
+    body = error_body(reason.lower().replace(" ", "_"), mesg or reason)
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"

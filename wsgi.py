@@ -23,13 +23,13 @@ against the sync worker's 5-8 ms. With the turn: p99 8-10 ms beside sync's 5-6 m
 from __future__ import annotations
 
 import errno
-import json
 import time
 
 from werkzeug.exceptions import RequestTimeout
 
 import metrics
 from app import create_app, warm_up
+from common import error_body
 
 try:
     import gevent
@@ -161,7 +161,7 @@ class Deadlines:
 
 
 def refuse(start_response, status: str, code: str, message: str):
-    body = json.dumps({"error": code, "message": message}).encode()
+    body = error_body(code, message)
     start_response(
         status,
         [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")],
