@@ -355,7 +355,8 @@ ODD_KINDS = {stat.S_IFLNK: "a symlink", stat.S_IFDIR: "a directory"}
 def clear_odd_entry(path: Path) -> str | None:
     """A record, log, lock or output the pipeline writes must be a regular file of its own: a
     symlink (never written through: a lock linked to config.json truncated it), a directory or a
-    special file in its place is moved aside (NAME.aside-<UTC time>) and named in a warning.
+    special file in its place is moved aside (NAME.aside-<UTC time>) and named in a warning. A
+    link to a character device (a log sent to /dev/null) is left as the operator made it.
     Returns the warning, or None when the entry is a regular file or absent."""
     path = Path(path)
     try:
@@ -364,12 +365,22 @@ def clear_odd_entry(path: Path) -> str | None:
         return None
     if stat.S_ISREG(mode):
         return None
+    if stat.S_ISLNK(mode) and device_link(path):
+        return None  # `ln -s /dev/null fullprocess.log`: an operator's deliberate routing, not damage
     kind = ODD_KINDS.get(stat.S_IFMT(mode), "a special file")
     aside = path.with_name(f"{path.name}.aside-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     os.rename(path, aside)
     message = f"{path} was {kind}, not the pipeline's file: moved aside to {aside}"
     logging.getLogger("repair").warning("%s", message)
     return message
+
+
+def device_link(path: Path) -> bool:
+    """Whether a symlink leads to a character device (/dev/null, /dev/full): written through."""
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 class LogFileHandler(logging.FileHandler):
@@ -381,7 +392,7 @@ class LogFileHandler(logging.FileHandler):
 
     def _open(self):
         clear_odd_entry(Path(self.baseFilename))
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)

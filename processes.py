@@ -100,7 +100,7 @@ def file_lock(path: Path, blocking: bool = True, poll: float = 0.0):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clear_odd_entry(path)  # a lock linked to config.json must not truncate it
-    with open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+") as handle:
+    with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as handle:
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking and not poll else fcntl.LOCK_NB))

@@ -222,3 +222,22 @@ def test_torn_history_lines_are_skipped(tmp_path):
     assert read_jsonl(history) == [{"run": 1}, {"run": 3}]
     history.write_bytes(b'{"run": 1}\n[1, 2]\n\xff\xfe\n{"run": 4}\n')
     assert read_jsonl(history) == [{"run": 1}, {"run": 4}]
+
+
+def test_an_odd_entry_is_moved_aside_but_a_link_to_a_device_is_the_operators(tmp_path):
+    from common import clear_odd_entry
+
+    target = tmp_path / "config.json"
+    target.write_text("{}")
+    linked, folder, device, plain = (tmp_path / name for name in ("a.lock", "b.jsonl", "c.log", "d.json"))
+    linked.symlink_to(target)
+    folder.mkdir()
+    device.symlink_to("/dev/null")  # `ln -s /dev/null fullprocess.log`: deliberate
+    plain.write_text("x")
+    for path in (linked, folder):
+        message = clear_odd_entry(path)
+        assert message and "moved aside" in message and not os.path.lexists(path)
+    assert clear_odd_entry(device) is None and device.is_symlink()
+    assert clear_odd_entry(plain) is None and plain.read_text() == "x"
+    assert target.read_text() == "{}"
+    assert len(list(tmp_path.glob("*.aside-*"))) == 2
