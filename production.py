@@ -358,11 +358,11 @@ def derived_problems(config: Config, basis: dict) -> list[str]:
             continue  # written before this check, or a pending basis: the stamp speaks for it
         path = config.model_folder / name
         try:
-            now = identity(os.lstat(path))
-            whole = stat.S_ISREG(os.lstat(path).st_mode)
+            seen_now = os.lstat(path)
         except OSError:
             problems.append(f"{config.relative(path)} is missing")
             continue
+        now, whole = identity(seen_now), stat.S_ISREG(seen_now.st_mode)
         seen = verified.get(str(path))
         if whole and isinstance(seen, dict) and seen.get("sha256") == expected and same_identity(seen, now):
             continue
