@@ -78,7 +78,7 @@ from records import (
     append_jsonl,
     csv_entries,
     identity,
-    natural_key,
+    in_extract_order,
     sha256_bytes,
     sha256_file,
     utc_now,
@@ -470,7 +470,7 @@ def duplicate_groups(table: pa.Table, source: np.ndarray) -> tuple[np.ndarray, n
     return kept[back], first[back]
 
 
-def archived_extracts(input_folder: Path, kept: Path | None, present: list[Path]) -> list[Path]:
+def archived_extracts(kept: Path | None, present: list[Path]) -> list[Path]:
     """The kept copies of extracts ingested before and no longer in the input folder."""
     if kept is None or not kept.is_dir():
         return []
@@ -487,8 +487,7 @@ def ingest(input_folder: Path, kept: Path | None = None) -> tuple[pa.Table, pa.T
     present = csv_entries(input_folder)
     if not present:
         raise IngestionError(f"{input_folder}: no *.csv files to ingest")
-    archived = archived_extracts(input_folder, kept, present)
-    paths = sorted([*present, *archived], key=lambda entry: (natural_key(entry.name), entry.name))
+    paths = in_extract_order([*present, *archived_extracts(kept, present)])
     for first, second in ambiguous_order([path.name for path in paths]):
         log.warning(
             "%s: %r and %r: their numbers do not decide which extract is newer; taken in name order (%r "

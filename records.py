@@ -189,7 +189,12 @@ def csv_entries(folder: Path) -> list[Path]:
         for entry in Path(folder).iterdir()
         if entry.name.lower().endswith(".csv") and not entry.name.startswith(".")
     )
-    return sorted(entries, key=lambda entry: (natural_key(entry.name), entry.name))
+    return in_extract_order(entries)
+
+
+def in_extract_order(paths) -> list[Path]:
+    """Paths sorted as extracts are ingested: by name, digits as numbers (natural_key), then plain name."""
+    return sorted(paths, key=lambda entry: (natural_key(entry.name), entry.name))
 
 
 def ambiguous_order(names: list[str]) -> list[tuple[str, str]]:
