@@ -474,12 +474,10 @@ def file_matches(path: Path, entry: dict, full: bool) -> bool:
 def version_problem(prod_folder: Path, version: int, full: bool = False) -> str | None:
     """Why an archived version could not be made live again (its manifest or a file damaged), or None."""
     folder = Path(prod_folder) / folder_name(version)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        files = manifest["files"].items()
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    files = (archived_manifest(prod_folder, version) or {}).get("files")
+    if not isinstance(files, dict):
         return f"{folder / MANIFEST}: unreadable"
-    for name, entry in files:
+    for name, entry in files.items():
         if not file_matches(folder / name, entry, full):
             return f"{folder / name}: does not match its manifest"
     return None
