@@ -28,19 +28,13 @@ from pathlib import Path
 
 import requests
 
-import production
-from common import (
-    APIRETURNS,
-    TOKEN_ENV,
-    PipelineError,
-    Unavailable,
-    atomic_write_text,
-    command_line,
-    load_config,
-    run_main,
-    setup_logging,
-)
-from records import utc_now
+from attrition.core.config import load_config
+from attrition.core.errors import PipelineError, Unavailable
+from attrition.core.files import atomic_write_text
+from attrition.core.logs import command_line, run_main, setup_logging
+from attrition.core.names import APIRETURNS, TOKEN_ENV
+from attrition.core.records import utc_now
+from attrition.production import versions
 
 NAME = "apicalls"
 
@@ -72,7 +66,7 @@ def check_deployment(health: dict, manifest: dict | None, url: str) -> None:
     """Refuse a server that serves another deployment than this production folder's live one."""
     if manifest is None:
         return  # nothing deployed here: the endpoints will say so
-    if not production.serves_live_version(health, manifest):
+    if not versions.serves_live_version(health, manifest):
         raise PipelineError(
             f"{url}: the API serves model version {health.get('model_version')} deployed at "
             f"{health.get('deployed_at')}, not this production folder's live version {manifest['version']} "
@@ -122,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         data_file = str(testdata.relative_to(config.path.parent))
     except ValueError:
         data_file = str(testdata)
-    manifest = production.current_manifest(config.prod_folder)
+    manifest = versions.current_manifest(config.prod_folder)
     answers = call_all(url, data_file, os.environ.get(TOKEN_ENV), args.timeout, manifest)
     target = config.model_folder / args.output
     atomic_write_text(target, json.dumps(answers, indent=2) + "\n")

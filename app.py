@@ -65,34 +65,18 @@ from flask.json.provider import DefaultJSONProvider
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException, SecurityError
 
-import apiauth
-import calllist
-import dashboard
 import diagnostics
-import metrics
-import riskdb
-import riskmodel
 import scoring
-import serving
-from apirequest import data_roots, prediction_input, requested_file, wants, whole_number
-from clientdata import check_labelled
-from common import (
-    DEBUG_ENV,
-    PROJECT_DIR,
-    RISK_RANKING,
-    RUN_HISTORY,
-    TOKEN_ENV,
-    Config,
-    DataUnavailable,
-    DeploymentUnavailable,
-    PipelineError,
-    command_line,
-    error_body,
-    load_config,
-    run_main,
-    setup_logging,
-)
-from records import last_records
+from attrition.api import auth, dashboard, metrics, serving
+from attrition.api.inputs import data_roots, prediction_input, requested_file, wants, whole_number
+from attrition.core.config import Config, load_config
+from attrition.core.errors import DataUnavailable, DeploymentUnavailable, PipelineError, error_body
+from attrition.core.logs import command_line, run_main, setup_logging
+from attrition.core.names import DEBUG_ENV, PROJECT_DIR, RISK_RANKING, RUN_HISTORY, TOKEN_ENV
+from attrition.core.records import last_records
+from attrition.data.clientdata import check_labelled
+from attrition.model import riskmodel
+from attrition.reports import calllist, riskdb
 
 NAME = "app"
 TIMING_MAX_AGE = 600  # s: the cron period; /diagnostics?fresh=1 always times anew
@@ -151,10 +135,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Host allowlist (Flask checks request.host against it: 400 otherwise): a DNS-rebinding page
     # in the operator's browser names its own host, so it cannot read this server's answers.
     app.config["TRUSTED_HOSTS"] = trusted_hosts(config)
-    apiauth.setup(app)
+    auth.setup(app)
     metrics.install(app)  # first: a request the next hooks refuse is counted too, with its final answer
     app.before_request(check_headers)
-    app.before_request(apiauth.check_token)
+    app.before_request(auth.check_token)
     app.after_request(json_options)
     app.after_request(security_headers)
     app.after_request(hide_paths)

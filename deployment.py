@@ -63,11 +63,14 @@ import os
 import re
 from pathlib import Path
 
-from common import (
+from attrition.core.config import Config, load_config
+from attrition.core.errors import EXIT_LOCKED, DeploymentUnavailable, DiskFull, InputError, PipelineError
+from attrition.core.files import atomic_write_bytes, atomic_write_json, fsync_folder
+from attrition.core.logs import command_line, run_main, setup_logging
+from attrition.core.names import (
     ARCHIVE_DIR,
     DECISION,
     DEPLOYMENT_HISTORY,
-    EXIT_LOCKED,
     INGESTEDFILES,
     INGESTION_RECORD,
     LATESTSCORE,
@@ -78,21 +81,17 @@ from common import (
     REFERENCE_DATA,
     RISK_RANKING_BASIS,
     SCORE_METRICS,
-    Config,
-    DeploymentUnavailable,
-    DiskFull,
-    InputError,
-    PipelineError,
-    atomic_write_bytes,
-    atomic_write_json,
-    command_line,
-    fsync_folder,
-    load_config,
-    run_main,
-    setup_logging,
 )
-from processes import die_with_parent, file_lock, process_alive, remove_leftovers
-from production import (
+from attrition.core.processes import die_with_parent, file_lock, process_alive, remove_leftovers
+from attrition.core.records import (
+    append_jsonl,
+    read_ingested_files,
+    read_jsonl,
+    read_score,
+    sha256_bytes,
+    utc_now,
+)
+from attrition.production.versions import (
     LIVE_MARK,
     archived_manifest,
     archived_versions,
@@ -108,7 +107,6 @@ from production import (
     read_stamp,
     still_live,
 )
-from records import append_jsonl, read_ingested_files, read_jsonl, read_score, sha256_bytes, utc_now
 
 NAME = "deployment"
 LOCK = ".deploy.lock"

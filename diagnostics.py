@@ -49,30 +49,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import drift
-import production
-import riskmodel
-import serving
-from clientdata import feature_frame
-from common import (
-    CONFIG_ENV,
-    DIAGNOSTICS,
-    DIAGNOSTICS_HISTORY,
-    EXIT_PARTIAL,
-    PROJECT_DIR,
-    REQUIRED_KEYS,
-    Config,
-    DataUnavailable,
-    DeploymentUnavailable,
-    PipelineError,
-    atomic_write_json,
-    command_line,
-    load_config,
-    run_main,
-    setup_logging,
-)
-from processes import die_with_parent, file_lock, remove_leftovers
-from records import list_csv_files, utc_now
+from attrition.api import serving
+from attrition.core.config import REQUIRED_KEYS, Config, load_config
+from attrition.core.errors import EXIT_PARTIAL, DataUnavailable, DeploymentUnavailable, PipelineError
+from attrition.core.files import atomic_write_json
+from attrition.core.logs import command_line, run_main, setup_logging
+from attrition.core.names import CONFIG_ENV, DIAGNOSTICS, DIAGNOSTICS_HISTORY, PROJECT_DIR
+from attrition.core.processes import die_with_parent, file_lock, remove_leftovers
+from attrition.core.records import list_csv_files, utc_now
+from attrition.data.clientdata import feature_frame
+from attrition.model import riskmodel
+from attrition.monitoring import drift
+from attrition.production import versions
 
 NAME = "diagnostics"
 REQUIREMENTS = PROJECT_DIR / "requirements.txt"
@@ -164,10 +152,10 @@ def figures_of_finaldata(config: Config, key: str, compute):
     stamp says they describe the ingested data of now, as the API serves them: computed once per
     run, not per request. Without such a record, compute(config) when finaldata.csv is no larger
     than a request may be (api_max_body_bytes), else DataUnavailable (503) saying what to run."""
-    report = production.read_json(config.model_folder / DIAGNOSTICS)
-    data = production.data_fingerprint(config)
+    report = versions.read_json(config.model_folder / DIAGNOSTICS)
+    data = versions.data_fingerprint(config)
     if isinstance(report, dict) and key in report and data is not None:
-        if (production.stamp_of(report) or {}).get("data_sha256") == data:
+        if (versions.stamp_of(report) or {}).get("data_sha256") == data:
             return report[key]
     try:
         size = config.finaldata_file.stat().st_size
@@ -181,15 +169,15 @@ def figures_of_finaldata(config: Config, key: str, compute):
     return compute(config)
 
 
-def recorded_drift(config: Config, state: production.Live, data_sha256: str | None) -> dict | None:
+def recorded_drift(config: Config, state: versions.Live, data_sha256: str | None) -> dict | None:
     """diagnostics.json's drift since the live version was trained, when its stamp says it describes
     that version and this data (fullprocess.py runs diagnostics.py just before reporting.py: the KS
     tests over every row of finaldata.csv, once per run, not twice); else None."""
-    report = production.read_json(config.model_folder / DIAGNOSTICS)
+    report = versions.read_json(config.model_folder / DIAGNOSTICS)
     if not isinstance(report, dict) or not isinstance(report.get("feature_drift"), dict):
         return None
-    stamp = production.stamp_of(report)
-    if data_sha256 is None or production.stamp_problem(stamp, state, data_sha256) is not None:
+    stamp = versions.stamp_of(report)
+    if data_sha256 is None or versions.stamp_problem(stamp, state, data_sha256) is not None:
         return None
     return report["feature_drift"]
 
@@ -388,17 +376,17 @@ def outdated_packages_list(config: Config | None = None, refresh: bool = False) 
 def run_all(config: Config, measured: list[float] | None = None) -> dict:
     """Every diagnostic of the live version and the ingested data, stamped with what it describes.
     measured: [ingestion, training] seconds the caller timed on the current inputs (else timed here)."""
-    state = production.live(config)
+    state = versions.live(config)
     if state is None:
         raise DeploymentUnavailable(
             f"{config.prod_folder}: no deployment yet; run deployment.py (or fullprocess.py)"
         )
-    data_sha256 = production.data_fingerprint(config)
+    data_sha256 = versions.data_fingerprint(config)
     test = serving.server_data(config.testdata_file)
     final = serving.server_data(config.finaldata_file)
     return {
         "timestamp": utc_now(),
-        "stamp": production.stamp(config, state, data_sha256),
+        "stamp": versions.stamp(config, state, data_sha256),
         "deployed_version": state.version,
         "model_sha256": state.model_sha256,
         "predictions": {

@@ -60,22 +60,19 @@ import subprocess
 import sys
 import time
 
-import apiserver
-import decisions
 import deployment
-import newdata
-import notify
-import production
-import riskdb
-from common import (
+from attrition.api import server
+from attrition.core.config import Config, load_config
+from attrition.core.errors import EXIT_LOCKED, EXIT_PARTIAL, DiskFull, PipelineError, disk_full
+from attrition.core.files import atomic_write_json, clear_odd_entry
+from attrition.core.logs import LogFileHandler, command_line, run_main, setup_logging
+from attrition.core.names import (
     APIRETURNS,
     APIRETURNS_AFTER_REDEPLOY,
     CONFUSION_MATRIX,
     CONFUSION_MATRIX_AFTER_REDEPLOY,
     DECISION,
     DIAGNOSTICS,
-    EXIT_LOCKED,
-    EXIT_PARTIAL,
     INGESTION_RECORD,
     LATESTSCORE,
     MANIFEST,
@@ -84,20 +81,14 @@ from common import (
     QUERY_STORE,
     RISK_RANKING_BASIS,
     RUN_HISTORY,
-    Config,
-    DiskFull,
-    LogFileHandler,
-    PipelineError,
-    atomic_write_json,
-    clear_odd_entry,
-    command_line,
-    disk_full,
-    load_config,
-    run_main,
-    setup_logging,
 )
-from processes import die_with_parent, file_lock, lock_holder, sweep
-from records import append_jsonl, list_csv_files, read_score, sha256_file, tail_jsonl, utc_now
+from attrition.core.processes import die_with_parent, file_lock, lock_holder, sweep
+from attrition.core.records import append_jsonl, list_csv_files, read_score, sha256_file, tail_jsonl, utc_now
+from attrition.model import decisions
+from attrition.monitoring import notify
+from attrition.pipeline import newdata
+from attrition.production import versions
+from attrition.reports import riskdb
 
 NAME = "fullprocess"
 FULLPROCESS_LOG = "fullprocess.log"  # the runs' log (prod_deployment_path)
@@ -218,7 +209,7 @@ def report(run: Run, second: bool) -> None:
     run.step("diagnostics.py", *run.measured())
     run.step("reporting.py", "--output", CONFUSION_MATRIX_AFTER_REDEPLOY if second else CONFUSION_MATRIX)
     try:
-        with apiserver.serving_live_version(run.config, pass_fds=run.inherited_fds()) as url:
+        with server.serving_live_version(run.config, pass_fds=run.inherited_fds()) as url:
             run.step(
                 "apicalls.py", "--url", url, "--output", APIRETURNS_AFTER_REDEPLOY if second else APIRETURNS
             )
@@ -285,7 +276,7 @@ def write_decision(run: Run, summary: str) -> None:
 def deploy(run: Run, second: bool, summary: str) -> None:
     """deployment.py, then the reports; a run killed in between leaves a note the next run finishes."""
     config = run.config
-    before = production.live_version(config)
+    before = versions.live_version(config)
     write_decision(run, summary)
     atomic_write_json(config.prod_folder / PENDING_REPORT, {"after_version": before, "second": second})
     expect = ["--expect-manifest", run.expected] if run.expected else []
@@ -294,10 +285,10 @@ def deploy(run: Run, second: bool, summary: str) -> None:
     if result.returncode == EXIT_LOCKED:  # compare and swap: a person changed production meanwhile
         (config.prod_folder / PENDING_REPORT).unlink(missing_ok=True)
         raise Superseded(
-            f"production changed during this run ({production.what_is_live_now(config, before)}): "
+            f"production changed during this run ({versions.what_is_live_now(config, before)}): "
             "that change stands, nothing deployed; the next run decides afresh on the same files"
         )
-    run.record["deployed_version"] = production.live_version(config)
+    run.record["deployed_version"] = versions.live_version(config)
     newdata.mark_processed(config)
     report(run, second)
     (config.prod_folder / PENDING_REPORT).unlink(missing_ok=True)
@@ -306,7 +297,7 @@ def deploy(run: Run, second: bool, summary: str) -> None:
 def recover_run_record(run: Run) -> None:
     """A run that deployed but could not record itself (a full disk): its record, from deployments.jsonl."""
     config = run.config
-    deployed = [entry for entry in production.deployments(config) if entry.get("run_start")]
+    deployed = [entry for entry in versions.deployments(config) if entry.get("run_start")]
     if not deployed:
         return
     last = deployed[-1]
@@ -344,7 +335,7 @@ def finish_pending_report(run: Run) -> None:
         return
     except ValueError:
         pending = {"after_version": None, "second": True}
-    version = production.live_version(config)
+    version = versions.live_version(config)
     if version is None or version == pending.get("after_version"):
         path.unlink(missing_ok=True)  # the deployment itself did not happen: nothing to report
         return
@@ -373,18 +364,18 @@ def refresh_stale_reports(run: Run) -> None:
     rollback whose report refresh was killed or failed, a run killed before reporting): report now."""
     config = run.config
     try:
-        state = production.live(config)
+        state = versions.live(config)
     except PipelineError:
         return  # nothing usable is live: check_production said so
-    data = production.data_fingerprint(config)
+    data = versions.data_fingerprint(config)
     for script, path, model in (
         ("diagnostics.py", DIAGNOSTICS, False),
         ("reporting.py", RISK_RANKING_BASIS, True),
     ):
-        stamp = production.read_stamp(config.model_folder / path)
-        problem = production.stamp_problem(stamp, state, data, model) if stamp is not None and state else None
+        stamp = versions.read_stamp(config.model_folder / path)
+        problem = versions.stamp_problem(stamp, state, data, model) if stamp is not None and state else None
         if problem is None and path == RISK_RANKING_BASIS and stamp is not None:
-            damaged = production.derived_problems(config, stamp)  # a person's edit, damage, deletion
+            damaged = versions.derived_problems(config, stamp)  # a person's edit, damage, deletion
             held = {} if damaged else riskdb.basis_of(config.model_folder) or {}
             if damaged:
                 problem = "; ".join(damaged) + ": restoring it"
@@ -426,13 +417,13 @@ def check_production(run: Run, force: bool = False) -> bool:
                 raise
             run.reason(f"{error}; --force: retraining and deploying a new version without a drift check")
             return False
-        run.expected = production.manifest_digest(prod)  # what this run's decision compares against
+        run.expected = versions.manifest_digest(prod)  # what this run's decision compares against
         check_archive(run)
     config = run.config
-    other = production.other_checkout(config)
+    other = versions.other_checkout(config)
     if other:
         raise PipelineError(other)
-    for path in sweep(production.written_folders(config)):  # a killed step's temporary files
+    for path in sweep(versions.written_folders(config)):  # a killed step's temporary files
         repairs.append(f"removed {config.relative(path)}, left by a killed run")
         log.warning("repair: removed %s, left by a killed run", config.relative(path))
     for message in repairs:
@@ -449,7 +440,7 @@ def check_archive(run: Run) -> None:
     hashed), every archived version in full once a day (the reference data grows with the data)."""
     config, prod = run.config, run.config.prod_folder
     try:
-        manifest = production.read_manifest(prod)
+        manifest = versions.read_manifest(prod)
     except PipelineError:
         return  # nothing live (empty, or repair said why)
     stamp = config.cache_folder / ARCHIVE_CHECKED
@@ -484,7 +475,7 @@ def execute(run: Run, args) -> str:
         finish_pending_report(run)
         refresh_stale_reports(run)
     bootstrap = not (config.prod_folder / MANIFEST).is_file()
-    if args.dry_run and production.live_version(config) is None and deployment.restorable(config.prod_folder):
+    if args.dry_run and versions.live_version(config) is None and deployment.restorable(config.prod_folder):
         state = "missing" if bootstrap else "damaged"
         run.reason(f"{MANIFEST} is {state}: a run would restore the last live version from the archive first")
         return "dry run"
@@ -522,10 +513,12 @@ def execute(run: Run, args) -> str:
         return "dry run"
 
     ingest(run)
-    import drift  # the new-data path only: the nothing-new path imports no data library
+    from attrition.monitoring import (
+        drift,
+    )  # the new-data path only: the nothing-new path imports no data library
 
-    state = production.live(config)
-    deployed_score = production.verified_score(state)
+    state = versions.live(config)
+    deployed_score = versions.verified_score(state)
     result = run.step("scoring.py", "--deployed", "--data", str(config.finaldata_file), "--json")
     scored = json.loads(result.stdout)
     if scored.get("model_sha256") != state.model_sha256:
@@ -586,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(NAME)
     config = load_config()
     if args.summary:
-        print(production.summary(config))
+        print(versions.summary(config))
         return 0
     os.environ.update(
         config.frozen()
@@ -633,7 +626,7 @@ def record_run(run: Run, before: int | None) -> int:
     full = any(disk_full(error) for error, _ in failures)
     words = "; ".join(f"{what} ({error.strerror or error})" for error, what in failures)
     status = DiskFull.exit_code if full else 1
-    log.error("%s; %s", words, production.what_is_live_now(run.config, before))
+    log.error("%s; %s", words, versions.what_is_live_now(run.config, before))
     if run.record["exit_status"] == 0 or status == DiskFull.exit_code:
         run.record.update(
             decision=f"failed: {words} (the run itself: {run.record['decision']})", exit_status=status
@@ -644,7 +637,7 @@ def record_run(run: Run, before: int | None) -> int:
 def finish(run: Run, args) -> int:
     """Execute the flow, record the run, log the decision; returns the exit status."""
     status = 0
-    before = None if args.dry_run else production.live_version(run.config)
+    before = None if args.dry_run else versions.live_version(run.config)
     try:
         decision = execute(run, args)
     except Busy as error:
@@ -654,7 +647,7 @@ def finish(run: Run, args) -> int:
         log.warning("%s", error)
         decision = f"superseded: {error}"
     except PipelineError as error:  # StepFailed and DiskFull included
-        log.error("%s; %s", error, production.what_is_live_now(run.config, before))
+        log.error("%s; %s", error, versions.what_is_live_now(run.config, before))
         decision, status = f"failed: {error}", DiskFull.exit_code if isinstance(error, DiskFull) else 1
     if status == 0 and run.record.get("rejected_files"):
         decision += f"; {len(run.record['rejected_files'])} input file(s) rejected"

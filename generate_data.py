@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import COLUMNS, FEATURES, PROJECT_DIR, TARGET
+from attrition.core.names import COLUMNS, FEATURES, PROJECT_DIR, TARGET
 
 SEED = 2026
 CLIENTS = 10_000

@@ -32,10 +32,11 @@ from gunicorn.http.body import ChunkedReader
 from gunicorn.http.errors import InvalidHTTPVersion
 from werkzeug.exceptions import RequestEntityTooLarge
 
-# gunicorn imports this file before --chdir applies: find common.py from here, not the cwd.
+# gunicorn imports this file before --chdir applies: find the attrition package from here, not the cwd.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import error_body, load_config  # noqa: E402
+from attrition.core.config import load_config  # noqa: E402
+from attrition.core.errors import error_body  # noqa: E402
 
 _config = load_config()
 

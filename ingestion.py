@@ -49,10 +49,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from arrowcsv import write_table
-from common import (
+from attrition.core.config import load_config
+from attrition.core.errors import EXIT_PARTIAL, InputError
+from attrition.core.files import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_folder,
+)
+from attrition.core.logs import command_line, run_main, setup_logging
+from attrition.core.names import (
     COLUMNS,
-    EXIT_PARTIAL,
     EXTRACTS,
     FEATURES,
     FINALDATA,
@@ -61,19 +69,8 @@ from common import (
     INGESTION_RECORD,
     KEPT_EXTRACTS,
     TARGET,
-    InputError,
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    command_line,
-    fsync_folder,
-    load_config,
-    run_main,
-    setup_logging,
 )
-from csvtext import FORMULA_STARTS, MAX_COUNT, MISSING_WORDS, first_line, header_names
-from records import (
+from attrition.core.records import (
     ambiguous_order,
     append_jsonl,
     csv_entries,
@@ -83,6 +80,8 @@ from records import (
     sha256_file,
     utc_now,
 )
+from attrition.data.arrowcsv import write_table
+from attrition.data.csvtext import FORMULA_STARTS, MAX_COUNT, MISSING_WORDS, first_line, header_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -211,7 +210,7 @@ def parse_frame(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]
     pandas is imported here: a run whose files all take Arrow's path never loads it."""
     import pandas as pd
 
-    from clientdata import (
+    from attrition.data.clientdata import (
         count_problems,
         example,
         formula_like,

@@ -47,15 +47,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-import calllist
 import diagnostics
-import drift
-import production
-import riskdb
-import riskmodel
-import serving
-from clientdata import feature_frame, read_labelled_data
-from common import (
+from attrition.api import serving
+from attrition.core.config import Config, load_config
+from attrition.core.files import atomic_path, atomic_write_bytes, atomic_write_json
+from attrition.core.logs import command_line, run_main, setup_logging
+from attrition.core.names import (
     CONFUSION_MATRIX,
     DEPLOYMENT_HISTORY,
     DRIFT,
@@ -69,16 +66,13 @@ from common import (
     RISK_RANKING_BASIS,
     SCORE_HISTORY,
     TARGET,
-    Config,
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_json,
-    command_line,
-    load_config,
-    run_main,
-    setup_logging,
 )
-from records import read_ingested_files, read_jsonl, sha256_file, utc_now
+from attrition.core.records import read_ingested_files, read_jsonl, sha256_file, utc_now
+from attrition.data.clientdata import feature_frame, read_labelled_data
+from attrition.model import riskmodel
+from attrition.monitoring import drift
+from attrition.production import versions
+from attrition.reports import calllist, riskdb
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -106,9 +100,7 @@ class Evaluation:
         )
 
 
-def evaluate_on_testdata(
-    config: Config, state: production.Live, scorer: riskmodel.LinearScorer
-) -> Evaluation:
+def evaluate_on_testdata(config: Config, state: versions.Live, scorer: riskmodel.LinearScorer) -> Evaluation:
     """The version's predictions and metrics on testdata (its numbers, as the API serves them)."""
     test = read_labelled_data(config.testdata_file)
     matrix = feature_frame(test, str(config.testdata_file)).to_numpy()
@@ -239,7 +231,7 @@ def _fmt(value, digits: int = 4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else value
 
 
-def decision_lines(state: production.Live) -> list[str]:
+def decision_lines(state: versions.Live) -> list[str]:
     """How this version came to be live (a rollback, fullprocess.py's reasons, or by hand), in a
     manager's words, from its manifest and its decision.json (deployed with it)."""
     lines = [state.how()]
@@ -273,10 +265,10 @@ def decision_lines(state: production.Live) -> list[str]:
     return lines
 
 
-def previous_version(config: Config, state: production.Live) -> dict | None:
+def previous_version(config: Config, state: versions.Live) -> dict | None:
     """The manifest of the version live before this one (for a rollback: the one rolled back from)."""
     earlier = [state.rolled_back_from] if state.rolled_back_from else state.manifest.get("lineage") or []
-    return production.archived_manifest(config.prod_folder, earlier[-1]) if earlier else None
+    return versions.archived_manifest(config.prod_folder, earlier[-1]) if earlier else None
 
 
 def wrapped(text: str, width: int = 100) -> list[str]:
@@ -284,7 +276,7 @@ def wrapped(text: str, width: int = 100) -> list[str]:
 
 
 def page_one_lines(
-    config: Config, state: production.Live, results: Evaluation, lost: pd.DataFrame, calls: pd.DataFrame
+    config: Config, state: versions.Live, results: Evaluation, lost: pd.DataFrame, calls: pd.DataFrame
 ) -> list[str]:
     """Page 1's text above the first 10: why this version is live, its F1, the list's size."""
     before = previous_version(config, state)
@@ -309,7 +301,7 @@ def page_one_lines(
 
 
 def summary_page(
-    pdf, config: Config, state: production.Live, results: Evaluation, calls: pd.DataFrame, lost: pd.DataFrame
+    pdf, config: Config, state: versions.Live, results: Evaluation, calls: pd.DataFrame, lost: pd.DataFrame
 ) -> None:
     """Page 1: what a client manager needs, in words, with no server paths."""
     figure = new_figure(figsize=(8.27, 11.69))
@@ -430,7 +422,7 @@ def f1_history_figure(config: Config) -> Figure:
 
 def write_report(
     config: Config,
-    state: production.Live,
+    state: versions.Live,
     results: Evaluation,
     figures: dict,
     calls: pd.DataFrame,
@@ -540,7 +532,7 @@ def later_report_name(folder: Path) -> str:
     return f"report-{now}Z.pdf"
 
 
-def keep_with_version(state: production.Live, paths: list[Path], report: Path | None) -> Path:
+def keep_with_version(state: versions.Live, paths: list[Path], report: Path | None) -> Path:
     """This version's reports in its archive folder (archive/vNNNN/reports/): the first, at its
     deployment, with the call list and the files it was made with; never overwritten. Each later
     report is a new file beside it (report-<UTC time>.pdf)."""
@@ -569,14 +561,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(NAME)
     config = load_config()
     config.model_folder.mkdir(parents=True, exist_ok=True)
-    state = production.live(config)
+    state = versions.live(config)
     if state is None:
-        production.read_manifest(config.prod_folder)  # says "no deployment yet" and what to run
+        versions.read_manifest(config.prod_folder)  # says "no deployment yet" and what to run
     # one snapshot of production, read once: everything below is this version's, even if a
     # person rolls back meanwhile (the next run then sees a stale stamp and reports again)
     scorer, _ = riskmodel.load_linear(config.prod_folder, state.manifest)
     final = serving.server_data(config.finaldata_file)
-    stamp = production.stamp(config, state, sha256_file(config.finaldata_file))
+    stamp = versions.stamp(config, state, sha256_file(config.finaldata_file))
     results = evaluate_on_testdata(config, state, scorer)
     since = diagnostics.recorded_drift(config, state, stamp["data_sha256"])
     figures = drift.comparisons(config, state, final, stamp["data_sha256"], since)

@@ -29,27 +29,16 @@ from pathlib import Path
 
 import pandas as pd
 
-import calllist
 import diagnostics
-import riskmodel
-from clientdata import read_data_file, read_labelled_data
-from common import (
-    LATESTSCORE,
-    MODEL,
-    SCORE_HISTORY,
-    SCORE_METRICS,
-    TARGET,
-    Config,
-    InputError,
-    atomic_path,
-    atomic_write_json,
-    atomic_write_text,
-    command_line,
-    load_config,
-    run_main,
-    setup_logging,
-)
-from records import append_jsonl, utc_now
+from attrition.core.config import Config, load_config
+from attrition.core.errors import InputError
+from attrition.core.files import atomic_path, atomic_write_json, atomic_write_text
+from attrition.core.logs import command_line, run_main, setup_logging
+from attrition.core.names import LATESTSCORE, MODEL, SCORE_HISTORY, SCORE_METRICS, TARGET
+from attrition.core.records import append_jsonl, utc_now
+from attrition.data.clientdata import read_data_file, read_labelled_data
+from attrition.model import riskmodel
+from attrition.reports import calllist
 
 NAME = "scoring"
 

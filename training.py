@@ -33,24 +33,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from clientdata import read_data_file
-from common import (
-    FEATURES,
-    MODEL,
-    MODEL_META,
-    REFERENCE_DATA,
-    TARGET,
-    InputError,
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_json,
-    command_line,
-    load_config,
-    run_main,
-    setup_logging,
-)
-from records import sha256_bytes, sha256_file, utc_now
-from riskmodel import build_model, linear_parameters
+from attrition.core.config import load_config
+from attrition.core.errors import InputError
+from attrition.core.files import atomic_path, atomic_write_bytes, atomic_write_json
+from attrition.core.logs import command_line, run_main, setup_logging
+from attrition.core.names import FEATURES, MODEL, MODEL_META, REFERENCE_DATA, TARGET
+from attrition.core.records import sha256_bytes, sha256_file, utc_now
+from attrition.data.clientdata import read_data_file
+from attrition.model.riskmodel import build_model, linear_parameters
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline

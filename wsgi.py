@@ -27,9 +27,9 @@ import time
 
 from werkzeug.exceptions import RequestTimeout
 
-import metrics
 from app import create_app, warm_up
-from common import error_body
+from attrition.api import metrics
+from attrition.core.errors import error_body
 
 try:
     import gevent

@@ -27,7 +27,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import harness  # noqa: E402
 
-from apiserver import start_api_server, stop_process  # noqa: E402
+from attrition.api.server import start_api_server, stop_process  # noqa: E402
 
 ONE_ROW = json.dumps(
     {"records": [{"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}]}

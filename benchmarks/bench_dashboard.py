@@ -125,7 +125,7 @@ def served(config: Path, paths: list[tuple[str, str, dict]], repeat: int) -> dic
     import pandas as pd
     import requests
 
-    from apiserver import start_api_server, stop_process
+    from attrition.api.server import start_api_server, stop_process
 
     port = harness.free_port()
     env = {**harness.env_for(config)}
@@ -180,8 +180,8 @@ def served(config: Path, paths: list[tuple[str, str, dict]], repeat: int) -> dic
 
 
 def views(config: Path, paths: list[tuple[str, str, dict]], repeat: int) -> list[dict]:
-    import serving
     from app import create_app
+    from attrition.api import serving
 
     serving.clear()
     client = create_app({"RISK_CONFIG": str(config)}).test_client()

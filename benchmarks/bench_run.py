@@ -67,7 +67,7 @@ def last_run(root: Path) -> dict:
 def listed_client(root: Path) -> tuple[str, tuple[str, str]]:
     """A client in the middle of the call list, and two search prefixes: its ID's first two
     characters (one in 1,296 clients) and its first character (one in 36)."""
-    import riskdb
+    from attrition.reports import riskdb
 
     store = riskdb.store(root / "models")
     rows = store.call_list(store.counts["calls"] // 2, 1)

@@ -24,7 +24,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR))
 
 import generate_data  # noqa: E402
-from common import COLUMNS  # noqa: E402
+from attrition.core.names import COLUMNS  # noqa: E402
 
 SEED_DATA = PROJECT_DIR.parent / "shared" / "seed" / "data"
 
@@ -233,7 +233,7 @@ def timed(workspace: Workspace, seconds=(0.5, 1.5)) -> Workspace:
     /diagnostics answers from it instead of timing ingestion and training (seconds of CPU). Tests
     of the timing itself ask for ?fresh=1 or call diagnostics.execution_time."""
     import diagnostics
-    from common import load_config
+    from attrition.core.config import load_config
 
     diagnostics.keep_timing(load_config(workspace.config_path), list(seconds))
     return workspace
@@ -318,8 +318,8 @@ def deployed_pickle(prod_folder: Path):
 def client_for(workspace: Workspace, **config):
     """The real Flask app on a workspace (config: the app's test settings, e.g. API_TOKEN), through
     its test client, with the server's per-process caches emptied first."""
-    import serving
     from app import create_app
+    from attrition.api import serving
 
     serving.clear()
     return create_app({"RISK_CONFIG": str(workspace.config_path), **config}).test_client()

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import calllist
-from common import FEATURES
-from riskmodel import LinearScorer
+from attrition.core.names import FEATURES
+from attrition.model.riskmodel import LinearScorer
+from attrition.reports import calllist
 
 
 def scorer() -> LinearScorer:

@@ -9,13 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_DIR, assert_one_line_error, client_frame
 
-from common import (
-    OPTIONAL_DEFAULTS,
-    ConfigError,
-    atomic_write_text,
-    load_config,
-)
-from records import append_jsonl, list_csv_files, read_ingested_files, read_jsonl
+from attrition.core.config import OPTIONAL_DEFAULTS, load_config
+from attrition.core.errors import ConfigError
+from attrition.core.files import atomic_write_text
+from attrition.core.records import append_jsonl, list_csv_files, read_ingested_files, read_jsonl
 
 
 def test_repository_config_keeps_the_seed_keys_and_values():
@@ -225,7 +222,7 @@ def test_torn_history_lines_are_skipped(tmp_path):
 
 
 def test_an_odd_entry_is_moved_aside_but_a_link_to_a_device_is_the_operators(tmp_path):
-    from common import clear_odd_entry
+    from attrition.core.files import clear_odd_entry
 
     target = tmp_path / "config.json"
     target.write_text("{}")

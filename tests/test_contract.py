@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from apiserver import free_port, start_api_server, stop_process
 from app import OPENAPI, create_app
+from attrition.api.server import free_port, start_api_server, stop_process
 
 DOCUMENT = json.loads(OPENAPI.read_text())
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # answered by Flask for every route

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import client_for, run_ok
 
-from apiserver import free_port, start_api_server, stop_process
+from attrition.api.server import free_port, start_api_server, stop_process
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 

@@ -10,9 +10,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 
-import decisions
 import generate_data
-from common import FEATURES
+from attrition.core.names import FEATURES
+from attrition.model import decisions
 
 BUNDLED = [
     "practicedata/dataset1.csv",
@@ -136,7 +136,7 @@ def test_original_course_data_end_to_end(tmp_path):
 def test_after_the_practice_to_production_switch_the_lost_list_is_against_the_list_given(tmp_path):
     """The README's switch (input and model folders change): the lost list compares the new data with
     the list the team was last given for this production, in practicemodels/ (issue 31: it was empty)."""
-    from apiserver import free_port
+    from attrition.api.server import free_port
 
     workspace = make_workspace(tmp_path / "course", api_port=free_port())
     for folder in ("practicedata", "sourcedata", "testdata"):

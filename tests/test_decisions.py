@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from decisions import drift as drift_decision
-from decisions import gate
+from attrition.model.decisions import drift as drift_decision
+from attrition.model.decisions import gate
 
 HISTORY = [0.70, 0.72, 0.75, 0.68, 0.74, 0.71]
 

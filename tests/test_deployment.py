@@ -7,7 +7,7 @@ import os
 import pytest
 from conftest import assert_one_line_error, run_ok
 
-from riskmodel import read_deployed_bytes
+from attrition.model.riskmodel import read_deployed_bytes
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 

@@ -12,16 +12,12 @@ from conftest import assert_one_line_error, client_frame, deployed_pickle, live_
 from scipy.stats import ks_2samp
 
 import diagnostics
-import drift
-import riskmodel
-import serving
-from common import (
-    FEATURES,
-    InputError,
-    ModelIntegrityError,
-    PipelineError,
-    load_config,
-)
+from attrition.api import serving
+from attrition.core.config import load_config
+from attrition.core.errors import InputError, ModelIntegrityError, PipelineError
+from attrition.core.names import FEATURES
+from attrition.model import riskmodel
+from attrition.monitoring import drift
 
 
 @pytest.fixture

@@ -27,12 +27,13 @@ import pytest
 from conftest import PROJECT_DIR, Workspace, client_frame, copy_template, run_ok, wait_until
 
 import deployment
-import production
-import riskmodel
-from apiserver import free_port
-from common import FEATURES, load_config
-from production import read_manifest
-from records import read_jsonl
+from attrition.api.server import free_port
+from attrition.core.config import load_config
+from attrition.core.names import FEATURES
+from attrition.core.records import read_jsonl
+from attrition.model import riskmodel
+from attrition.production import versions
+from attrition.production.versions import read_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.drill]  # make drills (full counts), not make test
 
@@ -73,13 +74,13 @@ def debris(root: Path) -> list[str]:
 def stale_outputs(workspace: Workspace) -> list[str]:
     """Derived outputs whose stamp does not describe the live version and the ingested data."""
     config = load_config(workspace.config_path)
-    state = production.live(config)
+    state = versions.live(config)
     found = []
     for name, model in (("riskranking.json", True), ("drift.json", True), ("diagnostics.json", False)):
-        value = production.read_json(config.model_folder / name)
+        value = versions.read_json(config.model_folder / name)
         if value is not None:
-            problem = production.stamp_problem(
-                value.get("stamp", value), state, production.data_fingerprint(config), model
+            problem = versions.stamp_problem(
+                value.get("stamp", value), state, versions.data_fingerprint(config), model
             )
             if problem:
                 found.append(f"{name}: {problem}")
@@ -146,7 +147,7 @@ def test_kills_inside_deployment_and_rollback_leave_one_whole_version_live(repor
     result = workspace.run("fullprocess.py")
     assert result.returncode == 0, result.stderr
     assert debris(workspace.root) == [] and course_copies_match(prod)
-    archived = set(production.archived_versions(prod))
+    archived = set(versions.archived_versions(prod))
     assert archived <= ever_live  # versions that never went live were removed
     record(
         "deployment kills",

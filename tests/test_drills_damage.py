@@ -27,11 +27,11 @@ from conftest import PROJECT_DIR, Workspace, built_once, client_frame, copy_temp
 from test_drills import FULL, debris, live_version_problems, record, stale_outputs
 
 import deployment
-import newdata
-import production
-from apiserver import free_port
-from common import load_config
-from processes import sweep
+from attrition.api.server import free_port
+from attrition.core.config import load_config
+from attrition.core.processes import sweep
+from attrition.pipeline import newdata
+from attrition.production import versions
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 
@@ -357,7 +357,7 @@ def test_a_kill_at_each_replace_of_reporting_keeps_the_list_the_team_last_saw(de
         )
         assert not stale_outputs(workspace)
         sweep(
-            production.written_folders(load_config(workspace.config_path))
+            versions.written_folders(load_config(workspace.config_path))
         )  # as the next fullprocess.py run does
         assert not debris(workspace.root)
     record("reporting_replace_kills", kills=len(points), at_replaces=list(points), change_lost=0)

@@ -7,7 +7,7 @@ import socket
 
 from conftest import PROJECT_DIR, client_for
 
-from common import error_body
+from attrition.core.errors import error_body
 
 
 def test_flask_the_middleware_and_gunicorn_send_one_body(deployed_workspace, monkeypatch):

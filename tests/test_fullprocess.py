@@ -23,9 +23,9 @@ from conftest import (
     watch,
 )
 
-from apiserver import free_port
-from common import EXIT_LOCKED
-from riskmodel import load_deployed
+from attrition.api.server import free_port
+from attrition.core.errors import EXIT_LOCKED
+from attrition.model.riskmodel import load_deployed
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 
@@ -139,7 +139,7 @@ def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
 def dashboard_html(workspace) -> str:
     """The dashboard's main page as a browser gets it, from the real app on the workspace."""
     import app
-    import serving
+    from attrition.api import serving
 
     serving.clear()
     client = app.create_app({"RISK_CONFIG": str(workspace.config_path)}).test_client()

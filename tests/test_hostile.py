@@ -13,9 +13,9 @@ import tracemalloc
 import pytest
 from conftest import ROW, assert_error, deploy_bytes, deploy_model_meta, strict_json
 
-import serving
 from app import create_app
-from common import FEATURES
+from attrition.api import serving
+from attrition.core.names import FEATURES
 
 HEADER = ",".join(FEATURES)
 

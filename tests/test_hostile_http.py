@@ -14,8 +14,9 @@ import pytest
 from conftest import ROW, assert_error, client_for, strict_json
 
 import diagnostics
-import riskdb
-from common import FEATURES, load_config
+from attrition.core.config import load_config
+from attrition.core.names import FEATURES
+from attrition.reports import riskdb
 
 HEADER = ",".join(FEATURES)
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -337,7 +338,7 @@ def test_csv_exports_never_hold_a_live_formula(tmp_path):
     """calllist.write_csv writes every CSV for people (the call list, the lost list, scoring.py
     --rank): a formula-like ID gets OWASP's leading apostrophe; ingestion refuses such IDs, so only
     --rank on another file can meet one (test_ingestion)."""
-    import calllist
+    from attrition.reports import calllist
 
     ids = ["=1+1", "+SUM(A1)", "-2", "@cmd", "\tx", "abcd", "NA", "a-b"]
     frame = pd.DataFrame({"corporation": ids, **{feature: range(len(ids)) for feature in FEATURES}})

@@ -8,8 +8,8 @@ import requests
 from conftest import ROW, client_for, run_ok
 from prometheus_client.parser import text_string_to_metric_families
 
-from apiserver import free_port, start_api_server, stop_process
-from common import PROJECT_DIR
+from attrition.api.server import free_port, start_api_server, stop_process
+from attrition.core.names import PROJECT_DIR
 
 
 def samples(text: str) -> dict:
@@ -174,7 +174,7 @@ def test_pipeline_gauges_follow_the_run_records_and_the_manifest(reported_worksp
 
 
 def metrics_time(text: str) -> float:
-    import metrics
+    from attrition.api import metrics
 
     return metrics.timestamp(text)
 
@@ -226,8 +226,8 @@ def test_gunicorn_workers_add_up_in_a_folder_of_their_servers_own(deployed_works
 
 
 def test_a_scrape_reads_the_pipelines_files_again_only_when_one_changes(deployed_workspace, monkeypatch):
-    import metrics
-    from common import load_config
+    from attrition.api import metrics
+    from attrition.core.config import load_config
 
     collector = metrics.PipelineCollector(load_config(deployed_workspace.config_path))
     reads = []

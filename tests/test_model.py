@@ -18,8 +18,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from common import FEATURES
-from riskmodel import classification_metrics, roc_points
+from attrition.core.names import FEATURES
+from attrition.model.riskmodel import classification_metrics, roc_points
 
 BARE = dict(C=1.0, solver="liblinear", random_state=0, max_iter=100, tol=1e-4)
 

@@ -4,7 +4,7 @@ and its heartbeat ping: one message per run that matters, none for a quiet run, 
 import pytest
 from conftest import client_frame, watch
 
-from apiserver import free_port
+from attrition.api.server import free_port
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 

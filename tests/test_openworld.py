@@ -432,7 +432,7 @@ class OpenWorld(RuleBasedStateMachine):
 
 
 def free_port() -> int:
-    from apiserver import free_port as free
+    from attrition.api.server import free_port as free
 
     return free()
 

@@ -19,11 +19,12 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, f1_score
 
 import diagnostics
-import drift
-import production
 import reporting
-import riskmodel
-from common import FEATURES, load_config
+from attrition.core.config import load_config
+from attrition.core.names import FEATURES
+from attrition.model import riskmodel
+from attrition.monitoring import drift
+from attrition.production import versions
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 
@@ -47,7 +48,7 @@ def test_png_and_pdf_are_valid_and_non_trivial(reported):
 
 def test_the_plotted_counts_are_sklearns_confusion_matrix(deployed_workspace):
     config = load_config(deployed_workspace.config_path)
-    state = production.live(config)
+    state = versions.live(config)
     scorer, _ = riskmodel.load_linear(config.prod_folder, state.manifest)
     results = reporting.evaluate_on_testdata(config, state, scorer)
     test = pd.read_csv(config.testdata_file)
@@ -75,15 +76,15 @@ def test_the_second_run_names_its_png_and_takes_drift_since_training_from_diagno
     path.write_text(json.dumps(report))
     script = str(PROJECT_DIR / "reporting.py")
     code, names = imported_modules(script, "--output", "confusionmatrix2.png", env=reported.env)
-    assert code == 0 and "drift" in names and "seaborn" in names
+    assert code == 0 and "attrition.monitoring.drift" in names and "seaborn" in names
     assert (models / "confusionmatrix2.png").is_file() and not (models / "confusionmatrix.png").exists()
     assert json.loads((models / "drift.json").read_text())["since_training"]["marker"] == "diagnostics.json's"
 
 
 def test_drift_from_diagnostics_is_taken_only_for_the_same_version_and_data(reported):
     config = load_config(reported.config_path)
-    state = production.live(config)
-    data = production.data_fingerprint(config)
+    state = versions.live(config)
+    data = versions.data_fingerprint(config)
     assert diagnostics.recorded_drift(config, state, data)["label"] == drift.SINCE
     assert diagnostics.recorded_drift(config, state, "0" * 64) is None  # other data
     other = dataclasses.replace(state, manifest={**state.manifest, "timestamp": "2020-01-01T00:00:00Z"})
@@ -217,7 +218,7 @@ def test_page_one_states_the_decision_with_both_scores(deployed_workspace):
 
     config = load_config(deployed_workspace.config_path)
     manifest = json_module.loads((config.prod_folder / "manifest.json").read_text())
-    assert reporting.decision_lines(production.live(config))[0].startswith(
+    assert reporting.decision_lines(versions.live(config))[0].startswith(
         "Deployed by hand with deployment.py"
     )
     decision = {
@@ -234,7 +235,7 @@ def test_page_one_states_the_decision_with_both_scores(deployed_workspace):
     }
     folder = config.prod_folder / manifest["folder"]
     (folder / "decision.json").write_text(json_module.dumps(decision))
-    text = " ".join(reporting.decision_lines(production.live(config)))
+    text = " ".join(reporting.decision_lines(versions.live(config)))
     for fragment in ("0.6644", "0.7856", "0.8714", "drift", "passed", "d3.csv"):
         assert fragment in text
 
@@ -317,7 +318,7 @@ def test_a_rollback_during_reporting_files_only_the_snapshots_version(retrained_
     monkeypatch.setenv("RISK_CONFIG", str(workspace.config_path))
     monkeypatch.setattr(reporting.serving, "server_data", rollback_meanwhile)
     assert reporting.main([]) == 0
-    assert rolled[0].returncode == 0 and production.live(config).version == 1
+    assert rolled[0].returncode == 0 and versions.live(config).version == 1
     models = config.model_folder
     basis = json.loads((models / "riskranking.json").read_text())
     assert basis["model_version"] == 2
@@ -337,7 +338,7 @@ def test_a_rollback_during_reporting_files_only_the_snapshots_version(retrained_
     kept = config.prod_folder / "archive/v0002/reports/riskranking.csv"
     assert kept.read_bytes() == (models / "riskranking.csv").read_bytes()
     # the stamp says version 2 while version 1 is live: the next run reports again for version 1
-    assert production.stamp_problem(basis, production.live(config), production.data_fingerprint(config), True)
+    assert versions.stamp_problem(basis, versions.live(config), versions.data_fingerprint(config), True)
 
 
 def test_after_the_clock_steps_back_the_newest_report_still_sorts_last(reported_workspace):
@@ -348,6 +349,6 @@ def test_after_the_clock_steps_back_the_newest_report_still_sorts_last(reported_
     ahead = reports / "report-20991231T235959Z.pdf"  # written while the clock was ahead
     ahead.write_bytes((reports / "report.pdf").read_bytes())
     run_ok(reported_workspace, "reporting.py")
-    newest = production.report_files(config, 1)[-1]
+    newest = versions.report_files(config, 1)[-1]
     assert newest.name == "report-21000101T000000Z.pdf"
     assert newest.read_bytes() == (config.model_folder / "report.pdf").read_bytes()

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import riskdb
-from common import FEATURES, QUERY_STORE, DataUnavailable
-from records import last_records, read_jsonl
+from attrition.core.errors import DataUnavailable
+from attrition.core.names import FEATURES, QUERY_STORE
+from attrition.core.records import last_records, read_jsonl
+from attrition.reports import riskdb
 
 IDS = ["Ab", "ab", "abc", "aB9", "Zed", "zed-2", "é1", "éclair", "x", "ß", "0", "00", "a b", "NA", "日本"]
 
@@ -188,7 +189,7 @@ def test_the_store_is_written_whole_or_not_at_all(built, tmp_path, monkeypatch):
 def test_sqlites_own_full_is_a_disk_full_naming_the_store(built, tmp_path, monkeypatch):
     """SQLite says "database or disk is full" as an OperationalError, not an OSError: still exit 74
     naming the file, the old store kept (issue 31). max_page_count makes SQLite full for real."""
-    from common import DiskFull
+    from attrition.core.errors import DiskFull
 
     folder, calls, history = built
     (tmp_path / QUERY_STORE).write_bytes((folder / QUERY_STORE).read_bytes())
@@ -216,7 +217,7 @@ def test_ids_of_every_printable_character_sort_as_python_does(tmp_path):
 
 def test_request_files_never_evict_the_servers_own(tmp_path):
     """serving.py's caches: the server's own files apart; request files bounded (MAX_CACHED_FILES)."""
-    import serving
+    from attrition.api import serving
 
     serving.clear()
     rows = "lastmonth_activity,lastyear_activity,number_of_employees\n1,2,3\n"

@@ -9,7 +9,7 @@ import pytest
 import requests
 from conftest import ROW, Workspace, assert_one_line_error, copy_template, run_ok, timed, wait_until
 
-from apiserver import free_port, start_api_server, stop_process
+from attrition.api.server import free_port, start_api_server, stop_process
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 from conftest import client_frame, copy_template
 
-from apiserver import free_port, start_api_server, stop_process
+from attrition.api.server import free_port, start_api_server, stop_process
 
 pytestmark = pytest.mark.slow  # a real server: make test, not make test-fast
 

@@ -24,11 +24,11 @@ HEAVY = {
     "requests",
     "apprise",
     "gevent",
-    "riskmodel",
-    "clientdata",
-    "serving",
+    "attrition.model.riskmodel",
+    "attrition.data.clientdata",
+    "attrition.api.serving",
     "diagnostics",
-    "drift",
+    "attrition.monitoring.drift",
 }
 
 
@@ -40,7 +40,7 @@ def test_the_light_paths_import_nothing_heavy(deployed_workspace, args):
     _, interpreter = imported_modules("-c", "pass")
     code, names = imported_modules(str(PROJECT_DIR / args[0]), env=deployed_workspace.env)
     assert code == 0
-    assert "common" in names
+    assert "attrition.core.config" in names
     assert not (names - interpreter) & HEAVY, sorted((names - interpreter) & HEAVY)
     if args[0] == "fullprocess.py":
         history = deployed_workspace.path("prod_deployment_path") / "runhistory.jsonl"
@@ -51,7 +51,7 @@ def test_the_light_paths_import_nothing_heavy(deployed_workspace, args):
 def test_the_guard_sees_a_heavy_import(deployed_workspace):
     """The guard itself can fail: the same measurement on a script that needs pandas finds it."""
     _, names = imported_modules(str(PROJECT_DIR / "training.py"), env=deployed_workspace.env)
-    assert {"pandas", "sklearn", "riskmodel"} <= names
+    assert {"pandas", "sklearn", "attrition.model.riskmodel"} <= names
 
 
 def test_the_api_loads_neither_scikit_learn_nor_scipy_stats():
@@ -59,7 +59,7 @@ def test_the_api_loads_neither_scikit_learn_nor_scipy_stats():
     /diagnostics: a worker that imports the app has not loaded scikit-learn or scipy.stats
     (1.3 s of start-up and about 50 MB per worker between them)."""
     code, names = imported_modules("-c", "import wsgi")
-    assert code == 0 and {"app", "serving", "riskmodel", "scipy.special"} <= names
+    assert code == 0 and {"app", "attrition.api.serving", "attrition.model.riskmodel", "scipy.special"} <= names
     assert not {"sklearn", "scipy.stats"} & names, sorted({"sklearn", "scipy.stats"} & names)
 
 
@@ -87,7 +87,7 @@ def test_ingestion_on_arrows_path_never_loads_pandas(data_workspace):
     """Valid files take Arrow's path, which stays within Arrow and numpy (pyarrow's own conversions
     would load pandas: half a second of every run); a file with a problem takes pandas' path."""
     code, names = imported_modules(str(PROJECT_DIR / "ingestion.py"), env=data_workspace.env)
-    assert code == 0 and {"pyarrow.csv", "csvtext"} <= names and "pandas" not in names
+    assert code == 0 and {"pyarrow.csv", "attrition.data.csvtext"} <= names and "pandas" not in names
     (data_workspace.path("input_folder_path") / "zbroken.csv").write_text(
         "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\nab,lots,1,1,0\n"
     )

@@ -22,7 +22,8 @@ import re
 import time
 from pathlib import Path
 
-from common import InputError, clear_odd_entry
+from attrition.core.errors import InputError
+from attrition.core.files import clear_odd_entry
 
 
 def utc_now() -> str:

@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import json
 
-import production
-from common import (
-    INGESTEDFILES,
-    INGESTION_RECORD,
-    Config,
-    PipelineError,
-    atomic_write_json,
+from attrition.core.config import Config
+from attrition.core.errors import PipelineError
+from attrition.core.files import atomic_write_json
+from attrition.core.names import INGESTEDFILES, INGESTION_RECORD
+from attrition.core.records import (
+    IDENTITY,
+    csv_entries,
+    identity,
+    read_ingested_files,
+    same_identity,
+    sha256_file,
+    utc_now,
 )
-from records import IDENTITY, csv_entries, identity, read_ingested_files, same_identity, sha256_file, utc_now
+from attrition.production import versions
 
 PROCESSED_FILES = "processedfiles.json"  # the input files already decided on (prod_deployment_path)
 
@@ -29,7 +34,7 @@ PROCESSED_FILES = "processedfiles.json"  # the input files already decided on (p
 def known_files(config: Config) -> tuple[set[str], dict[str, dict]]:
     """(names the deployment was trained on, {name: size/mtime/sha256} of files decided on)."""
     prod = config.prod_folder
-    live = production.live_folder(prod, production.read_manifest(prod))
+    live = versions.live_folder(prod, versions.read_manifest(prod))
     deployed = set(read_ingested_files(live / INGESTEDFILES)) if (live / INGESTEDFILES).is_file() else set()
     known: dict[str, dict] = {}
     for path in (live / INGESTION_RECORD, prod / PROCESSED_FILES):  # later sources win

@@ -34,8 +34,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common import ID_COLUMN, QUERY_STORE, RISK_RANKING_BASIS, DataUnavailable, atomic_path, file_stamp
-from records import sha256_file
+from attrition.core.errors import DataUnavailable
+from attrition.core.files import atomic_path, file_stamp
+from attrition.core.names import ID_COLUMN, QUERY_STORE, RISK_RANKING_BASIS
+from attrition.core.records import sha256_file
 
 if TYPE_CHECKING:  # the writer's; a reader (fullprocess.py, the API) needs neither
     import numpy as np

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import FEATURES, ID_COLUMN, TARGET, InputError
-from csvtext import FORMULA_STARTS, MAX_COUNT, MISSING_WORDS, header_names
+from attrition.core.errors import InputError
+from attrition.core.names import FEATURES, ID_COLUMN, TARGET
+from attrition.data.csvtext import FORMULA_STARTS, MAX_COUNT, MISSING_WORDS, header_names
 
 
 def formula_like(values: pd.Series) -> pd.Series:

@@ -39,7 +39,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import BadRequest, TooManyRequests, Unauthorized
 
-import dashboard
+from attrition.api import dashboard
 
 PUBLIC = ("/health", "/openapi.json")  # answered without the token
 OPEN_PREFIXES = ("/login", "/logout", "/static/")

@@ -26,17 +26,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-import riskmodel
-from clientdata import check_labelled, feature_frame, read_data_file
-from common import (
-    ID_COLUMN,
-    MANIFEST,
-    MODEL,
-    DataUnavailable,
-    DeploymentUnavailable,
-    InputError,
-    file_stamp,
-)
+from attrition.core.errors import DataUnavailable, DeploymentUnavailable, InputError
+from attrition.core.files import file_stamp
+from attrition.core.names import ID_COLUMN, MANIFEST, MODEL
+from attrition.data.clientdata import check_labelled, feature_frame, read_data_file
+from attrition.model import riskmodel
 
 log = logging.getLogger("app")
 MAX_CACHED_FILES = 8  # request files (each at most api_max_rows rows); the server's own are apart

@@ -34,12 +34,11 @@ from flask import (
     url_for,
 )
 
-import calllist
-import production
-import riskdb
-import serving
-from apirequest import ascii_whole
-from common import (
+from attrition.api import serving
+from attrition.api.inputs import ascii_whole
+from attrition.core.config import Config
+from attrition.core.errors import PipelineError
+from attrition.core.names import (
     DEPLOYMENT_HISTORY,
     DIAGNOSTICS,
     DRIFT,
@@ -51,10 +50,10 @@ from common import (
     RUN_HISTORY,
     SCORE_METRICS,
     TARGET,
-    Config,
-    PipelineError,
 )
-from records import last_records, read_ingested_files, read_jsonl
+from attrition.core.records import last_records, read_ingested_files, read_jsonl
+from attrition.production import versions
+from attrition.reports import calllist, riskdb
 
 PAGE_SIZE = 50
 SORTS = riskdb.SORTS  # rank, risk, client, change
@@ -83,7 +82,7 @@ def wants_html() -> bool:
 def live_state(cfg: Config) -> dict:
     """The live version (production.py), how it went live, and whether the API can serve it."""
     try:
-        state = production.live(cfg)
+        state = versions.live(cfg)
     except PipelineError as error:
         return {"state": None, "problem": str(error)}
     if state is None:
@@ -95,7 +94,7 @@ def live_state(cfg: Config) -> dict:
         "how": state.how(),
         "problem": None,
         "serving": None,
-        "metrics": production.read_json(state.folder / SCORE_METRICS) or {},
+        "metrics": versions.read_json(state.folder / SCORE_METRICS) or {},
         "decision": state.decision,
         "ingested": read_ingested_files(ingested) if ingested.is_file() else [],
     }
@@ -110,11 +109,11 @@ def live_state(cfg: Config) -> dict:
 def stamped(cfg: Config, path, live: dict, model: bool = True) -> tuple[dict, str | None]:
     """(a derived JSON file, None when it describes the live version (model) and the latest data,
     else the words saying what it describes)."""
-    value = production.read_json(path)
+    value = versions.read_json(path)
     if not isinstance(value, dict):
         return {}, None
-    return value, production.stamp_problem(
-        production.stamp_of(value), live.get("state"), production.data_fingerprint(cfg), model
+    return value, versions.stamp_problem(
+        versions.stamp_of(value), live.get("state"), versions.data_fingerprint(cfg), model
     )
 
 
@@ -217,8 +216,8 @@ def report_links(cfg: Config, live_version: int | None) -> list[dict]:
     """Every version's reports, newest version first: the one made at its deployment, then each
     later one (new data, a rollback); the live version's newest is marked."""
     links = []
-    for version in reversed(production.archived_versions(cfg.prod_folder)):
-        files = production.report_files(cfg, version)
+    for version in reversed(versions.archived_versions(cfg.prod_folder)):
+        files = versions.report_files(cfg, version)
         for index, path in enumerate(files):
             links.append(
                 {
@@ -343,7 +342,7 @@ def calllist_csv():
 @pages.get("/reports/<int:version>/<name>")
 def report(version: int, name: str):
     """A version's report: report.pdf (made at its deployment) or a later report-<UTC time>.pdf."""
-    path = next((path for path in production.report_files(config(), version) if path.name == name), None)
+    path = next((path for path in versions.report_files(config(), version) if path.name == name), None)
     if path is None:
         abort(404, f"no report {name!r} for version {version}")
     return send_file(path, mimetype="application/pdf", download_name=f"v{version:04d}-{name}", max_age=0)

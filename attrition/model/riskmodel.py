@@ -37,20 +37,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from clientdata import feature_frame
-from common import (
-    FEATURES,
-    MANIFEST,
-    MODEL,
-    MODEL_META,
-    TARGET,
-    DeploymentUnavailable,
-    InputError,
-    ModelIntegrityError,
-    PipelineError,
-)
-from production import live_folder, read_manifest
-from records import sha256_bytes
+from attrition.core.errors import DeploymentUnavailable, InputError, ModelIntegrityError, PipelineError
+from attrition.core.names import FEATURES, MANIFEST, MODEL, MODEL_META, TARGET
+from attrition.core.records import sha256_bytes
+from attrition.data.clientdata import feature_frame
+from attrition.production.versions import live_folder, read_manifest
 
 PROBE_ROW = pd.DataFrame([[0.0] * len(FEATURES)], columns=list(FEATURES))
 

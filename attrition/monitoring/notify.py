@@ -21,8 +21,10 @@ import os
 import threading
 import time
 
-import production
-from common import EXIT_LOCKED, EXIT_PARTIAL, RUN_HISTORY, Config
+from attrition.core.config import Config
+from attrition.core.errors import EXIT_LOCKED, EXIT_PARTIAL
+from attrition.core.names import RUN_HISTORY
+from attrition.production import versions
 
 FAILURE, WARNING, SUCCESS = "failure", "warning", "success"  # apprise's NotifyType values
 
@@ -48,7 +50,7 @@ def kind(record: dict) -> str | None:
 
 def message(config: Config, record: dict) -> tuple[str, str]:
     """(title, body) of a run's notification: short, and true of the state the run left."""
-    live = production.live_version(config)
+    live = versions.live_version(config)
     title = f"risk model: {record['decision']}"[:200]
     lines = [
         f"{record['decision']} (exit {record['exit_status']}); "

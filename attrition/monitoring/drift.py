@@ -18,7 +18,7 @@ features do), as two named comparisons, each labelled wherever it is shown:
     SINCE       "drift since this version was trained": its training data against the
                 latest ingested data
     comparisons(config, live, final)  both, stamped with the live version and the data
-                (production.stamp); reporting.py writes them to drift.json, which the report
+                (versions.stamp); reporting.py writes them to drift.json, which the report
                 and the dashboard show, and diagnostics.py's feature_drift is SINCE.
 """
 
@@ -29,9 +29,11 @@ import math
 import numpy as np
 import pandas as pd
 
-import production
-from clientdata import read_data_file
-from common import FEATURES, REFERENCE_DATA, Config, PipelineError
+from attrition.core.config import Config
+from attrition.core.errors import PipelineError
+from attrition.core.names import FEATURES, REFERENCE_DATA
+from attrition.data.clientdata import read_data_file
+from attrition.production import versions
 
 KS_THRESHOLD = 0.05  # drift when the KS p-value is at or below this (Evidently's default)
 PSI_BANDS = (0.1, 0.25)  # below: no change; between: moderate; above: significant
@@ -44,7 +46,7 @@ SINCE = "drift since this version was trained"
 def deployed_score_history(config: Config) -> list[float]:
     """The F1 of each deployed version, in deployment order (rollbacks do not count)."""
     scores, seen = [], set()
-    for entry in production.deployments(config):
+    for entry in versions.deployments(config):
         if (
             entry.get("action") == "deploy"
             and entry.get("version") not in seen
@@ -145,11 +147,11 @@ def compare_features(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
 
 def reference_of(config: Config, version: int) -> pd.DataFrame | None:
     """The training features an archived version was deployed with, or None."""
-    path = config.prod_folder / production.folder_name(version) / REFERENCE_DATA
+    path = config.prod_folder / versions.folder_name(version) / REFERENCE_DATA
     return read_data_file(path) if path.is_file() else None
 
 
-def since_training(config: Config, state: production.Live, final: pd.DataFrame) -> dict:
+def since_training(config: Config, state: versions.Live, final: pd.DataFrame) -> dict:
     """SINCE: the live version's training data against the latest ingested data."""
     reference = state.folder / REFERENCE_DATA
     if not reference.is_file():
@@ -166,11 +168,11 @@ def since_training(config: Config, state: production.Live, final: pd.DataFrame) 
     }
 
 
-def that_triggered(config: Config, state: production.Live) -> dict:
+def that_triggered(config: Config, state: versions.Live) -> dict:
     """TRIGGERED: the training data of the version live before this one was first deployed,
     against this version's own training data."""
-    first = production.archived_manifest(config.prod_folder, state.version) or state.manifest
-    earlier = production.lineage(config.prod_folder, first)
+    first = versions.archived_manifest(config.prod_folder, state.version) or state.manifest
+    earlier = versions.lineage(config.prod_folder, first)
     if not earlier:
         return {
             "label": TRIGGERED,
@@ -196,7 +198,7 @@ def that_triggered(config: Config, state: production.Live) -> dict:
 
 def comparisons(
     config: Config,
-    state: production.Live,
+    state: versions.Live,
     final: pd.DataFrame,
     data_sha256: str | None,
     since: dict | None = None,
@@ -204,7 +206,7 @@ def comparisons(
     """Both comparisons for the live version and the latest data, stamped with what they describe;
     since: SINCE when already computed for this version and data (diagnostics.recorded_drift)."""
     return {
-        "stamp": production.stamp(config, state, data_sha256),
+        "stamp": versions.stamp(config, state, data_sha256),
         "live": state.how(),
         "since_training": since or since_training(config, state, final),
         "triggered": that_triggered(config, state),

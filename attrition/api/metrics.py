@@ -58,10 +58,13 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-import production
-import riskdb
-from common import DRIFT, MANIFEST, RUN_HISTORY, SCORE_METRICS, Config, PipelineError, file_stamp
-from records import last_records
+from attrition.core.config import Config
+from attrition.core.errors import PipelineError
+from attrition.core.files import file_stamp
+from attrition.core.names import DRIFT, MANIFEST, RUN_HISTORY, SCORE_METRICS
+from attrition.core.records import last_records
+from attrition.production import versions
+from attrition.reports import riskdb
 
 disable_created_metrics()  # no *_created series: Prometheus needs none of them
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -133,7 +136,7 @@ def install(app) -> None:
     first). A refusal's reason is g.refusal, which the app's error answers set."""
     from flask import g, request
 
-    import serving
+    from attrition.api import serving
 
     def start_clock():
         g.started = time.perf_counter()
@@ -282,7 +285,7 @@ class PipelineCollector:
 
     def live(self, gauge) -> None:
         try:
-            state = production.live(self.config)
+            state = versions.live(self.config)
         except PipelineError:
             state = None
         if state is None:

@@ -22,9 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-import production
-from common import PROJECT_DIR, Config, PipelineError
-from processes import die_with_parent
+from attrition.core.config import Config
+from attrition.core.errors import PipelineError
+from attrition.core.names import PROJECT_DIR
+from attrition.core.processes import die_with_parent
+from attrition.production import versions
 
 log = logging.getLogger("apiserver")
 
@@ -125,7 +127,7 @@ def serving_live_version(config: Config, pass_fds: tuple[int, ...] = ()):
     it does; otherwise (nothing answers, or another checkout's server does) a temporary gunicorn on
     a free loopback port, stopped when the block ends."""
     url = f"http://{config['api_host']}:{config['api_port']}"
-    serves = production.serves_live_version(api_health(url), production.read_manifest(config.prod_folder))
+    serves = versions.serves_live_version(api_health(url), versions.read_manifest(config.prod_folder))
     if serves:
         yield url
         return

@@ -31,7 +31,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import (
+from attrition.core.config import Config
+from attrition.core.errors import DeploymentUnavailable, PipelineError
+from attrition.core.files import atomic_write_json
+from attrition.core.names import (
     ARCHIVE_DIR,
     DECISION,
     DEPLOYMENT_HISTORY,
@@ -44,12 +47,8 @@ from common import (
     REPORTS_DIR,
     RISK_RANKING,
     RUN_HISTORY,
-    Config,
-    DeploymentUnavailable,
-    PipelineError,
-    atomic_write_json,
 )
-from records import identity, read_jsonl, same_identity, sha256_file
+from attrition.core.records import identity, read_jsonl, same_identity, sha256_file
 
 VERSION_FOLDER = re.compile(r"v(\d{4,})")
 LIVE_MARK = "live.json"  # in a version's folder: the manifest that last made it live (deployment.py)
@@ -205,7 +204,8 @@ def verified_score(state: Live) -> float:
     a decision never reads an unverified score."""
     import hashlib
 
-    from common import LATESTSCORE, ModelIntegrityError
+    from attrition.core.errors import ModelIntegrityError
+    from attrition.core.names import LATESTSCORE
 
     path = state.folder / LATESTSCORE
     data = path.read_bytes()

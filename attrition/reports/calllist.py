@@ -37,12 +37,13 @@ import json
 import numpy as np
 import pandas as pd
 
-import riskdb
-from arrowcsv import write_frame
-from clientdata import feature_frame, read_csv_strictly, spreadsheet_safe
-from common import FEATURES, ID_COLUMN, LOST_CLIENTS, RISK_RANKING, RISK_RANKING_BASIS, TARGET, PipelineError
-from records import sha256_file
-from riskmodel import LinearScorer
+from attrition.core.errors import PipelineError
+from attrition.core.names import FEATURES, ID_COLUMN, LOST_CLIENTS, RISK_RANKING, RISK_RANKING_BASIS, TARGET
+from attrition.core.records import sha256_file
+from attrition.data.arrowcsv import write_frame
+from attrition.data.clientdata import feature_frame, read_csv_strictly, spreadsheet_safe
+from attrition.model.riskmodel import LinearScorer
+from attrition.reports import riskdb
 
 FEATURE_WORDS = {
     "lastmonth_activity": "last month's activity",

@@ -35,10 +35,12 @@ from werkzeug.exceptions import (
 )
 from werkzeug.formparser import MultiPartParser
 
-import serving
-from clientdata import feature_frame, read_data_file
-from common import FEATURES, ID_COLUMN, Config, InputError
-from csvtext import count_lines, first_line
+from attrition.api import serving
+from attrition.core.config import Config
+from attrition.core.errors import InputError
+from attrition.core.names import FEATURES, ID_COLUMN
+from attrition.data.clientdata import feature_frame, read_data_file
+from attrition.data.csvtext import count_lines, first_line
 
 # The names the course's public clients give a data file's location (query, form or JSON field).
 FILE_KEYS = (

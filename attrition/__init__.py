@@ -1,0 +1,1 @@
+"""The attrition-risk pipeline's code, one room a concern (README: Architecture)."""

@@ -1,0 +1,1 @@
+"""The Flask app: factory, routes, request parsing, auth, dashboard, metrics, deadlines, serving caches."""

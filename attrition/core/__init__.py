@@ -1,0 +1,1 @@
+"""The foundation: names, errors, configuration, logging, atomic files, records, processes (stdlib only)."""

@@ -1,0 +1,1 @@
+"""Client CSV files: reading and checking them, the CSV text, Arrow, ingestion."""

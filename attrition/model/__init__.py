@@ -1,0 +1,1 @@
+"""The logistic model: training, its numbers, metrics, the gate and drift decisions."""

@@ -1,0 +1,1 @@
+"""The course's diagnostics, drift comparisons, timing, the dependency check, notifications."""

@@ -1,0 +1,1 @@
+"""The run: fullprocess.py's orchestration, new-data detection."""

@@ -1,0 +1,1 @@
+"""What is live: versions, stamps, the switch, rollback, repair, the archive."""

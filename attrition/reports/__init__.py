@@ -1,0 +1,1 @@
+"""The call list, the query store, the PDF report and its plots."""
