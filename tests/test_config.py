@@ -101,7 +101,8 @@ def test_a_script_with_a_bad_config_fails_in_one_line(workspace):
 def test_importing_the_scripts_has_no_side_effects(tmp_path):
     code = (
         "import os, sys; sys.path.insert(0, sys.argv[1]); "
-        "import common, ingestion, training, scoring, deployment, generate_data; "
+        "import ingestion, training, scoring, deployment, diagnostics, reporting, fullprocess, apicalls, app, "
+        "generate_data; "
         "print(sorted(os.listdir('.')))"
     )
     result = subprocess.run(
@@ -192,7 +193,7 @@ def test_help_prints_the_usage_page_and_touches_nothing(deployed_workspace, scri
 def test_unexpected_errors_are_one_line_unless_risk_debug_is_set(tmp_path):
     """A bug (here a ZeroDivisionError in main) is one log line and exit 70; RISK_DEBUG=1 shows its
     traceback."""
-    code = "import common; common.setup_logging('demo'); common.run_main(lambda: 1 / 0, 'demo')"
+    code = "from attrition.core import logs; logs.setup_logging('demo'); logs.run_main(lambda: 1 / 0, 'demo')"
     env = {key: value for key, value in os.environ.items() if key != "RISK_DEBUG"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, capture_output=True, text=True

@@ -26,13 +26,12 @@ import pandas as pd
 import pytest
 from conftest import PROJECT_DIR, Workspace, client_frame, copy_template, run_ok, wait_until
 
-import deployment
 from attrition.api.server import free_port
 from attrition.core.config import load_config
 from attrition.core.names import FEATURES
 from attrition.core.records import read_jsonl
 from attrition.model import riskmodel
-from attrition.production import versions
+from attrition.production import repair, versions
 from attrition.production.versions import read_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.drill]  # make drills (full counts), not make test
@@ -54,7 +53,7 @@ def live_version_problems(prod: Path) -> list[str]:
     """What a reader would find wrong right now: [] when the live version is whole and predicts."""
     try:
         manifest = read_manifest(prod)
-        deployment.check_live_version(prod, manifest, full=True)
+        repair.check_live_version(prod, manifest, full=True)
         riskmodel.load_deployed(prod).predict(ROW)
     except Exception as error:  # any failure is a finding, whatever its class
         return [f"{type(error).__name__}: {error}"]

@@ -26,12 +26,11 @@ import pytest
 from conftest import PROJECT_DIR, Workspace, built_once, client_frame, copy_template, run_ok, wait_until
 from test_drills import FULL, debris, live_version_problems, record, stale_outputs
 
-import deployment
 from attrition.api.server import free_port
 from attrition.core.config import load_config
 from attrition.core.processes import sweep
 from attrition.pipeline import newdata
-from attrition.production import versions
+from attrition.production import switch, versions
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 
@@ -134,7 +133,7 @@ def test_a_damaged_deployment_history_never_costs_a_version_that_went_live(two_v
     else:
         assert "removed archive/v0003, a version that never went live" in result.stderr
     # and version 2 is still a way forward: a person can redeploy or roll forward to it later
-    assert deployment.read_archived_version(prod / "archive" / "v0002")[0]["version"] == 2
+    assert switch.read_archived_version(prod / "archive" / "v0002")[0]["version"] == 2
     record(f"history_{how.replace(' ', '_')}_{marks.replace(' ', '_')}", versions_kept=2, versions_lost=0)
 
 
@@ -510,7 +509,7 @@ def test_two_checkouts_with_one_production_folder_are_refused(deployed_workspace
 
 
 def test_ambiguous_extract_names_are_warned_about_and_a_vanished_file_named_as_such(workspace, tmp_path):
-    import ingestion
+    from attrition.data import ingest
 
     workspace.write_csv("input_folder_path", "dataset1.csv", client_frame(20, seed=1))
     workspace.write_csv("input_folder_path", "dataset01.csv", client_frame(20, seed=2))
@@ -518,4 +517,4 @@ def test_ambiguous_extract_names_are_warned_about_and_a_vanished_file_named_as_s
     assert result.returncode == 0, result.stderr
     assert "'dataset01.csv' and 'dataset1.csv': their numbers do not decide" in result.stderr
     folder = workspace.path("input_folder_path")
-    assert ingestion.name_problem(folder / "gone.csv", folder) == "deleted before it could be read"
+    assert ingest.name_problem(folder / "gone.csv", folder) == "deleted before it could be read"

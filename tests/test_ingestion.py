@@ -201,7 +201,7 @@ def test_duplicated_rows_equals_pandas():
     """The general path (counts too large for one 64-bit key): pandas' duplicated, first extracts."""
     import numpy as np
 
-    from ingestion import duplicated_rows
+    from attrition.data.duplicates import duplicated_rows
 
     frame, source, oracle_duplicated, oracle_first = rows_with_copies()
     duplicated, first = duplicated_rows(frame, source)
@@ -307,19 +307,19 @@ HEAD = b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,ex
     ],
 )
 def test_files_with_a_column_twice_or_formula_like_ids_are_rejected(content, reason):
-    """In-process: ingestion.parse_csv is the rule; a rejected file is named by the run (above)."""
-    import ingestion
+    """In-process: parsing.parse_csv is the rule; a rejected file is named by the run (above)."""
+    from attrition.data import parsing
 
-    frame, problems, _ = ingestion.parse_csv(content)
+    frame, problems, _ = parsing.parse_csv(content)
     assert frame is None and any(reason in problem for problem in problems), problems
 
 
 def test_ids_that_look_missing_are_ids_and_cr_rows_are_rows():
-    import ingestion
+    from attrition.data import parsing
 
     ids = [b"NA", b"null", b"None", b"N/A", b"#N/A", b"nan", b"NULL"]
     rows = b"".join(name + b",1,,3,0\r" for name in ids) + b"x" * 70_000 + b",1,2,3,1\r"
-    table, problems, _ = ingestion.parse_csv(HEAD + b"\r" + rows)  # 70 kB, with no LF at all
+    table, problems, _ = parsing.parse_csv(HEAD + b"\r" + rows)  # 70 kB, with no LF at all
     assert problems == [] and table is not None
     frame = table.to_pandas()
     assert list(frame["corporation"][:7]) == [name.decode() for name in ids] and len(frame) == 8
@@ -377,13 +377,13 @@ CLIENT_IDS = [
     bom=st.booleans(),
 )
 def test_arrow_reads_a_file_as_pandas_does_or_leaves_it_to_pandas(rows, ending, header, bom):
-    import ingestion
+    from attrition.data import parsing
 
     extra = ",x" if header.endswith("note") else ""
     text = ending.join([header, *(",".join(row) + extra for row in rows)]) + ending
     data = ("\ufeff" if bom else "").encode() + text.encode()
-    table, problems, notes = ingestion.parse_csv(data)
-    frame, expected_problems, expected_notes = ingestion.parse_frame(data)
+    table, problems, notes = parsing.parse_csv(data)
+    frame, expected_problems, expected_notes = parsing.parse_frame(data)
     assert (problems, notes) == (expected_problems, expected_notes)
     assert (table is None) == (frame is None)
     if frame is not None:
@@ -394,19 +394,20 @@ def test_arrow_reads_a_file_as_pandas_does_or_leaves_it_to_pandas(rows, ending, 
 
 def test_arrow_accepts_what_it_should_and_declines_the_rest():
     """The fast path is taken for ordinary files (else the property above proves nothing)."""
-    import ingestion
+    from attrition.data import parsing
 
     ordinary = (HEADER + "ab,1,2,3,0\nNA,,5, 6 ,1\n").encode()
-    assert ingestion.parse_arrow(ordinary) is not None
+    assert parsing.parse_arrow(ordinary) is not None
     for odd in ("ab,0x1F,2,3,0\n", "ab,+3,2,3,0\n", "ab,1,2,3,2\n", "=ab,1,2,3,0\n", ",1,2,3,0\n"):
-        assert ingestion.parse_arrow((HEADER + odd).encode()) is None, odd
+        assert parsing.parse_arrow((HEADER + odd).encode()) is None, odd
 
 
 def test_duplicate_groups_equal_pandas_duplicated_and_the_first_extract():
     import numpy as np
     import pyarrow as pa
 
-    from ingestion import SCHEMA, duplicate_groups
+    from attrition.data.duplicates import duplicate_groups
+    from attrition.data.parsing import SCHEMA
 
     frame, source, oracle_duplicated, oracle_first = rows_with_copies()
     table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)

@@ -59,7 +59,9 @@ def test_the_api_loads_neither_scikit_learn_nor_scipy_stats():
     /diagnostics: a worker that imports the app has not loaded scikit-learn or scipy.stats
     (1.3 s of start-up and about 50 MB per worker between them)."""
     code, names = imported_modules("-c", "import wsgi")
-    assert code == 0 and {"app", "attrition.api.serving", "attrition.model.riskmodel", "scipy.special"} <= names
+    assert (
+        code == 0 and {"app", "attrition.api.serving", "attrition.model.riskmodel", "scipy.special"} <= names
+    )
     assert not {"sklearn", "scipy.stats"} & names, sorted({"sklearn", "scipy.stats"} & names)
 
 

@@ -24,15 +24,7 @@ import math
 from urllib.parse import quote
 
 import pandas as pd
-from flask import (
-    Blueprint,
-    abort,
-    current_app,
-    render_template,
-    request,
-    send_file,
-    url_for,
-)
+from flask import Blueprint, abort, current_app, render_template, request, send_file, url_for
 
 from attrition.api import serving
 from attrition.api.inputs import ascii_whole
