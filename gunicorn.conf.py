@@ -21,22 +21,14 @@ Errors gunicorn answers itself (a malformed request line, 414, 431, a bad chunk)
 like the API's own: {"error": ..., "message": ...}.
 """
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-
-import gunicorn.util
-from gunicorn.http.body import ChunkedReader
-from gunicorn.http.errors import InvalidHTTPVersion
-from werkzeug.exceptions import RequestEntityTooLarge
 
 # gunicorn imports this file before --chdir applies: find the attrition package from here, not the cwd.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from attrition.api import deadlines  # noqa: E402
 from attrition.core.config import load_config  # noqa: E402
-from attrition.core.errors import error_body  # noqa: E402
 
 _config = load_config()
 
@@ -62,92 +54,9 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 control_socket_disable = True
 
 
-def _json_error(sock, status_int, reason, mesg):
-    """gunicorn.util.write_error's answer as the API's JSON error instead of an HTML page."""
-    body = error_body(reason.lower().replace(" ", "_"), mesg or reason)
-    head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode("latin-1")
-    gunicorn.util.write_nonblock(sock, head + body)
-
-
-gunicorn.util.write_error = _json_error  # read by the workers' handle_error at call time
-
-HTTP_VERSIONS = ((1, 0), (1, 1))
-_max_body = _config["api_max_body_bytes"]
-
-
-def pre_request(worker, req):
-    """Before gunicorn answers anything for a request: HTTP/1.0 and 1.1 only (400 for "HTTP/1.2");
-    no "100 Continue" for a declared body over api_max_body_bytes (wsgi.py answers 413 and
-    closes, and the client never sends it)."""
-    if req.version not in HTTP_VERSIONS:
-        raise InvalidHTTPVersion(f"{req.version[0]}.{req.version[1]}")
-    length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
-    if length.isdigit() and int(length) > _max_body:
-        req._expected_100_continue = False
-
-
-_parse_chunk_size = ChunkedReader.parse_chunk_size
-
-
-def parse_chunk_size(self, unreader, data=None):
-    """gunicorn's chunk-size parser, refusing a chunk over api_max_body_bytes as soon as its size
-    line is read (413, wsgi.py closes the connection), instead of waiting for its bytes."""
-    size, rest = _parse_chunk_size(self, unreader, data)
-    if size > _max_body:
-        raise RequestEntityTooLarge(f"a chunk of {size:,} bytes; at most {_max_body:,} (api_max_body_bytes)")
-    return size, rest
-
-
-ChunkedReader.parse_chunk_size = parse_chunk_size
-
-
-_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_own_metrics_folder = []  # the temporary folder this server made, removed when it stops
-
-
-def on_starting(server):
-    """Before the workers start: their metrics folder, empty (metrics.py reads it at import).
-
-    With $PROMETHEUS_MULTIPROC_DIR set, this server counts in a folder of its own beneath it
-    (server-<master PID>): a second server started with the same setting (another `make serve`,
-    the pipeline's temporary API) never empties a running server's files; folders of servers
-    that are gone are removed."""
-    base = os.environ.get(_METRICS_ENV)
-    if base:
-        os.makedirs(base, exist_ok=True)
-        for name in os.listdir(base):
-            pid = name.removeprefix("server-")
-            if name.startswith("server-") and pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-        folder = os.path.join(base, f"server-{os.getpid()}")
-        shutil.rmtree(folder, ignore_errors=True)  # a dead server's, whose PID this one reuses
-        os.makedirs(folder)
-    else:
-        folder = tempfile.mkdtemp(prefix="risk-metrics-")
-    _own_metrics_folder.append(folder)
-    os.environ[_METRICS_ENV] = folder
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def child_exit(server, worker):
-    """A worker exited: its live gauges (the model it served) leave the exposition."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    for folder in _own_metrics_folder:
-        shutil.rmtree(folder, ignore_errors=True)
+deadlines.patch_gunicorn(_config["api_max_body_bytes"])
+# the server hooks gunicorn reads from this file (attrition/api/deadlines.py)
+pre_request = deadlines.pre_request
+on_starting = deadlines.on_starting
+child_exit = deadlines.child_exit
+on_exit = deadlines.on_exit

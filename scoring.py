@@ -14,7 +14,7 @@ Run
     python scoring.py --model M.pkl --data D.csv --json
     python scoring.py --rank clients.csv [--output calls.csv]
                                   # rank a client file (exited not needed) with the deployed
-                                  # model: the call list's format (calllist.py), written to
+                                  # model: the call list's format, written to
                                   # output_model_path/clients-calllist.csv unless --output
 Exit status
     0 scored; 65 a missing or unusable model or data file; 69 (--deployed) no usable
@@ -24,67 +24,17 @@ Exit status
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
-import pandas as pd
-
-import diagnostics
-from attrition.core.config import Config, load_config
+from attrition.core.config import load_config
 from attrition.core.errors import InputError
-from attrition.core.files import atomic_path, atomic_write_json, atomic_write_text
+from attrition.core.files import atomic_path
 from attrition.core.logs import command_line, run_main, setup_logging
-from attrition.core.names import LATESTSCORE, MODEL, SCORE_HISTORY, SCORE_METRICS, TARGET
-from attrition.core.records import append_jsonl, utc_now
-from attrition.data.clientdata import read_data_file, read_labelled_data
+from attrition.core.names import LATESTSCORE, MODEL
+from attrition.data.clientdata import read_data_file
 from attrition.model import riskmodel
+from attrition.model.scoring import NAME, log, score_deployed, score_model, write_scores
 from attrition.reports import calllist
-
-NAME = "scoring"
-
-log = logging.getLogger(NAME)
-
-
-def score_model(model_path: Path, data_path: Path) -> dict:
-    """Metrics of the model file on the data file. Writes nothing. The data is read first: a problem
-    with it is said before unpickling imports scikit-learn (seconds)."""
-    data = read_labelled_data(data_path)
-    model, model_sha = riskmodel.load_model(model_path)
-    metrics = riskmodel.evaluate(model, data, str(data_path))
-    return {**metrics, "model": str(model_path), "model_sha256": model_sha, "data": str(data_path)}
-
-
-def score_deployed(prod_folder: Path, data_path: Path) -> dict:
-    """Metrics of the deployed, verified model on a data file. Writes nothing."""
-    data = read_labelled_data(data_path)
-    deployed = riskmodel.load_deployed(prod_folder)
-    metrics = riskmodel.evaluate(deployed.model, data, str(data_path))
-    return {
-        **metrics,
-        "model": str(prod_folder / MODEL),
-        "model_sha256": deployed.sha256,
-        "deployed_version": deployed.version,
-        "data": str(data_path),
-    }
-
-
-def score_live(config: Config, test: pd.DataFrame, path: Path | None = None) -> dict:
-    """Metrics of the live version on labelled test data (path: its file, the configured test data
-    by default), through diagnostics.predict (its numbers, as the API serves them: nothing is
-    unpickled). What GET /scoring answers."""
-    data = config.relative(path or config.testdata_file)
-    answers = diagnostics.predict(test, config, data)
-    metrics = riskmodel.classification_metrics(
-        test[TARGET].to_numpy(), answers.predictions, answers.probabilities
-    )
-    return {**metrics, "model_version": answers.version, "data": data}
-
-
-def write_scores(metrics: dict, model_folder: Path) -> None:
-    atomic_write_text(model_folder / LATESTSCORE, f"{metrics['f1']}\n")
-    record = {"timestamp": utc_now(), **metrics}
-    atomic_write_json(model_folder / SCORE_METRICS, record)
-    append_jsonl(model_folder / SCORE_HISTORY, record)
 
 
 def rank_clients(prod_folder: Path, data_path: Path, output: Path) -> tuple[int, int]:

@@ -180,8 +180,8 @@ def served(config: Path, paths: list[tuple[str, str, dict]], repeat: int) -> dic
 
 
 def views(config: Path, paths: list[tuple[str, str, dict]], repeat: int) -> list[dict]:
-    from app import create_app
     from attrition.api import serving
+    from attrition.api.app import create_app
 
     serving.clear()
     client = create_app({"RISK_CONFIG": str(config)}).test_client()

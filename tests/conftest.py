@@ -232,10 +232,10 @@ def timed(workspace: Workspace, seconds=(0.5, 1.5)) -> Workspace:
     """A timing of the workspace's input files already kept, as after a fullprocess.py run: the API's
     /diagnostics answers from it instead of timing ingestion and training (seconds of CPU). Tests
     of the timing itself ask for ?fresh=1 or call diagnostics.execution_time."""
-    import diagnostics
     from attrition.core.config import load_config
+    from attrition.monitoring import timing
 
-    diagnostics.keep_timing(load_config(workspace.config_path), list(seconds))
+    timing.keep_timing(load_config(workspace.config_path), list(seconds))
     return workspace
 
 
@@ -318,8 +318,8 @@ def deployed_pickle(prod_folder: Path):
 def client_for(workspace: Workspace, **config):
     """The real Flask app on a workspace (config: the app's test settings, e.g. API_TOKEN), through
     its test client, with the server's per-process caches emptied first."""
-    from app import create_app
     from attrition.api import serving
+    from attrition.api.app import create_app
 
     serving.clear()
     return create_app({"RISK_CONFIG": str(workspace.config_path), **config}).test_client()

@@ -11,8 +11,8 @@ from conftest import ROW as FEATURE_ROW
 from conftest import assert_error, deploy_bytes, deploy_model_meta, deployed_pickle, run_ok, timed
 from sklearn.metrics import confusion_matrix, f1_score
 
-from app import create_app
 from attrition.api import serving
+from attrition.api.app import create_app
 from attrition.core.names import FEATURES
 
 ROW = {"corporation": "abcd", **FEATURE_ROW}

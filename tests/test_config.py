@@ -101,8 +101,8 @@ def test_a_script_with_a_bad_config_fails_in_one_line(workspace):
 def test_importing_the_scripts_has_no_side_effects(tmp_path):
     code = (
         "import os, sys; sys.path.insert(0, sys.argv[1]); "
-        "import ingestion, training, scoring, deployment, diagnostics, reporting, fullprocess, apicalls, app, "
-        "generate_data; "
+        "import ingestion, training, scoring, deployment, diagnostics, reporting, fullprocess, apicalls, "
+        "app, generate_data; "
         "print(sorted(os.listdir('.')))"
     )
     result = subprocess.run(

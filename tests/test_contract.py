@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app import OPENAPI, create_app
+from attrition.api.app import OPENAPI, create_app
 from attrition.api.server import free_port, start_api_server, stop_process
 
 DOCUMENT = json.loads(OPENAPI.read_text())

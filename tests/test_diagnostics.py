@@ -17,7 +17,8 @@ from attrition.core.config import load_config
 from attrition.core.errors import InputError, ModelIntegrityError, PipelineError
 from attrition.core.names import FEATURES
 from attrition.model import riskmodel
-from attrition.monitoring import drift
+from attrition.monitoring import dependencies, drift
+from attrition.monitoring import diagnostics as monitoring_diagnostics
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_predictions_match_the_deployed_model_in_any_column_order(config, deploy
     reordered = test[["number_of_employees", "lastmonth_activity", "lastyear_activity"]]
     predictions = diagnostics.model_predictions(reordered, config)
     assert predictions == expected and all(type(value) is int for value in predictions)
-    risks = diagnostics.predict(test, config).probabilities
+    risks = monitoring_diagnostics.predict(test, riskmodel.load_live(config.prod_folder)).probabilities
     np.testing.assert_allclose(risks, model.predict_proba(test[list(FEATURES)])[:, 1], rtol=0, atol=1e-12)
     with pytest.raises(InputError, match="missing feature column lastyear_activity"):
         diagnostics.model_predictions(test.drop(columns="lastyear_activity"), config)
@@ -139,7 +140,7 @@ def test_dependency_check_without_network_is_bounded_and_unknown(config, monkeyp
     table = diagnostics.outdated_packages_list(
         config, refresh=True
     )  # its bound: benchmarks, not a timed test
-    pins = diagnostics.requirement_pins()
+    pins = dependencies.requirement_pins()
     assert [row["module"] for row in table] == list(pins)
     assert {row["latest"] for row in table} == {"unknown"}
     assert all(row["installed"] == pins[row["module"]] for row in table)

@@ -1,10 +1,11 @@
-"""One JSON error body (common.error_body) for Flask's answers, the deadline middleware and gunicorn's
+"""One JSON error body (errors.error_body) for Flask's answers, the deadline middleware and gunicorn's
 own refusals: the same bytes for the same error wherever it is refused."""
 
 import importlib.util
 import json
 import socket
 
+import gunicorn.util
 from conftest import PROJECT_DIR, client_for
 
 from attrition.core.errors import error_body
@@ -18,11 +19,11 @@ def test_flask_the_middleware_and_gunicorn_send_one_body(deployed_workspace, mon
     assert flask_answer.status_code == 404 and flask_answer.mimetype == "application/json"
     assert flask_answer.get_data() == error_body("not_found", json.loads(flask_answer.get_data())["message"])
 
-    import wsgi
+    from attrition.api import deadlines
 
     started = []
     body = b"".join(
-        wsgi.refuse(lambda status, headers: started.append(status), "408 Request Timeout", "x", "late")
+        deadlines.refuse(lambda status, headers: started.append(status), "408 Request Timeout", "x", "late")
     )
     assert body == error_body("x", "late") and started == ["408 Request Timeout"]
 
@@ -31,7 +32,8 @@ def test_flask_the_middleware_and_gunicorn_send_one_body(deployed_workspace, mon
     spec.loader.exec_module(conf)
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        conf._json_error(ours, 431, "Request Header Fields Too Large", "")
+        assert gunicorn.util.write_error is deadlines.json_error  # what gunicorn.conf.py installs
+        deadlines.json_error(ours, 431, "Request Header Fields Too Large", "")
         ours.shutdown(socket.SHUT_WR)
         answer = b"".join(iter(lambda: theirs.recv(65536), b""))
     head, _, sent = answer.partition(b"\r\n\r\n")

@@ -138,8 +138,7 @@ def test_the_seed_walkthrough_on_the_bundled_data(tmp_path):
 
 def dashboard_html(workspace) -> str:
     """The dashboard's main page as a browser gets it, from the real app on the workspace."""
-    import app
-    from attrition.api import serving
+    from attrition.api import app, serving
 
     serving.clear()
     client = app.create_app({"RISK_CONFIG": str(workspace.config_path)}).test_client()

@@ -13,8 +13,8 @@ import tracemalloc
 import pytest
 from conftest import ROW, assert_error, deploy_bytes, deploy_model_meta, strict_json
 
-from app import create_app
 from attrition.api import serving
+from attrition.api.app import create_app
 from attrition.core.names import FEATURES
 
 HEADER = ",".join(FEATURES)

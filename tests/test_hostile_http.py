@@ -16,6 +16,7 @@ from conftest import ROW, assert_error, client_for, strict_json
 import diagnostics
 from attrition.core.config import load_config
 from attrition.core.names import FEATURES
+from attrition.monitoring import dependencies
 from attrition.reports import riskdb
 
 HEADER = ",".join(FEATURES)
@@ -189,7 +190,7 @@ def test_concurrent_dependency_checks_run_pip_once(deployed_workspace, monkeypat
         time.sleep(0.5)
         return None
 
-    monkeypatch.setattr(diagnostics, "_ask_pip", slow_pip)
+    monkeypatch.setattr(dependencies, "_ask_pip", slow_pip)
     answers = []
     threads = [
         threading.Thread(target=lambda: answers.append(diagnostics.outdated_packages_list(config)))

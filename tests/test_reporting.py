@@ -18,13 +18,16 @@ from conftest import (
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, f1_score
 
-import diagnostics
 import reporting
 from attrition.core.config import load_config
 from attrition.core.names import FEATURES
 from attrition.model import riskmodel
+from attrition.model import scoring as model_scoring
+from attrition.monitoring import diagnostics as monitoring_diagnostics
 from attrition.monitoring import drift
 from attrition.production import versions
+from attrition.reports import pdf, plots
+from attrition.reports import reporting as reports_reporting
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 
@@ -50,13 +53,13 @@ def test_the_plotted_counts_are_sklearns_confusion_matrix(deployed_workspace):
     config = load_config(deployed_workspace.config_path)
     state = versions.live(config)
     scorer, _ = riskmodel.load_linear(config.prod_folder, state.manifest)
-    results = reporting.evaluate_on_testdata(config, state, scorer)
+    results = model_scoring.evaluate_on_testdata(config, state, scorer)
     test = pd.read_csv(config.testdata_file)
     model = deployed_pickle(config.prod_folder)
     predicted = model.predict(test[list(FEATURES)])
     oracle = confusion_matrix(test["exited"], predicted)
     axis = Figure().subplots()
-    reporting.draw_confusion_matrix(axis, results.metrics["confusion"], "t")
+    plots.draw_confusion_matrix(axis, results.metrics["confusion"], "t")
     assert [int(text.get_text()) for text in axis.texts] == oracle.ravel().tolist()
     assert results.version == 1
     assert results.metrics["f1"] == pytest.approx(f1_score(test["exited"], predicted))
@@ -85,12 +88,14 @@ def test_drift_from_diagnostics_is_taken_only_for_the_same_version_and_data(repo
     config = load_config(reported.config_path)
     state = versions.live(config)
     data = versions.data_fingerprint(config)
-    assert diagnostics.recorded_drift(config, state, data)["label"] == drift.SINCE
-    assert diagnostics.recorded_drift(config, state, "0" * 64) is None  # other data
+    assert monitoring_diagnostics.recorded_drift(config, state, data)["label"] == drift.SINCE
+    assert monitoring_diagnostics.recorded_drift(config, state, "0" * 64) is None  # other data
     other = dataclasses.replace(state, manifest={**state.manifest, "timestamp": "2020-01-01T00:00:00Z"})
-    assert diagnostics.recorded_drift(config, other, data) is None  # another time this version went live
+    assert (
+        monitoring_diagnostics.recorded_drift(config, other, data) is None
+    )  # another time this version went live
     (config.model_folder / "diagnostics.json").write_text("{")
-    assert diagnostics.recorded_drift(config, state, data) is None
+    assert monitoring_diagnostics.recorded_drift(config, state, data) is None
 
 
 @pytest.mark.parametrize("name", ["../x.png", "x.jpg", "sub/x.png"])
@@ -202,7 +207,7 @@ def test_the_f1_chart_is_readable_with_one_point_and_with_hundreds(deployed_work
     (config.prod_folder / "deployments.jsonl").write_text(
         json_module.dumps({"timestamp": start.isoformat() + "Z", "version": 1, "f1": 0.75}) + "\n"
     )
-    figure = reporting.f1_history_figure(config)
+    figure = plots.f1_history_figure(config)
     figure.canvas.draw()
     axis = figure.axes[0]
     labels = [label.get_text() for label in axis.get_xticklabels() if label.get_text()]
@@ -218,9 +223,7 @@ def test_page_one_states_the_decision_with_both_scores(deployed_workspace):
 
     config = load_config(deployed_workspace.config_path)
     manifest = json_module.loads((config.prod_folder / "manifest.json").read_text())
-    assert reporting.decision_lines(versions.live(config))[0].startswith(
-        "Deployed by hand with deployment.py"
-    )
+    assert pdf.decision_lines(versions.live(config))[0].startswith("Deployed by hand with deployment.py")
     decision = {
         "summary": "Retrained because of drift",
         "drift": {
@@ -235,7 +238,7 @@ def test_page_one_states_the_decision_with_both_scores(deployed_workspace):
     }
     folder = config.prod_folder / manifest["folder"]
     (folder / "decision.json").write_text(json_module.dumps(decision))
-    text = " ".join(reporting.decision_lines(versions.live(config)))
+    text = " ".join(pdf.decision_lines(versions.live(config)))
     for fragment in ("0.6644", "0.7856", "0.8714", "drift", "passed", "d3.csv"):
         assert fragment in text
 
@@ -307,7 +310,7 @@ def test_a_rollback_during_reporting_files_only_the_snapshots_version(retrained_
         for version in (1, 2)
     }
     assert numbers[1] != numbers[2]
-    original = reporting.serving.server_data
+    original = reports_reporting.read_own_file
     rolled = []
 
     def rollback_meanwhile(path, *args, **kwargs):
@@ -316,7 +319,7 @@ def test_a_rollback_during_reporting_files_only_the_snapshots_version(retrained_
         return original(path, *args, **kwargs)
 
     monkeypatch.setenv("RISK_CONFIG", str(workspace.config_path))
-    monkeypatch.setattr(reporting.serving, "server_data", rollback_meanwhile)
+    monkeypatch.setattr(reports_reporting, "read_own_file", rollback_meanwhile)
     assert reporting.main([]) == 0
     assert rolled[0].returncode == 0 and versions.live(config).version == 1
     models = config.model_folder

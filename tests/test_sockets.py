@@ -207,7 +207,7 @@ def test_proxy_headers_from_a_client_are_not_believed(served):
 def test_a_connection_with_requests_waiting_does_not_keep_its_worker(served):
     """A client pipelines 40 requests; another sends one just after. The other is answered in its
     turn, not after all 40: each answer gives the worker's other connections a turn
-    (wsgi.TimedAnswer.close). Without it a connection whose next request had already arrived kept
+    (deadlines.TimedAnswer.close). Without it a connection whose next request had already arrived kept
     its worker, and under four keep-alive clients p99 was 300-500 ms (the latency itself is
     measured by benchmarks/bench_api.py beside the sync workers')."""
     _, workspace = served

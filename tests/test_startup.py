@@ -60,7 +60,9 @@ def test_the_api_loads_neither_scikit_learn_nor_scipy_stats():
     (1.3 s of start-up and about 50 MB per worker between them)."""
     code, names = imported_modules("-c", "import wsgi")
     assert (
-        code == 0 and {"app", "attrition.api.serving", "attrition.model.riskmodel", "scipy.special"} <= names
+        code == 0
+        and {"attrition.api.app", "attrition.api.serving", "attrition.model.riskmodel", "scipy.special"}
+        <= names
     )
     assert not {"sklearn", "scipy.stats"} & names, sorted({"sklearn", "scipy.stats"} & names)
 
@@ -70,7 +72,7 @@ def test_measuring_the_live_model_loads_no_scikit_learn(deployed_workspace):
     """GET /scoring and the report measure with NumPy (riskmodel.classification_metrics, held to
     scikit-learn by tests/test_model.py): a worker's first /scoring does not pay its 1-2 s import."""
     code = (
-        "import sys, app; client = app.create_app().test_client(); "
+        "import sys; from attrition.api import app; client = app.create_app().test_client(); "
         "answer = client.get('/scoring'); assert answer.status_code == 200, answer.get_data(); "
         "print(sorted(name for name in sys.modules if name.startswith(('sklearn', 'seaborn'))))"
     )

@@ -160,6 +160,12 @@ def refused(status: int, reason: str) -> None:
     REFUSED.labels(str(status), reason).inc()
 
 
+def refused_unrouted(status: int, reason: str, method: str) -> None:
+    """A request refused before it reached the app (the deadline middleware's 413)."""
+    refused(status, reason)
+    observe_request("unrouted", method, status, 0.0, 0, 0)
+
+
 def rows_scored(route: str, rows: int) -> None:
     ROWS_SCORED.labels(route).inc(rows)
 

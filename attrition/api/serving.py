@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
-from attrition.core.errors import DataUnavailable, DeploymentUnavailable, InputError
+from attrition.core.errors import DeploymentUnavailable
 from attrition.core.files import file_stamp
-from attrition.core.names import ID_COLUMN, MANIFEST, MODEL
-from attrition.data.clientdata import check_labelled, feature_frame, read_data_file
+from attrition.core.names import ID_COLUMN, MANIFEST
+from attrition.data.clientdata import feature_frame, read_data_file, read_own_file
 from attrition.model import riskmodel
 
 log = logging.getLogger("app")
@@ -37,26 +36,11 @@ MAX_CACHED_FILES = 8  # request files (each at most api_max_rows rows); the serv
 
 
 @dataclass(frozen=True)
-class ServedModel:
+class ServedModel(riskmodel.LiveModel):
     """The deployed model as a worker serves it, and what it knows of the live version."""
 
-    scorer: riskmodel.LinearScorer
-    manifest: dict
-    stamp: tuple
+    stamp: tuple = ()
     problem: str | None = None  # why the live version is not the one served, if it is not
-
-    @property
-    def version(self) -> int | None:
-        return self.manifest.get("version")
-
-    @property
-    def sha256(self) -> str:
-        return self.manifest["files"][MODEL]["sha256"]
-
-    def predict(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(0/1 predictions, exit probabilities) for a float matrix with the FEATURES columns."""
-        decision = self.scorer.decision_function(matrix)  # once for both answers
-        return self.scorer.classes[(decision > 0).astype(int)].astype(int), expit(decision)
 
 
 _lock = threading.Lock()
@@ -144,14 +128,10 @@ def read_csv_cached(path: Path) -> pd.DataFrame:
 
 
 def server_data(path: Path, labelled: bool = False) -> pd.DataFrame:
-    """A data file the server itself relies on: unusable, it is the server's problem (503), not the
-    caller's."""
+    """A data file the server itself relies on, cached: unusable, it is the server's problem (503),
+    not the caller's (clientdata.read_own_file)."""
     own_files(path)
-    try:
-        frame = read_csv_cached(path)
-        return check_labelled(frame, str(path)) if labelled else frame
-    except InputError as error:
-        raise DataUnavailable(str(error)) from None
+    return read_own_file(path, labelled, read_csv_cached)
 
 
 def feature_matrix_cached(path: Path) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from attrition.core.errors import InputError
+from attrition.core.errors import DataUnavailable, InputError
 from attrition.core.names import FEATURES, ID_COLUMN, TARGET
 from attrition.data.csvtext import FORMULA_STARTS, MAX_COUNT, MISSING_WORDS, header_names
 
@@ -174,3 +174,14 @@ def check_labelled(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 def read_labelled_data(path: Path) -> pd.DataFrame:
     """A labelled data file (testdata.csv, finaldata.csv): its rows with a 0/1 exited."""
     return check_labelled(read_data_file(path), str(path))
+
+
+def read_own_file(path: Path, labelled: bool = False, read=None) -> pd.DataFrame:
+    """A data file the pipeline itself relies on (finaldata.csv, testdata.csv): unusable, it is
+    DataUnavailable (exit 69, HTTP 503), not the caller's fault. read: the reader (read_data_file,
+    or the API's cached one)."""
+    try:
+        frame = (read or read_data_file)(path)
+        return check_labelled(frame, str(path)) if labelled else frame
+    except InputError as error:
+        raise DataUnavailable(str(error)) from None

@@ -342,3 +342,29 @@ def load_linear(prod_folder: Path, manifest: dict | None = None) -> tuple[Linear
     if not isinstance(meta, dict) or meta.get("model_sha256") != manifest["files"][MODEL]["sha256"]:
         raise DeploymentUnavailable(f"{path}: describes another model than the deployed {MODEL}")
     return scorer_from_parameters(meta.get("linear_model"), str(path)), manifest
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    """The live version's model as plain numbers (load_live), and the manifest it was read under."""
+
+    scorer: LinearScorer
+    manifest: dict
+
+    @property
+    def version(self) -> int | None:
+        return self.manifest.get("version")
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest["files"][MODEL]["sha256"]
+
+    def predict(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(0/1 predictions, exit probabilities) for a float matrix with the FEATURES columns."""
+        decision = self.scorer.decision_function(matrix)  # once for both answers
+        return self.scorer.classes[(decision > 0).astype(int)].astype(int), expit(decision)
+
+
+def load_live(prod_folder: Path, manifest: dict | None = None) -> LiveModel:
+    """The live model, read once by a batch step (the API keeps its own per-process copy: serving.py)."""
+    return LiveModel(*load_linear(prod_folder, manifest))
