@@ -37,7 +37,7 @@ from attrition.core.logs import command_line, run_main, setup_logging
 from attrition.core.names import PROJECT_DIR, RISK_RANKING_BASIS
 from attrition.core.processes import die_with_parent
 from attrition.production.deploy import NAME, deploy, log, rollback
-from attrition.production.versions import read_stamp
+from attrition.production.stamps import read_stamp
 
 
 def refresh_reports(config: Config, version: int) -> None:

@@ -34,9 +34,9 @@ from attrition.core.config import load_config
 from attrition.core.errors import EXIT_LOCKED
 from attrition.core.logs import command_line, run_main, setup_logging
 from attrition.core.processes import file_lock
+from attrition.pipeline import summary
 from attrition.pipeline.run import finish
 from attrition.pipeline.steps import LOCK, NAME, Run, log
-from attrition.production import versions
 
 SWITCHES = {
     "--force": "retrain and redeploy whatever drift and gate say",
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(NAME)
     config = load_config()
     if args.summary:
-        print(versions.summary(config))
+        print(summary.summary(config))
         return 0
     os.environ.update(config.frozen())  # every step uses this run's configuration: an edit waits for the next
     run = Run(config, args)

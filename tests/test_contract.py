@@ -7,6 +7,8 @@ invalid, and every answer checked against it (no 5xx, documented status codes an
 types, answers that match their schemas, invalid input refused with a 4xx).
 """
 
+import ast
+import inspect
 import json
 
 import pytest
@@ -42,6 +44,70 @@ def test_every_route_is_documented_and_every_documented_route_exists(deployed_wo
     }
     documented = {path: sorted(method.upper() for method in item) for path, item in DOCUMENT["paths"].items()}
     assert routes == documented
+
+
+def route_parameters() -> dict[tuple[str, str], set[str]]:
+    """{(method, path): the query parameters its view reads}, from the views' own code: the names
+    given to inputs.wants and inputs.whole_number, and FILE_KEYS where it reads a named file
+    (inputs.requested_file, inputs.prediction_input)."""
+    from attrition.api import inputs, routes
+
+    found = {}
+    tree = ast.parse(inspect.getsource(routes))
+    views = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute):
+                    verb, path = decorator.func.attr, decorator.args[0].value
+                    if verb == "route":
+                        methods = [method.value for method in decorator.keywords[0].value.elts]
+                    else:
+                        methods = [verb.upper()]
+                    views[node.name] = (path, methods, node)
+    for path, methods, node in views.values():
+        names = set()
+        for call in ast.walk(node):
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
+                if call.func.id in ("wants", "whole_number"):
+                    names.add(call.args[0].value)
+                elif call.func.id in ("requested_file", "prediction_input"):
+                    names.update(inputs.FILE_KEYS)
+        for method in methods:
+            found[(method, path)] = names
+    return found
+
+
+def test_every_parameter_a_route_reads_is_documented_and_every_documented_one_is_read():
+    """Both ways: a query parameter added to a route without the document, or documented and
+    no longer read, fails here (the document is a file: this test holds it to the code)."""
+    documented = {
+        (method.upper(), path): {parameter["name"] for parameter in operation.get("parameters", [])}
+        for path, item in DOCUMENT["paths"].items()
+        for method, operation in item.items()
+    }
+    read = route_parameters()
+    assert set(read) == set(documented)
+    assert {key: sorted(names) for key, names in read.items()} == {
+        key: sorted(names) for key, names in documented.items()
+    }
+
+
+def test_every_documented_status_is_one_the_server_can_answer():
+    """The statuses the document names are the error classes' (errors.py), the refusals of the
+    middleware and gunicorn (408, 413, 414, 431), the token's 401, Flask's 404/405/415 and 200;
+    schemathesis (below) holds the other way: every status the running server sends is documented."""
+    from attrition.core import errors
+
+    def subclasses(cls):
+        return {cls, *(each for sub in cls.__subclasses__() for each in subclasses(sub))}
+
+    possible = {str(cls.http_status) for cls in subclasses(errors.PipelineError)}
+    possible |= {"200", "401", "403", "404", "405", "408", "413", "414", "415", "429", "431"}
+    named = {
+        status for item in DOCUMENT["paths"].values() for op in item.values() for status in op["responses"]
+    }
+    assert named <= possible, sorted(named - possible)
 
 
 def test_every_operation_documents_its_errors_in_the_error_shape():

@@ -31,7 +31,7 @@ from attrition.core.config import load_config
 from attrition.core.names import FEATURES
 from attrition.core.records import read_jsonl
 from attrition.model import riskmodel
-from attrition.production import repair, versions
+from attrition.production import repair, stamps, versions
 from attrition.production.versions import read_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.drill]  # make drills (full counts), not make test
@@ -78,8 +78,8 @@ def stale_outputs(workspace: Workspace) -> list[str]:
     for name, model in (("riskranking.json", True), ("drift.json", True), ("diagnostics.json", False)):
         value = versions.read_json(config.model_folder / name)
         if value is not None:
-            problem = versions.stamp_problem(
-                value.get("stamp", value), state, versions.data_fingerprint(config), model
+            problem = stamps.stamp_problem(
+                value.get("stamp", value), state, stamps.data_fingerprint(config), model
             )
             if problem:
                 found.append(f"{name}: {problem}")

@@ -30,7 +30,7 @@ from attrition.api.server import free_port
 from attrition.core.config import load_config
 from attrition.core.processes import sweep
 from attrition.pipeline import newdata
-from attrition.production import switch, versions
+from attrition.production import stamps, switch
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 
@@ -356,7 +356,7 @@ def test_a_kill_at_each_replace_of_reporting_keeps_the_list_the_team_last_saw(de
         )
         assert not stale_outputs(workspace)
         sweep(
-            versions.written_folders(load_config(workspace.config_path))
+            stamps.written_folders(load_config(workspace.config_path))
         )  # as the next fullprocess.py run does
         assert not debris(workspace.root)
     record("reporting_replace_kills", kills=len(points), at_replaces=list(points), change_lost=0)

@@ -25,7 +25,7 @@ from attrition.model import riskmodel
 from attrition.model import scoring as model_scoring
 from attrition.monitoring import diagnostics as monitoring_diagnostics
 from attrition.monitoring import drift
-from attrition.production import versions
+from attrition.production import stamps, versions
 from attrition.reports import pdf, plots
 from attrition.reports import reporting as reports_reporting
 
@@ -87,7 +87,7 @@ def test_the_second_run_names_its_png_and_takes_drift_since_training_from_diagno
 def test_drift_from_diagnostics_is_taken_only_for_the_same_version_and_data(reported):
     config = load_config(reported.config_path)
     state = versions.live(config)
-    data = versions.data_fingerprint(config)
+    data = stamps.data_fingerprint(config)
     assert monitoring_diagnostics.recorded_drift(config, state, data)["label"] == drift.SINCE
     assert monitoring_diagnostics.recorded_drift(config, state, "0" * 64) is None  # other data
     other = dataclasses.replace(state, manifest={**state.manifest, "timestamp": "2020-01-01T00:00:00Z"})
@@ -341,7 +341,7 @@ def test_a_rollback_during_reporting_files_only_the_snapshots_version(retrained_
     kept = config.prod_folder / "archive/v0002/reports/riskranking.csv"
     assert kept.read_bytes() == (models / "riskranking.csv").read_bytes()
     # the stamp says version 2 while version 1 is live: the next run reports again for version 1
-    assert versions.stamp_problem(basis, versions.live(config), versions.data_fingerprint(config), True)
+    assert stamps.stamp_problem(basis, versions.live(config), stamps.data_fingerprint(config), True)
 
 
 def test_after_the_clock_steps_back_the_newest_report_still_sorts_last(reported_workspace):
@@ -352,6 +352,6 @@ def test_after_the_clock_steps_back_the_newest_report_still_sorts_last(reported_
     ahead = reports / "report-20991231T235959Z.pdf"  # written while the clock was ahead
     ahead.write_bytes((reports / "report.pdf").read_bytes())
     run_ok(reported_workspace, "reporting.py")
-    newest = versions.report_files(config, 1)[-1]
+    newest = stamps.report_files(config, 1)[-1]
     assert newest.name == "report-21000101T000000Z.pdf"
     assert newest.read_bytes() == (config.model_folder / "report.pdf").read_bytes()

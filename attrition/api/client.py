@@ -10,7 +10,7 @@ import requests
 
 from attrition.core.errors import PipelineError, Unavailable
 from attrition.core.records import utc_now
-from attrition.production import versions
+from attrition.production import stamps
 
 NAME = "apicalls"
 
@@ -42,7 +42,7 @@ def check_deployment(health: dict, manifest: dict | None, url: str) -> None:
     """Refuse a server that serves another deployment than this production folder's live one."""
     if manifest is None:
         return  # nothing deployed here: the endpoints will say so
-    if not versions.serves_live_version(health, manifest):
+    if not stamps.serves_live_version(health, manifest):
         raise PipelineError(
             f"{url}: the API serves model version {health.get('model_version')} deployed at "
             f"{health.get('deployed_at')}, not this production folder's live version {manifest['version']} "

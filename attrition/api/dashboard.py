@@ -44,7 +44,7 @@ from attrition.core.names import (
     TARGET,
 )
 from attrition.core.records import last_records, read_ingested_files, read_jsonl
-from attrition.production import versions
+from attrition.production import stamps, versions
 from attrition.reports import calllist, riskdb
 
 PAGE_SIZE = 50
@@ -104,8 +104,8 @@ def stamped(cfg: Config, path, live: dict, model: bool = True) -> tuple[dict, st
     value = versions.read_json(path)
     if not isinstance(value, dict):
         return {}, None
-    return value, versions.stamp_problem(
-        versions.stamp_of(value), live.get("state"), versions.data_fingerprint(cfg), model
+    return value, stamps.stamp_problem(
+        stamps.stamp_of(value), live.get("state"), stamps.data_fingerprint(cfg), model
     )
 
 
@@ -209,7 +209,7 @@ def report_links(cfg: Config, live_version: int | None) -> list[dict]:
     later one (new data, a rollback); the live version's newest is marked."""
     links = []
     for version in reversed(versions.archived_versions(cfg.prod_folder)):
-        files = versions.report_files(cfg, version)
+        files = stamps.report_files(cfg, version)
         for index, path in enumerate(files):
             links.append(
                 {
@@ -334,7 +334,7 @@ def calllist_csv():
 @pages.get("/reports/<int:version>/<name>")
 def report(version: int, name: str):
     """A version's report: report.pdf (made at its deployment) or a later report-<UTC time>.pdf."""
-    path = next((path for path in versions.report_files(config(), version) if path.name == name), None)
+    path = next((path for path in stamps.report_files(config(), version) if path.name == name), None)
     if path is None:
         abort(404, f"no report {name!r} for version {version}")
     return send_file(path, mimetype="application/pdf", download_name=f"v{version:04d}-{name}", max_age=0)

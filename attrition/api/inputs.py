@@ -198,53 +198,9 @@ def matrix_from_json(body: dict, config: Config) -> tuple[np.ndarray, list | Non
     """(the feature matrix, the client IDs if the rows have any) of the JSON row forms: records,
     dataframe_records, dataframe_split."""
     if "records" in body or "dataframe_records" in body:
-        records = body.get("records", body.get("dataframe_records"))
-        if not isinstance(records, list) or not all(isinstance(row, dict) for row in records):
-            raise InputError("records must be a list of objects, one per row")
-        check_rows(len(records), config, "records")
-        for number, row in enumerate(records, 1):
-            if len(row) > config["api_max_columns"]:
-                raise InputError(
-                    f"records: row {number} has {len(row)} fields; at most {config['api_max_columns']}",
-                    reason="api_max_columns",
-                )
-            missing = [column for column in FEATURES if column not in row]
-            if missing:
-                raise InputError(f"records: row {number} has no {missing[0]} (null marks a missing value)")
-        rows = [[row[column] for column in FEATURES] for row in records]
-        ids = (
-            id_list(row.get(ID_COLUMN) for row in records)
-            if any(ID_COLUMN in row for row in records)
-            else None
-        )
+        rows, ids = rows_of_records(body.get("records", body.get("dataframe_records")), config)
     else:
-        split = body["dataframe_split"]
-        if not (
-            isinstance(split, dict)
-            and isinstance(split.get("columns"), list)
-            and isinstance(split.get("data"), list)
-        ):
-            raise InputError("dataframe_split needs 'columns' and 'data' lists")
-        columns = split["columns"]
-        if not all(isinstance(column, str) for column in columns):
-            raise InputError("dataframe_split: 'columns' must be a list of column names")
-        if len(columns) > config["api_max_columns"]:
-            raise InputError(
-                f"dataframe_split: {len(columns)} columns; at most {config['api_max_columns']}",
-                reason="api_max_columns",
-            )
-        if len(set(columns)) != len(columns):
-            raise InputError("dataframe_split: a column name appears twice")
-        missing = [column for column in FEATURES if column not in columns]
-        if missing:
-            raise InputError(f"dataframe_split: missing feature column {missing[0]}")
-        check_rows(len(split["data"]), config, "dataframe_split")
-        if not all(isinstance(row, list) and len(row) == len(columns) for row in split["data"]):
-            raise InputError("dataframe_split: every row of 'data' needs one value per column")
-        positions = [columns.index(column) for column in FEATURES]
-        rows = [[row[position] for position in positions] for row in split["data"]]
-        at = columns.index(ID_COLUMN) if ID_COLUMN in columns else None
-        ids = None if at is None else id_list(row[at] for row in split["data"])
+        rows, ids = rows_of_split(body["dataframe_split"], config)
     if all(plain_count(value) for row in rows for value in row):
         # plain numbers (the usual case): straight to NumPy, as a DataFrame costs more than the prediction
         return np.array(rows, dtype=float).reshape(len(rows), len(FEATURES)), ids
@@ -256,6 +212,55 @@ def matrix_from_json(body: dict, config: Config) -> tuple[np.ndarray, list | Non
                 raise InputError(f"JSON rows: value too large to hold exactly (above {2**53:,})")
     frame = pd.DataFrame(rows, columns=list(FEATURES), dtype=object)
     return feature_frame(frame, "JSON rows").to_numpy(), ids
+
+
+def rows_of_records(records, config: Config) -> tuple[list[list], list | None]:
+    """records / dataframe_records: a list of objects, one per row."""
+    if not isinstance(records, list) or not all(isinstance(row, dict) for row in records):
+        raise InputError("records must be a list of objects, one per row")
+    check_rows(len(records), config, "records")
+    for number, row in enumerate(records, 1):
+        if len(row) > config["api_max_columns"]:
+            raise InputError(
+                f"records: row {number} has {len(row)} fields; at most {config['api_max_columns']}",
+                reason="api_max_columns",
+            )
+        missing = [column for column in FEATURES if column not in row]
+        if missing:
+            raise InputError(f"records: row {number} has no {missing[0]} (null marks a missing value)")
+    rows = [[row[column] for column in FEATURES] for row in records]
+    has_ids = any(ID_COLUMN in row for row in records)
+    return rows, id_list(row.get(ID_COLUMN) for row in records) if has_ids else None
+
+
+def rows_of_split(split, config: Config) -> tuple[list[list], list | None]:
+    """dataframe_split: {"columns": [...], "data": [[...], ...]}."""
+    if not (
+        isinstance(split, dict)
+        and isinstance(split.get("columns"), list)
+        and isinstance(split.get("data"), list)
+    ):
+        raise InputError("dataframe_split needs 'columns' and 'data' lists")
+    columns = split["columns"]
+    if not all(isinstance(column, str) for column in columns):
+        raise InputError("dataframe_split: 'columns' must be a list of column names")
+    if len(columns) > config["api_max_columns"]:
+        raise InputError(
+            f"dataframe_split: {len(columns)} columns; at most {config['api_max_columns']}",
+            reason="api_max_columns",
+        )
+    if len(set(columns)) != len(columns):
+        raise InputError("dataframe_split: a column name appears twice")
+    missing = [column for column in FEATURES if column not in columns]
+    if missing:
+        raise InputError(f"dataframe_split: missing feature column {missing[0]}")
+    check_rows(len(split["data"]), config, "dataframe_split")
+    if not all(isinstance(row, list) and len(row) == len(columns) for row in split["data"]):
+        raise InputError("dataframe_split: every row of 'data' needs one value per column")
+    positions = [columns.index(column) for column in FEATURES]
+    rows = [[row[position] for position in positions] for row in split["data"]]
+    at = columns.index(ID_COLUMN) if ID_COLUMN in columns else None
+    return rows, None if at is None else id_list(row[at] for row in split["data"])
 
 
 def matrix_from_csv(body: bytes, config: Config) -> tuple[np.ndarray, list | None]:

@@ -239,6 +239,19 @@ class PipelineCollector:
             family.add_metric(list((labels or {}).values()), float(value))
             return family
 
+        self.runs(gauge)
+        self.live(gauge)
+        self.drift(gauge)
+        try:
+            store = riskdb.store(self.config.model_folder)
+        except PipelineError:
+            store = None
+        if store is not None:
+            gauge("risk_call_list_clients", "Clients on the call list", store.counts.get("calls"))
+        return families
+
+    def runs(self, gauge) -> None:
+        """The last run, the last successful one, the last drift check (from the run history's end)."""
         history = self.config.prod_folder / RUN_HISTORY
         last, succeeded, checked = newest(
             history,
@@ -279,15 +292,6 @@ class PipelineCollector:
                 ("risk_drift_check_drift", "1 when the check found drift", int(bool(drift.get("drift")))),
             ):
                 gauge(name, f"{text} (the last run that checked for drift)", value)
-        self.live(gauge)
-        self.drift(gauge)
-        try:
-            store = riskdb.store(self.config.model_folder)
-        except PipelineError:
-            store = None
-        if store is not None:
-            gauge("risk_call_list_clients", "Clients on the call list", store.counts.get("calls"))
-        return families
 
     def live(self, gauge) -> None:
         try:

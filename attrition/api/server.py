@@ -26,7 +26,7 @@ from attrition.core.config import Config
 from attrition.core.errors import PipelineError
 from attrition.core.names import PROJECT_DIR
 from attrition.core.processes import die_with_parent
-from attrition.production import versions
+from attrition.production import stamps, versions
 
 log = logging.getLogger("apiserver")
 
@@ -127,7 +127,7 @@ def serving_live_version(config: Config, pass_fds: tuple[int, ...] = ()):
     it does; otherwise (nothing answers, or another checkout's server does) a temporary gunicorn on
     a free loopback port, stopped when the block ends."""
     url = f"http://{config['api_host']}:{config['api_port']}"
-    serves = versions.serves_live_version(api_health(url), versions.read_manifest(config.prod_folder))
+    serves = stamps.serves_live_version(api_health(url), versions.read_manifest(config.prod_folder))
     if serves:
         yield url
         return

@@ -158,6 +158,43 @@ def ingest(input_folder: Path, kept: Path | None = None) -> tuple[pa.Table, pa.T
     """Combine the valid files of a folder, and the kept copies of extracts archived out of it:
     (the de-duplicated table, its rows' extracts, the record). kept: the kept/ folder, or None."""
     started = time.perf_counter()
+    tables, records = read_extracts(input_folder, kept)
+    sizes = [len(table) for table in tables]
+    combined = pa.concat_tables(tables)
+    tables.clear()  # peak memory: the per-file tables go before de-duplication allocates
+    source = np.repeat(np.arange(len(sizes)), sizes)
+    rows, first = duplicate_groups(combined, source)
+    final = combined.take(from_numpy(rows))
+    del combined
+    # each kept row's extracts (1 = the first file of ingestedfiles.txt): calllist.py's lost list
+    extracts = pa.Table.from_arrays(
+        [final[ID_COLUMN], from_numpy(first + 1), from_numpy(source[rows] + 1)],
+        names=[ID_COLUMN, "first_extract", "last_extract"],
+    )
+    kept_per_file = np.bincount(source[rows], minlength=len(sizes))
+    ingested = [record for record in records if record["status"] == "ingested"]
+    for record, count in zip(ingested, kept_per_file, strict=True):
+        record["rows_kept"] = int(count)
+    summary = {
+        "timestamp": utc_now(),
+        "input_folder": str(input_folder),
+        "status": "partial" if len(ingested) < len(records) else "ok",
+        "files": records,
+        "files_ingested": len(ingested),
+        "files_rejected": len(records) - len(ingested),
+        "rows_read": len(source),
+        "rows_written": len(final),
+        "duplicates_dropped": len(source) - len(final),
+        "missing_values": {column: final[column].null_count for column in COLUMNS},
+        "duration_seconds": round(time.perf_counter() - started, 4),
+    }
+    return final, extracts, summary
+
+
+def read_extracts(input_folder: Path, kept: Path | None) -> tuple[list[pa.Table], list[dict]]:
+    """Every extract in extract order, the input folder's and the kept copies of archived ones:
+    (the valid ones' tables, a record per file). IngestionError when nothing in the input folder
+    is valid: the previous finaldata.csv then stands."""
     if not input_folder.is_dir():
         raise IngestionError(f"{input_folder}: input folder does not exist")
     present = csv_entries(input_folder)
@@ -203,37 +240,7 @@ def ingest(input_folder: Path, kept: Path | None = None) -> tuple[pa.Table, pa.T
         }
         rejected = sum(record["status"] == "rejected" for record in records)
         raise IngestionError(f"{input_folder}: no valid CSV file ({rejected} rejected)", record)
-
-    sizes = [len(table) for table in tables]
-    combined = pa.concat_tables(tables)
-    tables.clear()  # peak memory: the per-file tables go before de-duplication allocates
-    source = np.repeat(np.arange(len(sizes)), sizes)
-    kept, first = duplicate_groups(combined, source)
-    final = combined.take(from_numpy(kept))
-    del combined
-    # each kept row's extracts (1 = the first file of ingestedfiles.txt): calllist.py's lost list
-    extracts = pa.Table.from_arrays(
-        [final[ID_COLUMN], from_numpy(first + 1), from_numpy(source[kept] + 1)],
-        names=[ID_COLUMN, "first_extract", "last_extract"],
-    )
-    kept_per_file = np.bincount(source[kept], minlength=len(sizes))
-    ingested = [record for record in records if record["status"] == "ingested"]
-    for record, kept in zip(ingested, kept_per_file, strict=True):
-        record["rows_kept"] = int(kept)
-    summary = {
-        "timestamp": utc_now(),
-        "input_folder": str(input_folder),
-        "status": "partial" if len(ingested) < len(records) else "ok",
-        "files": records,
-        "files_ingested": len(ingested),
-        "files_rejected": len(records) - len(ingested),
-        "rows_read": len(source),
-        "rows_written": len(final),
-        "duplicates_dropped": len(source) - len(final),
-        "missing_values": {column: final[column].null_count for column in COLUMNS},
-        "duration_seconds": round(time.perf_counter() - started, 4),
-    }
-    return final, extracts, summary
+    return tables, records
 
 
 def write_outputs(final: pa.Table, extracts: pa.Table, record: dict, output_folder: Path) -> None:

@@ -143,35 +143,9 @@ def hex_numbers(data: bytes, names: list[str]) -> bool:
 def parse_frame(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]:
     """Parse and validate one file's bytes with pandas: (clean frame or None, problems, notes).
     pandas is imported here: a run whose files all take Arrow's path never loads it."""
-    import pandas as pd
-
-    from attrition.data.clientdata import (
-        count_problems,
-        example,
-        formula_like,
-        parser_message,
-        read_csv_strictly,
-        to_numbers,
-    )
-
-    if not data.strip():
-        return None, ["empty file"], []
-    if b"\x00" in data:
-        return None, ["binary file (contains NUL bytes), not CSV text"], []
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return None, [f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})"], []
-    header = first_line(data)
-    if len(header) > MAX_HEADER_BYTES:
-        return None, [f"header line of {len(header):,} bytes: not this data set's five columns"], []
-    try:
-        frame = read_csv_strictly(io.BytesIO(data), encoding="utf-8-sig", dtype={ID_COLUMN: str})
-    except pd.errors.EmptyDataError:
-        return None, ["empty file"], []
-    except (pd.errors.ParserError, ValueError) as error:
-        return None, [f"malformed CSV: {parser_message(error)}"], []
-
+    frame, problems = read_text_frame(data)
+    if frame is None:
+        return None, problems, []
     frame.columns = [str(column).strip() for column in frame.columns]
     problems, notes = [], []
     missing = [column for column in COLUMNS if column not in frame.columns]
@@ -183,21 +157,65 @@ def parse_frame(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]
     if missing or len(frame) == 0:
         return None, problems, notes
     frame = frame.loc[:, list(COLUMNS)]
+    problems += id_problems(frame[ID_COLUMN]) + number_problems(frame)
+    if problems:
+        return None, problems, notes
+    # float64 until the valid files are combined: one conversion to integer columns, not one per file
+    return frame, problems, notes
 
-    if frame[ID_COLUMN].isna().any():
-        problems.append(f"{ID_COLUMN}: missing values ({_lines(frame[ID_COLUMN].isna())})")
-    breaks = frame[ID_COLUMN].str.contains("[\r\n]", regex=True, na=False)
+
+def read_text_frame(data: bytes) -> tuple[pd.DataFrame | None, list[str]]:
+    """The bytes as a frame of text and numbers, or None and why not (empty, binary, not UTF-8,
+    a header too long to be this data set's, malformed CSV)."""
+    import pandas as pd
+
+    from attrition.data.clientdata import parser_message, read_csv_strictly
+
+    if not data.strip():
+        return None, ["empty file"]
+    if b"\x00" in data:
+        return None, ["binary file (contains NUL bytes), not CSV text"]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, [f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})"]
+    header = first_line(data)
+    if len(header) > MAX_HEADER_BYTES:
+        return None, [f"header line of {len(header):,} bytes: not this data set's five columns"]
+    try:
+        return read_csv_strictly(io.BytesIO(data), encoding="utf-8-sig", dtype={ID_COLUMN: str}), []
+    except pd.errors.EmptyDataError:
+        return None, ["empty file"]
+    except (pd.errors.ParserError, ValueError) as error:
+        return None, [f"malformed CSV: {parser_message(error)}"]
+
+
+def id_problems(ids: pd.Series) -> list[str]:
+    """Missing IDs, a line break inside one, one a spreadsheet would run as a formula."""
+    from attrition.data.clientdata import formula_like
+
+    problems = []
+    if ids.isna().any():
+        problems.append(f"{ID_COLUMN}: missing values ({_lines(ids.isna())})")
+    breaks = ids.str.contains("[\r\n]", regex=True, na=False)
     if breaks.any():
         problems.append(f"{ID_COLUMN}: a line break inside an ID ({_lines(breaks)})")
-    formulas = formula_like(frame[ID_COLUMN])
+    formulas = formula_like(ids)
     if formulas.any():
         problems.append(
             f"{ID_COLUMN}: an ID starting with =, +, -, @, tab or CR, which a spreadsheet would run "
             f"as a formula ({_lines(formulas)})"
         )
-    # Checked on NumPy arrays: a pandas operation costs about 100 µs whatever the size, and a
-    # folder of 10,000 small monthly files would spend most of its time in them.
-    converted = set()
+    return problems
+
+
+def number_problems(frame: pd.DataFrame) -> list[str]:
+    """The numeric columns' problems; each valid one is converted in place to float64 (what the
+    model computes with). Checked on NumPy arrays: a pandas operation costs about 100 µs whatever
+    the size, and a folder of 10,000 small monthly files would spend most of its time in them."""
+    from attrition.data.clientdata import count_problems, example, to_numbers
+
+    problems, converted = [], set()
     for column in NUMERIC_COLUMNS:
         raw = frame[column]
         if raw.dtype.kind in "iuf":  # integers stay integers until checked: 2**53 + 1 must not round
@@ -214,8 +232,7 @@ def parse_frame(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]
         if found:
             problems.extend(f"{column}: {reason} ({_lines(mask)})" for reason, mask in found)
             continue
-        values = values.astype("float64")  # what the model computes with
-        frame[column] = values
+        frame[column] = values.astype("float64")
         converted.add(column)
     if TARGET in converted:
         target = frame[TARGET].to_numpy()
@@ -223,10 +240,7 @@ def parse_frame(data: bytes) -> tuple[pd.DataFrame | None, list[str], list[str]]
             problems.append(f"{TARGET}: missing value ({_lines(np.isnan(target))})")
         elif not np.isin(target, (0, 1)).all():
             problems.append(f"{TARGET}: value not 0 or 1 ({_lines(~np.isin(target, (0, 1)))})")
-    if problems:
-        return None, problems, notes
-    # float64 until the valid files are combined: one conversion to integer columns, not one per file
-    return frame, problems, notes
+    return problems
 
 
 def shorten(text: str, limit: int = MAX_MESSAGE) -> str:

@@ -29,7 +29,7 @@ from attrition.model import riskmodel
 from attrition.monitoring import drift
 from attrition.monitoring.dependencies import outdated_packages_list
 from attrition.monitoring.timing import execution_time, keep_timing
-from attrition.production import versions
+from attrition.production import stamps, versions
 
 NAME = "diagnostics"
 
@@ -117,9 +117,9 @@ def figures_of_finaldata(config: Config, key: str, compute):
     run, not per request. Without such a record, compute(config) when finaldata.csv is no larger
     than a request may be (api_max_body_bytes), else DataUnavailable (503) saying what to run."""
     report = versions.read_json(config.model_folder / DIAGNOSTICS)
-    data = versions.data_fingerprint(config)
+    data = stamps.data_fingerprint(config)
     if isinstance(report, dict) and key in report and data is not None:
-        if (versions.stamp_of(report) or {}).get("data_sha256") == data:
+        if (stamps.stamp_of(report) or {}).get("data_sha256") == data:
             return report[key]
     try:
         size = config.finaldata_file.stat().st_size
@@ -140,8 +140,8 @@ def recorded_drift(config: Config, state: versions.Live, data_sha256: str | None
     report = versions.read_json(config.model_folder / DIAGNOSTICS)
     if not isinstance(report, dict) or not isinstance(report.get("feature_drift"), dict):
         return None
-    stamp = versions.stamp_of(report)
-    if data_sha256 is None or versions.stamp_problem(stamp, state, data_sha256) is not None:
+    stamp = stamps.stamp_of(report)
+    if data_sha256 is None or stamps.stamp_problem(stamp, state, data_sha256) is not None:
         return None
     return report["feature_drift"]
 
@@ -154,13 +154,13 @@ def run_all(config: Config, measured: list[float] | None = None) -> dict:
         raise DeploymentUnavailable(
             f"{config.prod_folder}: no deployment yet; run deployment.py (or fullprocess.py)"
         )
-    data_sha256 = versions.data_fingerprint(config)
+    data_sha256 = stamps.data_fingerprint(config)
     test = read_own_file(config.testdata_file)
     final = read_own_file(config.finaldata_file)
     model = riskmodel.load_live(config.prod_folder, state.manifest)
     return {
         "timestamp": utc_now(),
-        "stamp": versions.stamp(config, state, data_sha256),
+        "stamp": stamps.stamp(config, state, data_sha256),
         "deployed_version": state.version,
         "model_sha256": state.model_sha256,
         "predictions": {

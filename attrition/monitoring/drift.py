@@ -18,7 +18,7 @@ features do), as two named comparisons, each labelled wherever it is shown:
     SINCE       "drift since this version was trained": its training data against the
                 latest ingested data
     comparisons(config, live, final)  both, stamped with the live version and the data
-                (versions.stamp); reporting.py writes them to drift.json, which the report
+                (stamps.stamp); reporting.py writes them to drift.json, which the report
                 and the dashboard show, and diagnostics.py's feature_drift is SINCE.
 """
 
@@ -33,7 +33,7 @@ from attrition.core.config import Config
 from attrition.core.errors import PipelineError
 from attrition.core.names import FEATURES, REFERENCE_DATA
 from attrition.data.clientdata import read_data_file
-from attrition.production import versions
+from attrition.production import stamps, versions
 
 KS_THRESHOLD = 0.05  # drift when the KS p-value is at or below this (Evidently's default)
 PSI_BANDS = (0.1, 0.25)  # below: no change; between: moderate; above: significant
@@ -206,7 +206,7 @@ def comparisons(
     """Both comparisons for the live version and the latest data, stamped with what they describe;
     since: SINCE when already computed for this version and data (diagnostics.recorded_drift)."""
     return {
-        "stamp": versions.stamp(config, state, data_sha256),
+        "stamp": stamps.stamp(config, state, data_sha256),
         "live": state.how(),
         "since_training": since or since_training(config, state, final),
         "triggered": that_triggered(config, state),

@@ -15,7 +15,7 @@ from attrition.core.names import DIAGNOSTICS, MANIFEST, QUERY_STORE, RISK_RANKIN
 from attrition.core.processes import file_lock, lock_holder, sweep
 from attrition.core.records import append_jsonl, tail_jsonl
 from attrition.pipeline.steps import PENDING_REPORT, Busy, Run, ingest, log, report
-from attrition.production import repair, switch, versions
+from attrition.production import repair, stamps, switch, versions
 from attrition.reports import riskdb
 
 LOCK_ALARM_SECONDS = 20 * 60  # the deploy lock held longer (two cron periods) is a failure, not "busy"
@@ -94,15 +94,15 @@ def refresh_stale_reports(run: Run) -> None:
         state = versions.live(config)
     except PipelineError:
         return  # nothing usable is live: check_production said so
-    data = versions.data_fingerprint(config)
+    data = stamps.data_fingerprint(config)
     for script, path, model in (
         ("diagnostics.py", DIAGNOSTICS, False),
         ("reporting.py", RISK_RANKING_BASIS, True),
     ):
-        stamp = versions.read_stamp(config.model_folder / path)
-        problem = versions.stamp_problem(stamp, state, data, model) if stamp is not None and state else None
+        stamp = stamps.read_stamp(config.model_folder / path)
+        problem = stamps.stamp_problem(stamp, state, data, model) if stamp is not None and state else None
         if problem is None and path == RISK_RANKING_BASIS and stamp is not None:
-            damaged = versions.derived_problems(config, stamp)  # a person's edit, damage, deletion
+            damaged = stamps.derived_problems(config, stamp)  # a person's edit, damage, deletion
             held = {} if damaged else riskdb.basis_of(config.model_folder) or {}
             if damaged:
                 problem = "; ".join(damaged) + ": restoring it"
@@ -150,7 +150,7 @@ def check_production(run: Run, force: bool = False) -> bool:
     other = versions.other_checkout(config)
     if other:
         raise PipelineError(other)
-    for path in sweep(versions.written_folders(config)):  # a killed step's temporary files
+    for path in sweep(stamps.written_folders(config)):  # a killed step's temporary files
         repairs.append(f"removed {config.relative(path)}, left by a killed run")
         log.warning("repair: removed %s, left by a killed run", config.relative(path))
     for message in repairs:

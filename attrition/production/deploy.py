@@ -228,30 +228,7 @@ def deploy(config: Config, expect: str | None = None, force: bool = False) -> di
         except DeploymentUnavailable:  # damaged beyond repair: --force deploys over it
             before = None
         version = max([0, *archived_versions(prod), *([before["version"]] if before else [])]) + 1
-        manifest = {
-            "version": version,
-            "timestamp": utc_now(),
-            "action": "deploy",
-            "f1": f1,
-            "ingested_files": ingested,
-            "source": {
-                "checkout": str(config.path.parent),
-                "prod_folder": str(prod),
-                "model_folder": str(config.model_folder),
-                "output_folder": str(config.output_folder),
-                "input_folder": str(config.input_folder),
-            },
-            "folder": folder_name(version),
-            "lineage": [*lineage(prod, before), before["version"]] if before else ever_live(prod)[0],
-            "files": {},
-        }
-        if decision.get("run_start"):
-            manifest["run_start"] = decision["run_start"]  # the fullprocess.py run that deployed it
-        if forced:  # past the gate's refusal: the dashboard, the report, /metrics and the history say so
-            manifest["forced"] = {
-                "candidate_f1": gate.get("candidate_f1", f1),
-                "deployed_f1": gate.get("deployed_f1"),
-            }
+        manifest = new_manifest(config, version, before, f1, ingested, decision, forced)
         try:
             archive_version(contents, prod, manifest)
         except WRITE_ERRORS as error:
@@ -261,6 +238,45 @@ def deploy(config: Config, expect: str | None = None, force: bool = False) -> di
                 f"({{cause}}); {still_live(before)}",
             ) from None
         switch_to(prod, manifest, contents, before)
+    return manifest
+
+
+def new_manifest(
+    config: Config,
+    version: int,
+    before: dict | None,
+    f1: float,
+    ingested: list[str],
+    decision: dict,
+    forced: bool,
+) -> dict:
+    """The manifest of a new version (its files' digests are added as they are archived)."""
+    prod = config.prod_folder
+    manifest = {
+        "version": version,
+        "timestamp": utc_now(),
+        "action": "deploy",
+        "f1": f1,
+        "ingested_files": ingested,
+        "source": {
+            "checkout": str(config.path.parent),
+            "prod_folder": str(prod),
+            "model_folder": str(config.model_folder),
+            "output_folder": str(config.output_folder),
+            "input_folder": str(config.input_folder),
+        },
+        "folder": folder_name(version),
+        "lineage": [*lineage(prod, before), before["version"]] if before else ever_live(prod)[0],
+        "files": {},
+    }
+    if decision.get("run_start"):
+        manifest["run_start"] = decision["run_start"]  # the fullprocess.py run that deployed it
+    if forced:  # past the gate's refusal: the dashboard, the report, /metrics and the history say so
+        gate = decision.get("gate") if isinstance(decision.get("gate"), dict) else {}
+        manifest["forced"] = {
+            "candidate_f1": gate.get("candidate_f1", f1),
+            "deployed_f1": gate.get("deployed_f1"),
+        }
     return manifest
 
 

@@ -216,6 +216,33 @@ def restore_manifest(prod_folder: Path, reason: str) -> str:
 
 
 def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
+    """The repairs, in order: debris, the manifest, the switch by hand, versions never switched to,
+    the live version's own files (ProductionBroken stops here), then what the switch left undone."""
+    repairs = remove_debris(prod_folder)
+    manifest = restore_lost_manifest(prod_folder, require_whole, repairs)
+    if manifest is None:
+        _log(repairs)
+        return repairs
+    by_hand = switched_by_hand(prod_folder, manifest)
+    if by_hand:
+        repairs.append(by_hand)
+        manifest = current_manifest(prod_folder)
+    repairs += clear_unswitched_versions(prod_folder, manifest)
+    try:
+        check_live_version(prod_folder, manifest)
+    except ProductionBroken as error:
+        if require_whole:
+            raise
+        log.warning("%s", error)
+        _log(repairs)
+        return repairs
+    repairs += finish_the_switch(prod_folder, manifest)
+    _log(repairs)
+    return repairs
+
+
+def remove_debris(prod_folder: Path) -> list[str]:
+    """Temporary files and staging folders of processes that are gone."""
     repairs = [f"removed {path.name}, left by a killed run" for path in remove_leftovers(prod_folder)]
     archive = prod_folder / ARCHIVE_DIR
     if archive.is_dir():
@@ -224,14 +251,19 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
             if match and not process_alive(int(match.group(1))):
                 remove_tree(entry)
                 repairs.append(f"removed {entry.relative_to(prod_folder)}, left by a killed run")
+    return repairs
+
+
+def restore_lost_manifest(prod_folder: Path, require_whole: bool, repairs: list[str]) -> dict | None:
+    """manifest.json, restored from the archive when it is damaged, or missing while versions or a
+    history exist (never taken for an empty production); None for an empty production."""
     try:
         manifest = current_manifest(prod_folder)
         problem = None if manifest is not None else "missing"
     except DeploymentUnavailable as error:
         manifest, problem = None, f"damaged ({str(error).split('(', 1)[-1].rstrip(')')})"
-    if manifest is None and (
-        problem != "missing" or archived_versions(prod_folder) or (prod_folder / DEPLOYMENT_HISTORY).exists()
-    ):
+    history = (prod_folder / DEPLOYMENT_HISTORY).exists()
+    if manifest is None and (problem != "missing" or archived_versions(prod_folder) or history):
         try:
             restored = restore_manifest(prod_folder, problem)
         except ProductionBroken:
@@ -241,13 +273,13 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
         if restored:
             repairs.append(restored)
             manifest = current_manifest(prod_folder)
-    if manifest is None:
-        _log(repairs)
-        return repairs
-    by_hand = switched_by_hand(prod_folder, manifest)
-    if by_hand:
-        repairs.append(by_hand)
-        manifest = current_manifest(prod_folder)
+    return manifest
+
+
+def clear_unswitched_versions(prod_folder: Path, manifest: dict) -> list[str]:
+    """Versions above every version that went live, with no proof they did: written whole, killed
+    before the switch. Removed; moved aside when the history that would prove it is damaged."""
+    repairs = []
     proven, damaged = ever_live(prod_folder, manifest)
     if damaged:
         log.warning(
@@ -259,9 +291,8 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
     for version in archived_versions(prod_folder):
         if version in proven or version < max(proven):
             continue
-        # Above every version that went live, with no proof it did: written whole, killed before the switch.
         if damaged or not (prod_folder / DEPLOYMENT_HISTORY).exists():
-            aside = archive / "aside" / f"v{version:04d}-{utc_now()[:19].replace(':', '')}"
+            aside = prod_folder / ARCHIVE_DIR / "aside" / f"v{version:04d}-{utc_now()[:19].replace(':', '')}"
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.replace(prod_folder / folder_name(version), aside)
             repairs.append(
@@ -271,32 +302,28 @@ def repair_files(prod_folder: Path, require_whole: bool) -> list[str]:
         else:
             remove_tree(prod_folder / folder_name(version))
             repairs.append(f"removed {folder_name(version)}, a version that never went live")
-    try:
-        check_live_version(prod_folder, manifest)
-    except ProductionBroken as error:
-        if require_whole:
-            raise
-        log.warning("%s", error)
-        _log(repairs)
-        return repairs
+    return repairs
+
+
+def finish_the_switch(prod_folder: Path, manifest: dict) -> list[str]:
+    """What a run killed right after its switch left undone: the version's live.json, the course's
+    copies, the history line."""
+    repairs = []
     mark = read_json(live_folder(prod_folder, manifest) / LIVE_MARK)
-    if mark != manifest and manifest.get("folder"):  # a run killed right after its switch
+    if mark != manifest and manifest.get("folder"):
         mark_live(prod_folder, manifest)
     changed = refresh_course_copies(prod_folder, manifest)
     if changed:
         repairs.append(f"refreshed {', '.join(changed)} from live version {manifest['version']}")
     history = read_jsonl(prod_folder / DEPLOYMENT_HISTORY)
-    if not history or (history[-1].get("timestamp"), history[-1].get("version")) != (
-        manifest.get("timestamp"),
-        manifest["version"],
-    ):
+    last = (history[-1].get("timestamp"), history[-1].get("version")) if history else None
+    if last != (manifest.get("timestamp"), manifest["version"]):
         append_jsonl(
             prod_folder / DEPLOYMENT_HISTORY, deployment_record(manifest) | {"recorded_by": "repair"}
         )
         repairs.append(
             f"recorded the {manifest.get('action')} of version {manifest['version']} in {DEPLOYMENT_HISTORY}"
         )
-    _log(repairs)
     return repairs
 
 

@@ -1,8 +1,8 @@
 """What is live: the one record of production's state, read by every view.
 
 One home for it; not a script. Standard library only (fullprocess.py's every-10-minutes path
-imports it). deployment.py is the only writer of production; everything that reads production
-(the scripts, the API, the dashboard, the reports, apicalls.py) asks this module.
+imports it). deployment.py is the only writer of production; everything that reads production (the
+scripts, the API, the dashboard, the reports, apicalls.py) asks this module.
 
     read_manifest(prod) / current_manifest(prod)   manifest.json: the switch that says what is live
     manifest_digest(prod)          its sha256: what a run compared against (deployment.py refuses
@@ -12,43 +12,28 @@ imports it). deployment.py is the only writer of production; everything that rea
     folder_name(version), archived_versions(prod), lineage(prod, manifest)
     live(config)                   a Live: the version, its files, how it went live (deployment,
                                    rollback, by hand) and the decision that made it live
-    stamp(config, live)            what a derived output describes: the live version and the
-                                   ingested data (a fingerprint); stored in every derived file
-    stamp_problem(stamp, live, data)  None when a derived output describes the live state, else
-                                   the words a view shows beside it ("these figures are version 2's")
-    serves_live_version(health, manifest)  whether an API's /health answer is the live version's
-    summary(config)                `fullprocess.py --summary`: the last run, what it wrote, what next
+What a derived output describes (its stamp) is stamps.py's; writing production is deploy.py's,
+switch.py's and repair.py's, beside this module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import stat
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from attrition.core.config import Config
 from attrition.core.errors import DeploymentUnavailable, PipelineError
-from attrition.core.files import atomic_write_json
 from attrition.core.names import (
     ARCHIVE_DIR,
     DECISION,
     DEPLOYMENT_HISTORY,
-    INGESTION_RECORD,
-    LOST_CLIENTS,
     MANIFEST,
     MODEL,
-    QUERY_STORE,
-    REPORT,
     REPORTS_DIR,
-    RISK_RANKING,
-    RUN_HISTORY,
 )
-from attrition.core.records import identity, read_jsonl, same_identity, sha256_file
+from attrition.core.records import read_jsonl
 
 VERSION_FOLDER = re.compile(r"v(\d{4,})")
 LIVE_MARK = "live.json"  # in a version's folder: the manifest that last made it live (deployment.py)
@@ -277,178 +262,3 @@ def what_is_live_now(config: Config, before: int | None) -> str:
 def deployments(config: Config) -> list[dict]:
     """deployments.jsonl: one record per deployment or rollback, oldest first."""
     return read_jsonl(config.prod_folder / DEPLOYMENT_HISTORY)
-
-
-def data_fingerprint(config: Config) -> str | None:
-    """The ingested data's fingerprint: finaldata.csv's sha256 as ingestion.py recorded it."""
-    record = read_json(config.output_folder / INGESTION_RECORD)
-    return record.get("finaldata_sha256") if isinstance(record, dict) else None
-
-
-def stamp(config: Config, state: Live, data_sha256: str | None = None) -> dict:
-    """What a derived output (drift figures, the call list, a report) was computed for."""
-    return {
-        "model_version": state.version,
-        "model_sha256": state.model_sha256,
-        "live_since": state.timestamp,
-        "data": config.relative(config.finaldata_file),
-        "data_sha256": data_sha256 or data_fingerprint(config),
-    }
-
-
-def stamp_of(value) -> dict | None:
-    """The stamp of a derived JSON document (its "stamp", or the document itself: riskranking.json)."""
-    return value.get("stamp", value) if isinstance(value, dict) else None
-
-
-def read_stamp(path: Path) -> dict | None:
-    """The stamp of a derived JSON file, or None when it is missing or unreadable."""
-    return stamp_of(read_json(path))
-
-
-def stamp_problem(
-    stamped: dict | None, state: Live | None, data_sha256: str | None, model: bool = True
-) -> str | None:
-    """None when a derived output describes the live version (unless model is False: figures of the
-    data alone) and the latest ingested data; otherwise what it does describe, in the words a view
-    shows beside it."""
-    if not isinstance(stamped, dict) or not stamped.get("data_sha256"):
-        return "these figures do not say which version and data they describe; the next run refreshes them"
-    if stamped.get("pending"):
-        return "a run was stopped while writing these files; the next run writes them again"
-    if model and state is None:
-        return "nothing is live"
-    if model and (stamped.get("model_sha256"), stamped.get("live_since", state.timestamp)) != (
-        state.model_sha256,
-        state.timestamp,
-    ):
-        return (
-            f"these figures are version {stamped.get('model_version')}'s, "
-            f"not those of version {state.version}, "
-            "live now; the next run refreshes them"
-        )
-    if data_sha256 and stamped.get("data_sha256") and stamped["data_sha256"] != data_sha256:
-        return "these figures describe earlier ingested data; the next run refreshes them"
-    return None
-
-
-DERIVED = (  # reporting.py's outputs whose sha256 riskranking.json records: (file, its key)
-    (RISK_RANKING, "list_sha256"),
-    (LOST_CLIENTS, "lost_sha256"),
-    (QUERY_STORE, "store_sha256"),
-)
-VERIFIED = "verified.json"  # cache folder: the identity each derived file had when its sha256 was checked
-
-
-def derived_problems(config: Config, basis: dict) -> list[str]:
-    """The call list, the lost list and the query store that are not the bytes reporting.py wrote
-    (riskranking.json's sha256 of each): edited by a person, damaged, deleted. Each file is hashed
-    again only when its identity (size, mtime, ctime, inode) changed since it was last found whole,
-    so the nothing-new run stays cheap."""
-    cache = config.cache_folder / VERIFIED
-    try:
-        verified = json.loads(cache.read_text(encoding="utf-8"))
-        verified = verified if isinstance(verified, dict) else {}
-    except (OSError, ValueError):
-        verified = {}
-    problems, changed = [], False
-    for name, key in DERIVED:
-        expected = basis.get(key)
-        if not isinstance(expected, str):
-            continue  # written before this check, or a pending basis: the stamp speaks for it
-        path = config.model_folder / name
-        try:
-            seen_now = os.lstat(path)
-        except OSError:
-            problems.append(f"{config.relative(path)} is missing")
-            continue
-        now, whole = identity(seen_now), stat.S_ISREG(seen_now.st_mode)
-        seen = verified.get(str(path))
-        if whole and isinstance(seen, dict) and seen.get("sha256") == expected and same_identity(seen, now):
-            continue
-        if whole and sha256_file(path) == expected:
-            verified[str(path)] = {**now, "sha256": expected}
-            changed = True
-            continue
-        problems.append(f"{config.relative(path)} is not the file reporting.py wrote (edited or damaged)")
-    if changed:
-        with contextlib.suppress(OSError):
-            atomic_write_json(cache, verified)
-    return problems
-
-
-def serves_live_version(health: dict | None, manifest: dict) -> bool | None:
-    """Whether an API's /health answer is this live version's (None: nothing answered)."""
-    if health is None:
-        return None
-    return (health.get("model_sha256"), health.get("deployed_at")) == (
-        manifest["files"][MODEL]["sha256"],
-        manifest.get("timestamp"),
-    )
-
-
-def written_folders(config: Config) -> list[Path]:
-    """Every folder a killed step can leave temporary files in: the configuration's, and each
-    version's folder (its live.json) and reports folder (fullprocess.py sweeps them at the start
-    of every run)."""
-    archive = config.prod_folder / ARCHIVE_DIR
-    return [
-        *config.written_folders(),
-        *sorted(archive.glob("v*/")),
-        *sorted(archive.glob(f"v*/{REPORTS_DIR}")),
-    ]
-
-
-def report_files(config: Config, version: int) -> list[Path]:
-    """A version's reports, oldest first: report.pdf (made at its deployment, never overwritten),
-    then each later one, report-<UTC time>.pdf (new data, a rollback)."""
-    folder = config.prod_folder / folder_name(version) / REPORTS_DIR
-    if not folder.is_dir():
-        return []
-    later = sorted(path for path in folder.glob("report-*Z.pdf") if path.is_file())
-    return ([folder / REPORT] if (folder / REPORT).is_file() else []) + later
-
-
-def summary(config: Config) -> str:
-    """The last run, for a person at a terminal (make run): its decision, the files it wrote (by
-    modification time, in the folders of the configuration in force), and the next step."""
-    runs = read_jsonl(config.prod_folder / RUN_HISTORY)
-    if not runs:
-        return f"No fullprocess.py run recorded in {config.relative(config.prod_folder)} yet."
-    last = runs[-1]
-    import calendar
-
-    started = calendar.timegm(time.strptime(last["start"][:19], "%Y-%m-%dT%H:%M:%S")) - 1
-    folders = [config.output_folder, config.model_folder, config.prod_folder]
-    try:
-        state = live(config)
-    except PipelineError:
-        state = None
-    if state is not None:
-        folders += [state.folder, state.reports_folder()]
-    written = sorted(
-        {
-            config.relative(path)
-            for folder in folders
-            if folder.is_dir()
-            for path in folder.iterdir()
-            if path.is_file() and not path.name.startswith(".") and path.stat().st_mtime >= started
-        }
-    )
-    lines = [
-        f"Last run ({last['start'][:19]} UTC): {last['decision']} (exit {last['exit_status']}); "
-        + (f"version {state.version} is live." if state else "nothing is live."),
-        "Files it wrote:" if written else "It wrote no file.",
-    ]
-    lines += [f"  {name}" for name in written]
-    if config.relative(config.input_folder) == "practicedata":
-        lines.append(
-            "Next: `make serve` for the API, or point config.json at sourcedata and models and "
-            "`make run` again (README: walkthrough)."
-        )
-    else:
-        lines.append(
-            f"Next: `make serve` for the API; the call list is {config.relative(config.model_folder)}/"
-            f"{RISK_RANKING}, the report {config.relative(config.model_folder)}/{REPORT}."
-        )
-    return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -25,6 +26,9 @@ from attrition.reports import calllist
 from attrition.reports.plots import draw_confusion_matrix, draw_roc_curve, f1_history_figure, new_figure
 
 TOP_CLIENTS = 20
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _text_page(pdf, title: str, lines: list[str]) -> None:
@@ -189,87 +193,16 @@ def write_report(
     final: pd.DataFrame,
 ) -> Path:
     """One PDF a person reads instead of the raw files: page 1 for a client manager, then the details."""
-    truth, probability = results.truth, results.probability
-    metrics = {
-        "F1": results.metrics["f1"],
-        "precision": results.metrics["precision"],
-        "recall": results.metrics["recall"],
-        "accuracy": results.metrics["accuracy"],
-        "ROC AUC": results.metrics["roc_auc"],
-    }
-    summary, missing = summary_statistics(final), missing_percent(final)
-    ingested_path = config.output_folder / INGESTEDFILES
-    ingested = read_ingested_files(ingested_path) if ingested_path.is_file() else []
-
     from matplotlib.backends.backend_pdf import PdfPages
 
     target = config.model_folder / REPORT
     with atomic_path(target) as temp, PdfPages(temp) as pdf:
         summary_page(pdf, config, state, results, calls, lost)
-        lines = [
-            f"Model version {state.version}, {state.manifest.get('action')} at {state.timestamp}",
-            f"Test data: {config.relative(config.testdata_file)} ({len(truth)} rows)",
-            "",
-            *_table([[name, _fmt(value)] for name, value in metrics.items()], ["metric", "value"]),
-            "",
-            f"Ingested files ({len(ingested)}), from {config.relative(config.input_folder)}:",
-            *textwrap.wrap(", ".join(ingested) or "none", 95),
-            "",
-            "The decision that made this version live:",
-            *[line for text in decision_lines(state) for line in textwrap.wrap(text, 95)],
-        ]
-        _text_page(pdf, "Model and data", lines)
-
-        figure = new_figure(figsize=(11.69, 5.5))
-        axes = figure.subplots(1, 2)
-        draw_confusion_matrix(axes[0], results.metrics["confusion"], results.title(config.testdata_file))
-        if metrics["ROC AUC"] is not None:
-            draw_roc_curve(axes[1], truth, probability, metrics["ROC AUC"], f"v{state.version}")
-        axes[1].set_title("ROC curve on testdata")
-        figure.tight_layout()
-        pdf.savefig(figure)
+        _text_page(pdf, "Model and data", model_lines(config, state, results))
+        pdf.savefig(evaluation_figure(config, state, results))
         pdf.savefig(f1_history_figure(config))
-
-        lines = _table(
-            [
-                [column, *(_fmt(stats[key], 2) for key in ("mean", "median", "mode", "std"))]
-                for column, stats in summary.items()
-            ],
-            ["column", "mean", "median", "mode", "std"],
-        ) + [
-            "",
-            *_table([[column, f"{value:.3f}%"] for column, value in missing.items()], ["column", "missing"]),
-        ]
-        lines += ["", *drift_lines(figures["triggered"]), "", *drift_lines(figures["since_training"])]
-        _text_page(pdf, "Data: summary, missing values, drift", lines)
-
-        top = calls.head(TOP_CLIENTS)
-        lines = [
-            f"{len(calls)} clients still with us, riskiest first (ties broken by client ID); "
-            f"the full list is {RISK_RANKING}.",
-            "Reasons: the feature adding most to the log-odds against the training data's median client.",
-            "",
-        ]
-        lines += _table(
-            [
-                [
-                    row["rank"],
-                    row[ID_COLUMN],
-                    f"{row['exit_probability']:.4f}",
-                    row["reason"][:60],
-                    row["change"],
-                ]
-                for _, row in top.iterrows()
-            ],
-            ["rank", ID_COLUMN, "risk", "top reason", "since last list"],
-        )
-        if len(lost):
-            lines += [
-                "",
-                f"Lost since the last list ({len(lost)}; {calllist.LOST_MEANS}): "
-                + ", ".join(lost[ID_COLUMN].head(40)),
-            ]
-        _text_page(pdf, f"The {TOP_CLIENTS} clients at highest risk", lines)
+        _text_page(pdf, "Data: summary, missing values, drift", data_lines(final, figures))
+        _text_page(pdf, f"The {TOP_CLIENTS} clients at highest risk", top_clients_lines(calls, lost))
         info = pdf.infodict()
         info["Title"] = "Attrition risk model report"
         # the stamp, and the first 10 of the call list page 1 shows: what the report describes
@@ -279,3 +212,85 @@ def write_report(
             + " ".join(calls[ID_COLUMN].head(10))
         )
     return target
+
+
+def headline_metrics(results: Evaluation) -> dict:
+    names = {
+        "F1": "f1",
+        "precision": "precision",
+        "recall": "recall",
+        "accuracy": "accuracy",
+        "ROC AUC": "roc_auc",
+    }
+    return {name: results.metrics[key] for name, key in names.items()}
+
+
+def model_lines(config: Config, state: versions.Live, results: Evaluation) -> list[str]:
+    """The version, its metrics on testdata, the files it was trained on, and why it is live."""
+    ingested_path = config.output_folder / INGESTEDFILES
+    ingested = read_ingested_files(ingested_path) if ingested_path.is_file() else []
+    metrics = headline_metrics(results)
+    return [
+        f"Model version {state.version}, {state.manifest.get('action')} at {state.timestamp}",
+        f"Test data: {config.relative(config.testdata_file)} ({len(results.truth)} rows)",
+        "",
+        *_table([[name, _fmt(value)] for name, value in metrics.items()], ["metric", "value"]),
+        "",
+        f"Ingested files ({len(ingested)}), from {config.relative(config.input_folder)}:",
+        *textwrap.wrap(", ".join(ingested) or "none", 95),
+        "",
+        "The decision that made this version live:",
+        *[line for text in decision_lines(state) for line in textwrap.wrap(text, 95)],
+    ]
+
+
+def evaluation_figure(config: Config, state: versions.Live, results: Evaluation) -> Figure:
+    """The confusion matrix and the ROC curve on testdata, side by side."""
+    figure = new_figure(figsize=(11.69, 5.5))
+    axes = figure.subplots(1, 2)
+    draw_confusion_matrix(axes[0], results.metrics["confusion"], results.title(config.testdata_file))
+    auc = results.metrics["roc_auc"]
+    if auc is not None:
+        draw_roc_curve(axes[1], results.truth, results.probability, auc, f"v{state.version}")
+    axes[1].set_title("ROC curve on testdata")
+    figure.tight_layout()
+    return figure
+
+
+def data_lines(final: pd.DataFrame, figures: dict) -> list[str]:
+    """Summary statistics and missing values of finaldata.csv, then both drift comparisons."""
+    summary, missing = summary_statistics(final), missing_percent(final)
+    lines = _table(
+        [
+            [column, *(_fmt(stats[key], 2) for key in ("mean", "median", "mode", "std"))]
+            for column, stats in summary.items()
+        ],
+        ["column", "mean", "median", "mode", "std"],
+    )
+    lines += [
+        "",
+        *_table([[column, f"{value:.3f}%"] for column, value in missing.items()], ["column", "missing"]),
+    ]
+    return lines + ["", *drift_lines(figures["triggered"]), "", *drift_lines(figures["since_training"])]
+
+
+def top_clients_lines(calls: pd.DataFrame, lost: pd.DataFrame) -> list[str]:
+    """The first TOP_CLIENTS of the call list, with their reasons, and who was lost."""
+    lines = [
+        f"{len(calls)} clients still with us, riskiest first (ties broken by client ID); "
+        f"the full list is {RISK_RANKING}.",
+        "Reasons: the feature adding most to the log-odds against the training data's median client.",
+        "",
+    ]
+    rows = [
+        [row["rank"], row[ID_COLUMN], f"{row['exit_probability']:.4f}", row["reason"][:60], row["change"]]
+        for _, row in calls.head(TOP_CLIENTS).iterrows()
+    ]
+    lines += _table(rows, ["rank", ID_COLUMN, "risk", "top reason", "since last list"])
+    if len(lost):
+        lines += [
+            "",
+            f"Lost since the last list ({len(lost)}; {calllist.LOST_MEANS}): "
+            + ", ".join(lost[ID_COLUMN].head(40)),
+        ]
+    return lines

@@ -32,7 +32,7 @@ from attrition.model import riskmodel
 from attrition.model.scoring import evaluate_on_testdata
 from attrition.monitoring import drift
 from attrition.monitoring.diagnostics import recorded_drift
-from attrition.production import versions
+from attrition.production import stamps, versions
 from attrition.reports import calllist, riskdb
 from attrition.reports.pdf import write_report
 from attrition.reports.plots import write_confusion_matrix
@@ -125,7 +125,7 @@ def report_live_version(config: Config, output: str) -> dict:
     # person rolls back meanwhile (the next run then sees a stale stamp and reports again)
     scorer, _ = riskmodel.load_linear(config.prod_folder, state.manifest)
     final = read_own_file(config.finaldata_file)
-    stamp = versions.stamp(config, state, sha256_file(config.finaldata_file))
+    stamp = stamps.stamp(config, state, sha256_file(config.finaldata_file))
     results = evaluate_on_testdata(config, state, scorer)
     since = recorded_drift(config, state, stamp["data_sha256"])
     figures = drift.comparisons(config, state, final, stamp["data_sha256"], since)
