@@ -14,13 +14,13 @@ P
   if timeout 600 $PY -m pytest -q -x -p no:randomly "$@" >"$LOG" 2>&1; then echo "SURVIVED: $file: $old -> $new"; survived=1; else echo "killed:   $file: $old -> $new"; fi
   cp "$BACKUP" "$file"
 }
-run decisions.py 'passed = bool(candidate >= deployed)' 'passed = bool(candidate > deployed)' tests/test_decisions.py
-run decisions.py '"drift": bool(new_score < threshold - tolerance)' '"drift": bool(new_score <= threshold - tolerance)' tests/test_decisions.py
-run deployment.py '        atomic_write_json(prod_folder / MANIFEST, manifest)
+run attrition/model/decisions.py 'passed = bool(candidate >= deployed)' 'passed = bool(candidate > deployed)' tests/test_decisions.py
+run attrition/model/decisions.py '"drift": bool(new_score < threshold - tolerance)' '"drift": bool(new_score <= threshold - tolerance)' tests/test_decisions.py
+run attrition/production/switch.py '        atomic_write_json(prod_folder / MANIFEST, manifest)
     except WRITE_ERRORS' '        (prod_folder / MANIFEST).write_text(json.dumps(manifest))
     except WRITE_ERRORS' tests/test_deployment.py
-run app.py '    metrics.rows_scored("/scoring", len(test))' '    pass' tests/test_metrics.py
-run metrics.py 'REQUESTS.labels(route, method if method in METHODS else "other", str(status)).inc()' 'REQUESTS.labels(route, method, str(status)).inc()' tests/test_metrics.py
-run metrics.py '        if 400 <= status < 500:' '        if 400 <= status < 500 and g.get("refusal"):' tests/test_metrics.py
-run app.py 'if host not in ("0.0.0.0", "::")' 'if host' tests/test_hostile_http.py
+run attrition/api/routes.py '    metrics.rows_scored("/scoring", len(test))' '    pass' tests/test_metrics.py
+run attrition/api/metrics.py 'REQUESTS.labels(route, method if method in METHODS else "other", str(status)).inc()' 'REQUESTS.labels(route, method, str(status)).inc()' tests/test_metrics.py
+run attrition/api/metrics.py '        if 400 <= status < 500:' '        if 400 <= status < 500 and g.get("refusal"):' tests/test_metrics.py
+run attrition/api/app.py 'if host not in ("0.0.0.0", "::")' 'if host' tests/test_hostile_http.py
 exit ${survived:-0}

@@ -100,8 +100,8 @@ def test_ingestion_on_arrows_path_never_loads_pandas(data_workspace):
 
 
 def test_nothing_imports_fullprocess():
-    """fullprocess.py is the orchestration only: its helpers live in their own homes (apiserver.py,
-    drift.py, notify.py, newdata.py, production.py), which scripts, tests and benchmarks import."""
+    """fullprocess.py is the orchestration only: its helpers live in the package (attrition/),
+    which scripts, tests and benchmarks import."""
     import ast
 
     importers = []

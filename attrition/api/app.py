@@ -24,10 +24,10 @@ Endpoints (JSON; the contract, with every parameter and error, is GET /openapi.j
     GET  /openapi.json  the OpenAPI 3 document of all of the above
 Pages (dashboard.py, for a browser)
     GET  /              the dashboard when the browser asks for text/html; /clients, /clients/<id>,
-                        /calllist.csv, /reports/<version>/<report>.pdf, /login (apiauth.py)
-Errors (mapped once, from the classes of common.py): {"error": code, "message": text}
+                        /calllist.csv, /reports/<version>/<report>.pdf, /login (auth.py)
+Errors (mapped once, from the classes of core/errors.py): {"error": code, "message": text}
     400 bad input (InputError) or a Host off the allowlist, 401 no token, 403 a file outside
-    the data folders, 404, 405 (with Allow), 408 a body late (wsgi.py), 413 a body over
+    the data folders, 404, 405 (with Allow), 408 a body late (deadlines.py), 413 a body over
     api_max_body_bytes however it is sent, 415 content type, 429 failed sign-ins, 431 an
     Accept-like header over 1,024 characters, 503 no usable deployed model or server data
     (Unavailable), 500 anything else, with no traceback in the answer and one line in the
@@ -39,13 +39,13 @@ Limits (config.json)
     api_max_columns (columns of a CSV, fields of a JSON row): past one, 413 or 400 before
     any parsing that could cost more than the body's size.
 Homes
-    this file: the factory, the error mapping and the routes. The routes call the course's
-    functions (diagnostics.py: predictions, summary statistics, missing data, timing,
-    dependencies; scoring.py: the live version's metrics), which read the live version's
-    numbers (riskmodel.load_linear: the server never unpickles) and the data files through
-    serving.py's per-process caches; wsgi.py loads the model when a worker starts and puts
-    deadlines on each request's body and answer. Reading a request: apirequest.py. The token
-    and the login session: apiauth.py. Pages: dashboard.py.
+    this file: the factory, the error mapping, the answers' headers; served_app (what wsgi.py
+    serves) loads the model when a worker starts and puts deadlines.py's bounds on each request's
+    body and answer. routes.py: the routes, which call the course's functions
+    (monitoring/diagnostics.py, timing.py, dependencies.py; model/scoring.py) with the live
+    version's numbers (riskmodel.load_linear: the server never unpickles) and the data files from
+    serving.py's per-process caches. Reading a request: inputs.py. The token
+    and the login session: auth.py. Pages: dashboard.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The web dashboard: the model's health, its decisions and the clients to call, at a glance.
 
 Server-rendered HTML (templates/, static/dashboard.css), registered by app.py. A page view
-reads only what the pipeline wrote (the live version through production.py, the run and
+reads only what the pipeline wrote (the live version through production/versions.py, the run and
 deployment histories, drift.json, diagnostics.json, the call list, finaldata.csv); it never
 retrains or rescores. A panel whose file's stamp does not describe the live version and data
 says so above it. Charts are inline SVG; nothing is loaded from the internet.
@@ -14,7 +14,7 @@ Pages
                                        a browser would resolve as folders)
     /calllist.csv                      the call list as reporting.py wrote it
     /reports/<version>/<name>.pdf      a version's reports: report.pdf (at deployment), report-<UTC>.pdf
-    /login, /logout                    (apiauth.py) with RISK_API_TOKEN set: the token, once; a
+    /login, /logout                    (auth.py) with RISK_API_TOKEN set: the token, once; a
                                        signed session cookie
 """
 
@@ -72,7 +72,7 @@ def wants_html() -> bool:
 
 
 def live_state(cfg: Config) -> dict:
-    """The live version (production.py), how it went live, and whether the API can serve it."""
+    """The live version (production/versions.py), how it went live, and whether the API can serve it."""
     try:
         state = versions.live(cfg)
     except PipelineError as error:

@@ -197,8 +197,8 @@ _limits = {"max_body": 0}  # patch_gunicorn sets it from config.json
 
 def pre_request(worker, req):
     """Before gunicorn answers anything for a request: HTTP/1.0 and 1.1 only (400 for "HTTP/1.2");
-    no "100 Continue" for a declared body over api_max_body_bytes (wsgi.py answers 413 and
-    closes, and the client never sends it)."""
+    no "100 Continue" for a declared body over api_max_body_bytes (Deadlines answers 413
+    and closes, and the client never sends it)."""
     if req.version not in HTTP_VERSIONS:
         raise InvalidHTTPVersion(f"{req.version[0]}.{req.version[1]}")
     length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
@@ -211,7 +211,7 @@ _parse_chunk_size = ChunkedReader.parse_chunk_size
 
 def parse_chunk_size(self, unreader, data=None):
     """gunicorn's chunk-size parser, refusing a chunk over api_max_body_bytes as soon as its size
-    line is read (413, wsgi.py closes the connection), instead of waiting for its bytes."""
+    line is read (413, Deadlines closes the connection), instead of waiting for its bytes."""
     size, rest = _parse_chunk_size(self, unreader, data)
     if size > _limits["max_body"]:
         most = _limits["max_body"]

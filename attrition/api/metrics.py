@@ -10,7 +10,7 @@ client) counts in its one process.
 Families (the README's Operations section has a scrape block and alert rules)
   the API, per route (the URL rule, never the raw path), summed over workers
     risk_http_requests_total{route, method, status}  route "unmatched": no route (404); "unrouted":
-                                                   refused before Flask (wsgi.py's 413)
+                                                   refused before Flask (deadlines.py's 413)
     risk_http_request_duration_seconds{route}      histogram, 0.5 ms to 30 s
     risk_http_request_bytes_total{route}, risk_http_response_bytes_total{route}
     risk_rows_scored_total{route}                  rows answered by /prediction and /scoring

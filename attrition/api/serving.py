@@ -1,7 +1,8 @@
 """The fast path to the live model and the data files: kept in memory per process, until they change.
 
-Not a script. app.py's workers, the dashboard and diagnostics.py's course functions (which the
-API's routes and reporting.py call) read the live model and data through it. A process keeps
+The API's only: its workers (routes.py, the dashboard, metrics.py) read the live model and the
+data files through it; batch steps read them once (model/riskmodel.load_live,
+data/clientdata). A process keeps
     the deployed model as riskmodel.load_linear reads it (plain numbers from the live
         version's trainedmodel.json, checked against manifest.json: nothing is unpickled),
         loaded again only when manifest.json changes (every deploy and rollback replaces it);

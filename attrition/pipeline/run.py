@@ -6,10 +6,10 @@ as a subprocess (Run.step), every decision explained in the log and the run reco
    mtime, then sha256, against the ingestion record). None: one log line, exit 0. This
    path imports no data library.
 2. ingestion.py.
-3. Drift (drift.py): the deployed model's F1 on the new finaldata.csv (scoring.py --deployed)
-   against the deployed latestscore.txt (its sha256 verified), by drift_test (raw, parametric,
-   nonparametric). No drift: recorded; diagnostics, call list and report refreshed on the new
-   data; exit 0.
+3. Drift (model/decisions.py's rule): the deployed model's F1 on the new finaldata.csv
+   (scoring.py --deployed) against the deployed latestscore.txt (its sha256 verified), by
+   drift_test (raw, parametric, nonparametric). No drift: recorded; diagnostics, call list and
+   report refreshed on the new data; exit 0.
 4. training.py, scoring.py: the candidate and its F1 on testdata.
 5. Gate (promotion_gate, default on): redeploy only when the candidate's F1 is not below
    the deployed model's; otherwise keep it, record why, and refresh the call list and report.
@@ -20,14 +20,14 @@ as a subprocess (Run.step), every decision explained in the log and the run reco
 7. diagnostics.py, reporting.py and apicalls.py for the new deployment: after a redeploy
    they write confusionmatrix2.png and apireturns2.txt, after the first deployment
    confusionmatrix.png and apireturns.txt. When no API serves the live version at
-   api_host:api_port, a temporary gunicorn (apiserver.py) serves the calls.
+   api_host:api_port, a temporary gunicorn (attrition/api/server.py) serves the calls.
 An empty production folder is bootstrapped: ingest, train, score, deploy, report (a missing
-or damaged manifest.json is not empty: deployment.py's repair restores it from the archive).
+or damaged manifest.json is not empty: production's repair restores it from the archive).
 One configuration per run: config.json is read once and every step gets that text (an edit
 takes effect from the next run). Every run checks the sha256 of the live files a decision reads.
-What a killed run started, the next one finishes: production's repairs (deployment.py), a
+What a killed run started, the next one finishes: production's repairs (attrition/production/repair.py), a
 killed step's temporary files in every folder the pipeline writes, a deployment's reports, and
-reports that describe another version or older data than the live ones (production.py's stamps).
+reports that describe another version or older data than the live ones (attrition/production/stamps.py).
 
 """
 

@@ -145,7 +145,7 @@ class Run:
 
 def report(run: Run, second: bool) -> None:
     """Diagnostics, reporting and the API calls for the newly deployed model (the API at
-    api_host:api_port when it serves the live version, else a temporary one: apiserver.py)."""
+    api_host:api_port when it serves the live version, else a temporary one: attrition/api/server.py)."""
     run.step("diagnostics.py", *run.measured())
     run.step("reporting.py", "--output", CONFUSION_MATRIX_AFTER_REDEPLOY if second else CONFUSION_MATRIX)
     try:
