@@ -1,6 +1,7 @@
 """The API through app.test_client(): every endpoint, input form and error case."""
 
 import hashlib
+import io
 import json
 import os
 
@@ -212,7 +213,7 @@ def test_summarystats_and_diagnostics(client, deployed_workspace, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     timed(deployed_workspace, (0.25, 2.5))  # kept by a run; a real timing: test_diagnostics, test_serving
     body = client.get("/diagnostics").get_json()
-    assert set(body) == {"execution_time_seconds", "missing_data_percent", "dependencies"}
+    assert set(body) == {"execution_time_seconds", "data", "missing_data_percent", "dependencies"}
     assert body["execution_time_seconds"] == {"ingestion": 0.25, "training": 2.5}
     assert body["missing_data_percent"] == pytest.approx(
         {
@@ -224,7 +225,11 @@ def test_summarystats_and_diagnostics(client, deployed_workspace, monkeypatch):
         }
     )
     assert {row["module"] for row in body["dependencies"]} >= {"pandas", "scikit-learn", "flask"}
-    assert set(client.get("/diagnostics?timing=0").get_json()) == {"missing_data_percent", "dependencies"}
+    assert set(client.get("/diagnostics?timing=0").get_json()) == {
+        "data",
+        "missing_data_percent",
+        "dependencies",
+    }
 
 
 def test_health_reports_the_version_or_503(client, deployed_workspace, data_workspace):
@@ -395,3 +400,73 @@ def test_the_call_list_and_reasons_through_the_api(client, deployed_workspace):
     row = {feature: int(top[feature]) for feature in FEATURES}
     answer = client.post("/prediction?reasons=1", json={"records": [row]}).get_json()
     assert answer["reasons"] == [top["reason"]]
+
+
+def named_file(deployed_workspace):
+    """A data file other than the default of every route: the ingested finaldata.csv (labelled)."""
+    path = deployed_workspace.path("output_folder_path") / "finaldata.csv"
+    return "ingesteddata/finaldata.csv", pd.read_csv(path, dtype={"corporation": str})
+
+
+@pytest.mark.parametrize("where", ["json", "form", "query", "multipart"])
+@pytest.mark.parametrize("route", ["/prediction", "/scoring", "/summarystats", "/diagnostics?timing=0"])
+def test_a_named_data_file_is_honoured_wherever_it_is_put_on_get(client, deployed_workspace, route, where):
+    """A course client sends GET with a JSON body naming the file: honoured, on every route that
+    reads data, and the answer names the file it describes (issue 33)."""
+    name, frame = named_file(deployed_workspace)
+    kwargs = {
+        "json": {"json": {"datafile": name}},
+        "form": {"data": {"datafile": name}},
+        "query": {"query_string": {"datafile": name}},
+        "multipart": {"data": {"datafile": name}, "content_type": "multipart/form-data"},
+    }[where]
+    if where == "query" and "?" in route:
+        route, _, options = route.partition("?")
+        kwargs["query_string"].update(dict([options.split("=")]))
+    answer = client.get(route, **kwargs)
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["data"] == name
+    if route == "/prediction":
+        assert len(body["predictions"]) == len(frame)
+    elif route == "/scoring":
+        assert body["rows"] == len(frame)
+    elif route == "/summarystats":
+        mean = body["statistics"]["lastmonth_activity"]["mean"]
+        assert mean == pytest.approx(frame["lastmonth_activity"].mean())
+    else:
+        assert body["missing_data_percent"] == pytest.approx((frame.isna().mean() * 100).round(6).to_dict())
+
+
+@pytest.mark.parametrize("route", ["/prediction", "/scoring", "/summarystats", "/diagnostics?timing=0"])
+def test_the_default_data_is_named_in_the_answer(client, route):
+    default = "ingesteddata/finaldata.csv" if route.startswith(("/summarystats", "/diagnostics")) else None
+    body = client.get(route).get_json()
+    assert body["data"] == (default or "testdata/testdata.csv")
+
+
+FORM = "application/x-www-form-urlencoded"
+REFUSED_BODIES = {  # each made afresh per request: an upload's stream is read once
+    "csv body": (lambda: {"data": "a,b\n1,2\n", "content_type": "text/csv"}, 415, "text/csv"),
+    "upload": (lambda: {"data": {"upload": (io.BytesIO(b"x"), "x.csv")}}, 400, "reads no uploaded file"),
+    "two names": (lambda: {"json": {"filepath": "testdata/testdata.csv", "datafile": "x.csv"}}, 400, "twice"),
+    "a form field twice": (
+        lambda: {"data": "datafile=a.csv&datafile=b.csv", "content_type": FORM},
+        400,
+        "twice",
+    ),
+    "json not an object": (lambda: {"json": ["filepath"]}, 400, "expected an object"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_BODIES)
+def test_a_body_that_cannot_name_a_file_is_refused_not_ignored(client, case):
+    make, status, fragment = REFUSED_BODIES[case]
+    for route in ("/scoring", "/summarystats", "/diagnostics?timing=0"):
+        assert_error(client.get(route, **make()), status, fragment)
+
+
+def test_two_files_under_one_multipart_field_are_refused(client, deployed_workspace):
+    test = (deployed_workspace.path("test_data_path") / "testdata.csv").read_bytes()
+    data = {"file": [(io.BytesIO(test), "a.csv"), (io.BytesIO(test), "b.csv")]}
+    assert_error(client.post("/prediction", data=data, content_type="multipart/form-data"), 400, "2 files")

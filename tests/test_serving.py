@@ -44,7 +44,12 @@ def test_apicalls_against_a_real_server(server, deployed_workspace):
     assert len(answers["prediction"]["predictions"]) == 200
     deployed = float((deployed_workspace.path("prod_deployment_path") / "latestscore.txt").read_text())
     assert answers["scoring"]["f1"] == pytest.approx(deployed)
-    assert set(answers["diagnostics"]) == {"execution_time_seconds", "missing_data_percent", "dependencies"}
+    assert set(answers["diagnostics"]) == {
+        "execution_time_seconds",
+        "data",
+        "missing_data_percent",
+        "dependencies",
+    }
     result = deployed_workspace.run("apicalls.py", "--url", server, "--output", "apireturns2.txt")
     assert result.returncode == 0, result.stderr
     assert (deployed_workspace.path("output_model_path") / "apireturns2.txt").is_file()

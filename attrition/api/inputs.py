@@ -290,9 +290,14 @@ def multipart_csv(data: bytes, config: Config) -> tuple[bytes | None, dict]:
         raise InputError(
             f"malformed multipart/form-data body ({str(error)[:80]})", reason="malformed_multipart"
         ) from None
-    uploads = list(files.values())
+    uploads = [upload for _, each in files.lists() for upload in each]
     if len(uploads) > 1:
         raise InputError(f"multipart/form-data body: {len(uploads)} files; send one CSV file")
+    twice = sorted(key for key, values in form.lists() if len(values) > 1)
+    if twice:
+        raise InputError(
+            f"multipart/form-data body: the field {twice[0][:40]!r} is given twice; give it once"
+        )
     return (uploads[0].read() if uploads else None), form.to_dict()
 
 
@@ -309,43 +314,67 @@ def requested_file(config: Config, body: dict | None = None) -> Path | None:
     return resolve_data_file(config, given[0][1], given[0][0])
 
 
-def prediction_input(config: Config) -> tuple[np.ndarray, list | None, dict]:
-    """(the feature matrix, the client IDs if the input has them, the JSON or form body's options)
-    of a /prediction request: rows, a named data file, or (naming none) the configured test data."""
+def prediction_input(config: Config) -> tuple[np.ndarray, list | None, dict, str | None]:
+    """(the feature matrix, the client IDs if the input has them, the body's options, the data
+    file it describes or None for rows) of a /prediction request: rows, a named data file, or
+    (naming none) the configured test data. A body is read on any method: a course client sends
+    GET with a JSON body."""
+    data = read_body(config["api_max_body_bytes"])
     body: dict = {}
-    if request.method == "POST":
-        data = read_body(config["api_max_body_bytes"])
-        if data:
-            mimetype = request.mimetype
-            if mimetype == "application/json":
-                body = parse_json(data, config)
-            elif mimetype in ("text/csv", "application/csv"):
-                return *matrix_from_csv(data, config), {}
-            elif mimetype == "multipart/form-data":
-                upload, body = multipart_csv(data, config)
-                if upload is not None:
-                    if requested_file(config, body) is not None:
-                        raise InputError("give either a data file or an uploaded file, not both")
-                    return *matrix_from_csv(upload, config), body
-            elif mimetype == "application/x-www-form-urlencoded":
-                try:
-                    body = dict(parse_qsl(data.decode("utf-8"), strict_parsing=True, max_num_fields=16))
-                except (UnicodeDecodeError, ValueError) as error:
-                    raise InputError(f"malformed form body ({str(error)[:80]})") from None
-            else:
-                raise UnsupportedMediaType(
-                    f"{mimetype or 'no content type'}: send application/json, text/csv or a form"
-                )
+    if data:
+        mimetype = request.mimetype
+        if mimetype in ("text/csv", "application/csv"):
+            return *matrix_from_csv(data, config), {}, None
+        if mimetype == "multipart/form-data":
+            upload, body = multipart_csv(data, config)
+            if upload is not None:
+                if requested_file(config, body) is not None:
+                    raise InputError("give either a data file or an uploaded file, not both")
+                return *matrix_from_csv(upload, config), body, None
+        else:
+            body = fields_of(data, mimetype, config, "application/json, text/csv or a form")
     if any(key in body for key in ROW_KEYS):
         if any(key in body or key in request.args for key in FILE_KEYS):
             raise InputError("give either a data file or rows, not both")
-        return *matrix_from_json(body, config), body
+        return *matrix_from_json(body, config), body, None
     path = requested_file(config, body)
     if path is None:  # no location: the configured test data (the course's clients' default)
         path = resolve_data_file(config, config.relative(config.testdata_file))
     matrix = serving.feature_matrix_cached(path)
     check_rows(len(matrix), config, config.relative(path))
-    return matrix, serving.client_ids_cached(path), body
+    return matrix, serving.client_ids_cached(path), body, config.relative(path)
+
+
+def body_fields(config: Config) -> dict:
+    """The fields of a request's body on a route that reads a named data file (/scoring,
+    /summarystats, /diagnostics), on any method: a JSON object, a form, or a multipart form's
+    fields. {} without a body; an uploaded file or another content type is refused, never ignored."""
+    data = read_body(config["api_max_body_bytes"])
+    if not data:
+        return {}
+    if request.mimetype == "multipart/form-data":
+        upload, body = multipart_csv(data, config)
+        if upload is not None:
+            raise InputError(f"{request.path} reads no uploaded file: name a data file (filepath=...)")
+        return body
+    return fields_of(data, request.mimetype, config, "application/json or a form naming a data file")
+
+
+def fields_of(data: bytes, mimetype: str, config: Config, accepted: str) -> dict:
+    """A JSON object or a URL-encoded form body as a dict; any other content type is 415."""
+    if mimetype == "application/json":
+        return parse_json(data, config)
+    if mimetype == "application/x-www-form-urlencoded":
+        try:
+            pairs = parse_qsl(data.decode("utf-8"), strict_parsing=True, max_num_fields=16)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise InputError(f"malformed form body ({str(error)[:80]})") from None
+        fields = dict(pairs)
+        if len(fields) < len(pairs):
+            twice = next(key for key in fields if sum(name == key for name, _ in pairs) > 1)
+            raise InputError(f"form body: the field {twice[:40]!r} is given twice; give it once")
+        return fields
+    raise UnsupportedMediaType(f"{mimetype or 'no content type'}: send {accepted}")
 
 
 def wants(name: str, default: bool = False, body: dict | None = None) -> bool:

@@ -7,7 +7,7 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify
 
 from attrition.api import dashboard, metrics, serving
-from attrition.api.inputs import prediction_input, requested_file, wants, whole_number
+from attrition.api.inputs import body_fields, prediction_input, requested_file, wants, whole_number
 from attrition.core.config import Config
 from attrition.core.errors import DataUnavailable, DeploymentUnavailable
 from attrition.core.names import RISK_RANKING, RUN_HISTORY
@@ -74,11 +74,13 @@ def health():
 def prediction():
     config = risk_config()
     served_model()  # no usable model: 503 before the request is read
-    matrix, ids, body = prediction_input(config)
+    matrix, ids, body, data = prediction_input(config)
     proba, explain = wants("proba", body=body), wants("reasons", body=body)
     answers = diagnostics.predict(matrix, served_model())
     metrics.rows_scored("/prediction", len(matrix))
     answer = {"predictions": answers.predictions.tolist()}
+    if data is not None:
+        answer["data"] = data  # the file the predictions describe (rows sent: none)
     if ids is not None:
         answer["corporations"] = ids
     if proba:
@@ -94,7 +96,7 @@ def scoring_endpoint():
     """The live version's metrics on the configured test data, or on the labelled file named."""
     model = served_model()  # no usable model: 503 before the data is read
     config = risk_config()
-    path = requested_file(config)
+    path = requested_file(config, body_fields(config))
     if path is None:
         test = serving.server_data(config.testdata_file, labelled=True)
     else:
@@ -108,7 +110,7 @@ def scoring_endpoint():
 def summarystats():
     """Mean, median, mode, std of each numeric column of finaldata.csv, or of the file named."""
     config = risk_config()
-    path = requested_file(config)
+    path = requested_file(config, body_fields(config))
     if path is None:
         statistics = diagnostics.figures_of_finaldata(config, "summary_statistics", cached_finaldata_summary)
     else:
@@ -118,15 +120,22 @@ def summarystats():
 
 @api.get("/diagnostics")
 def diagnostics_endpoint():
+    """Timing of ingestion and training, missing data of finaldata.csv (or of the file named),
+    the dependency table."""
     config = risk_config()
-    timing, fresh = wants("timing", default=True), wants("fresh")
+    body = body_fields(config)
+    path = requested_file(config, body)
+    timing, fresh = wants("timing", default=True, body=body), wants("fresh", body=body)
     answer = {}
     if timing:
         ingestion, training = execution_time(config, 0.0 if fresh else TIMING_MAX_AGE)
         answer["execution_time_seconds"] = {"ingestion": ingestion, "training": training}
-    answer["missing_data_percent"] = diagnostics.figures_of_finaldata(
-        config, "missing_data_percent", cached_finaldata_missing
-    )
+    answer["data"] = config.relative(path or config.finaldata_file)
+    if path is None:
+        missing = diagnostics.figures_of_finaldata(config, "missing_data_percent", cached_finaldata_missing)
+    else:
+        missing = diagnostics.missing_percent(serving.read_csv_cached(path))
+    answer["missing_data_percent"] = missing
     answer["dependencies"] = outdated_packages_list(config)
     return jsonify(answer)
 
