@@ -26,6 +26,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 import generate_data  # noqa: E402
 from attrition.core.names import COLUMNS  # noqa: E402
 
+SAME_SITE = {"Origin": "http://localhost"}  # a POST from the test client's own site (auth.same_origin)
 SEED_DATA = PROJECT_DIR.parent / "shared" / "seed" / "data"
 
 FOLDERS = {

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import client_for, run_ok
+from conftest import SAME_SITE, client_for, run_ok
 
 from attrition.api.server import free_port, start_api_server, stop_process
 
 pytestmark = pytest.mark.slow  # pipeline runs, real servers or a browser: make test, not make test-fast
 
-BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+BROWSER = {
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Origin": "http://localhost",  # what a browser sends with a form it posts
+}
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -122,7 +125,12 @@ def test_with_a_token_a_browser_signs_in_once(full):
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert "Clients to call" in page(client, "/clients")
     assert client.get("/scoring").status_code == 200  # the cookie serves the JSON routes too
-    assert client.post("/login?next=//evil.example", data={"token": "s3cret"}).headers["Location"] == "/"
+    assert (
+        client.post("/login?next=//evil.example", data={"token": "s3cret"}, headers=SAME_SITE).headers[
+            "Location"
+        ]
+        == "/"
+    )
 
 
 def test_each_versions_report_is_served(full):

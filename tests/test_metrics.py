@@ -5,7 +5,7 @@ import re
 
 import pytest
 import requests
-from conftest import ROW, client_for, run_ok
+from conftest import ROW, SAME_SITE, client_for, run_ok
 from prometheus_client.parser import text_string_to_metric_families
 
 from attrition.api.server import free_port, start_api_server, stop_process
@@ -109,7 +109,7 @@ def test_metrics_are_behind_the_token_when_one_is_set(deployed_workspace):
     )
     # a refusal whose answer names no reason (a failed sign-in page) is still counted: "other"
     before = samples(answer.get_data(as_text=True))
-    assert client.post("/login", data={"token": "wrong"}).status_code == 401
+    assert client.post("/login", data={"token": "wrong"}, headers=SAME_SITE).status_code == 401
     after = samples(
         client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"}).get_data(as_text=True)
     )

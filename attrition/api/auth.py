@@ -8,20 +8,25 @@ Not a script; app.py calls setup(app) and installs check_token before every requ
                            other client gets 401 with WWW-Authenticate: Bearer
 The session cookie is Flask's signed session (itsdangerous), never the token itself: signed
 with a key derived from the token (every worker and restart agrees; a new token signs everyone
-out), valid SESSION_HOURS, HttpOnly, SameSite=Strict, Secure over HTTPS; POST /logout ends it.
-Failed logins are throttled: MAX_FAILURES per client address per FAILURE_WINDOW seconds in each
-worker, then 429 with Retry-After. Comparisons are constant-time (hmac.compare_digest).
-/login's next= is followed only when it is a path of this site (one leading "/", no "//", "\\",
-control character or scheme); anything else goes to "/", and a line break is 400.
+out), valid SESSION_HOURS, HttpOnly, SameSite=Strict, Secure over HTTPS. Each session has an id;
+POST /logout revokes it on the server (guard.py), so a copy of the cookie taken before is nobody.
+A POST signed in by the cookie, and every POST to /login and /logout, must come from this site's
+own pages: its Origin (or, without one, its Referer) is this server's, else 403.
+Failed credentials are throttled for the whole server (guard.py, shared by every worker): a
+wrong Bearer token, a wrong sign-in, a cookie not signed with this server's key each count;
+MAX_FAILURES per client address per FAILURE_WINDOW seconds, then 429 with Retry-After for every
+credential from that address, the right one included, until the window passes. Comparisons are
+constant-time (hmac.compare_digest). /login's next= is followed only when it is a path of this
+site (one leading "/", no "//", "\\", control character or scheme); anything else goes to "/",
+and a line break is 400.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
+import secrets
 import time
-from collections import OrderedDict, deque
 from datetime import timedelta
 
 from flask import (
@@ -36,18 +41,19 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import BadSignature
 from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import BadRequest, TooManyRequests, Unauthorized
+from werkzeug.exceptions import BadRequest, Forbidden, TooManyRequests, Unauthorized
 
 from attrition.api import dashboard
+from attrition.api.guard import FAILURE_WINDOW, MAX_FAILURES, Guard  # noqa: F401 (the documented limits)
 
 PUBLIC = ("/health", "/openapi.json")  # answered without the token
 OPEN_PREFIXES = ("/login", "/logout", "/static/")
 SESSION_COOKIE = "risk_session"
 SESSION_HOURS = 8
-MAX_FAILURES = 5  # failed logins per client address and window, per worker
-FAILURE_WINDOW = 60.0  # seconds
-MAX_TRACKED = 10_000  # client addresses remembered for the throttle (the oldest forgotten first)
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+GUARD_FILE = "auth.sqlite"  # in the config's cache folder
 
 pages = Blueprint("auth", __name__, template_folder="templates")
 
@@ -71,7 +77,7 @@ def setup(app: Flask) -> None:
     )
     if token:
         app.secret_key = hmac.new(token.encode(), b"risk-dashboard-session", hashlib.sha256).hexdigest()
-    app.extensions["risk_login_failures"] = (threading.Lock(), OrderedDict())
+    app.extensions["risk_guard"] = Guard(app.extensions["risk_config"].cache_folder / GUARD_FILE)
     app.register_blueprint(pages)
 
 
@@ -80,18 +86,83 @@ def token_ok(given: str, token: str) -> bool:
 
 
 def check_token():
-    """Before every request: None to go on, a redirect to /login for a browser, or 401."""
+    """Before every request: None to go on, a redirect to /login for a browser, or 401 (429 while
+    the address is throttled, 403 for a cross-site POST signed in by the cookie)."""
     token = current_app.config["API_TOKEN"]
     if not token or request.path in PUBLIC or request.path.startswith(OPEN_PREFIXES):
         return None
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token_ok(given.strip(), token):
-        return None
-    if request.cookies.get(SESSION_COOKIE) and session.get("signed_in") is True:
-        return None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if scheme.lower() == "bearer" or cookie:
+        wait_for_throttle()
+    if scheme.lower() == "bearer":
+        if token_ok(given.strip(), token):
+            return None
+        failed()
+    elif cookie:
+        if signed_in():
+            if request.method in UNSAFE_METHODS:
+                same_origin()
+            return None
+        if forged(cookie):
+            failed()
     if dashboard.is_page(request.path) and dashboard.wants_html():
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")), code=303)
     raise Unauthorized("send Authorization: Bearer <token>", www_authenticate=WWWAuthenticate("bearer"))
+
+
+def guard() -> Guard:
+    return current_app.extensions["risk_guard"]
+
+
+def address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def wait_for_throttle() -> None:
+    """429 with Retry-After while this address has failed MAX_FAILURES times in the window."""
+    wait = guard().throttled(address())
+    if wait:
+        raise TooManyRequests(
+            f"too many failed credentials from {address()}; try again in {wait:.0f} s",
+            retry_after=max(1, round(wait)),
+        )
+
+
+def failed() -> None:
+    guard().record_failure(address())
+
+
+def signed_in() -> bool:
+    """The session cookie signs in: ours, unexpired, with a session id not revoked at sign-out."""
+    sid = session.get("sid")
+    return session.get("signed_in") is True and isinstance(sid, str) and not guard().revoked(sid)
+
+
+def forged(cookie: str) -> bool:
+    """A cookie not signed with this server's key: a guess. An expired or signed-out one is ours."""
+    serializer = current_app.session_interface.get_signing_serializer(current_app)
+    try:
+        serializer.loads(cookie)
+    except BadSignature:
+        return True
+    return False
+
+
+def same_origin() -> None:
+    """403 unless the request comes from this site's own pages (Origin, else Referer): a page of
+    another site cannot post with the operator's cookie (sign-in, sign-out, predictions)."""
+    own = request.host_url.rstrip("/")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        ok = origin == own
+    else:
+        referer = request.headers.get("Referer", "")
+        ok = referer == own or referer.startswith(own + "/")
+    if not ok:
+        raise Forbidden(
+            f"a cross-site request (Origin {str(origin)[:80]!r}): post from this site's own pages"
+        )
 
 
 def local_target(raw: str) -> str:
@@ -107,28 +178,6 @@ def local_target(raw: str) -> str:
     return raw if local else "/"
 
 
-def throttled(address: str) -> float:
-    """Seconds until address may try again (0 when it may now)."""
-    now = time.monotonic()
-    lock, failures = current_app.extensions["risk_login_failures"]
-    with lock:
-        times = failures.get(address)
-        while times and now - times[0] > FAILURE_WINDOW:
-            times.popleft()
-        if not times or len(times) < MAX_FAILURES:
-            return 0.0
-        return FAILURE_WINDOW - (now - times[0])
-
-
-def record_failure(address: str) -> None:
-    lock, failures = current_app.extensions["risk_login_failures"]
-    with lock:
-        failures.setdefault(address, deque()).append(time.monotonic())
-        failures.move_to_end(address)
-        while len(failures) > MAX_TRACKED:
-            failures.popitem(last=False)
-
-
 @pages.route("/login", methods=["GET", "POST"])
 def login():
     """The token, asked once: a signed session cookie then stands in for the Bearer header."""
@@ -136,24 +185,26 @@ def login():
     target = local_target(request.args.get("next", "/"))
     if request.method == "GET" or not token:
         return render_template("login.html", failed=False, next=target, needed=bool(token))
-    address = request.remote_addr or "unknown"
-    wait = throttled(address)
-    if wait:
-        raise TooManyRequests(
-            f"too many failed sign-ins from {address}; try again in {wait:.0f} s",
-            retry_after=max(1, round(wait)),
-        )
+    same_origin()
+    wait_for_throttle()
     if not token_ok(request.form.get("token", ""), token):
-        record_failure(address)
+        failed()
         return render_template("login.html", failed=True, next=target, needed=True), 401
     session.clear()
     session.permanent = True
     session["signed_in"] = True
+    session["sid"] = secrets.token_urlsafe(18)
     return make_response(redirect(target, code=303))
 
 
 @pages.post("/logout")
 def logout():
-    """Ends the session: the cookie is removed, and the next page asks for the token again."""
+    """Ends the session on the server (its id revoked: a copy of the cookie is nobody) and in the
+    browser (the cookie removed); the next page asks for the token again."""
+    if current_app.config["API_TOKEN"]:
+        same_origin()
+        sid = session.get("sid")
+        if isinstance(sid, str):
+            guard().revoke(sid, time.time() + SESSION_HOURS * 3600)
     session.clear()
     return redirect(url_for("auth.login"), code=303)
