@@ -20,6 +20,7 @@ from attrition.monitoring import dependencies
 from attrition.reports import riskdb
 
 HEADER = ",".join(FEATURES)
+FORM = "application/x-www-form-urlencoded"
 BROWSER = {
     "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
     "Origin": "http://localhost",  # what a browser sends with a form it posts
@@ -393,3 +394,25 @@ def test_csv_exports_never_hold_a_live_formula(tmp_path):
     assert b'\n"\'\rx",' in (tmp_path / "cr.csv").read_bytes()  # quoted: a reader keeps the line whole
     written = pd.read_csv(tmp_path / "cr.csv", dtype=str, keep_default_na=False)["corporation"]
     assert list(written) == ["'\rx"] * len(ids)
+
+
+def test_report_versions_are_ascii_digits(reported_workspace):
+    """/reports/<version>/ reads ASCII digits only, as every numeric parameter: an Arabic-Indic 1
+    is no version (it served version 1's report)."""
+    client = client_for(reported_workspace)
+    assert client.get("/reports/1/report.pdf").status_code == 200
+    for version in ("%D9%A1", "%EF%BC%91", "%C2%B9"):  # Arabic-Indic 1, fullwidth 1, superscript 1
+        assert client.get(f"/reports/{version}/report.pdf").status_code == 404, version
+
+
+def test_a_sign_in_form_is_small_before_it_is_parsed(deployed_workspace):
+    """Two million form fields cost a worker over a second to parse: a sign-in form is read
+    within 4 kB and 8 fields first."""
+    client = client_for(deployed_workspace, API_TOKEN="s3cret")
+    huge = "&".join(f"f{i}=" for i in range(2_000_000))
+    assert_error(client.post("/login", data=huge, content_type=FORM, headers=SAME_SITE), 413)
+    many = "&".join(f"f{i}=" for i in range(20))
+    assert_error(
+        client.post("/login", data=many, content_type=FORM, headers=SAME_SITE), 400, "at most 8 fields"
+    )
+    assert client.post("/login", data={"token": "s3cret"}, headers=SAME_SITE).status_code == 303

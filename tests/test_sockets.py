@@ -230,3 +230,49 @@ def test_a_connection_with_requests_waiting_does_not_keep_its_worker(served):
     finally:
         stop_process(process)
     assert answered_before < 20, answered_before
+
+
+SECURITY = (b"X-Content-Type-Options: nosniff", b"X-Frame-Options: DENY", b"Cache-Control: no-store")
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        post_head(LIMIT + 1),  # the deadline middleware's 413, before the app
+        b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",  # gunicorn's own 414
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\n" + b"X-A: b\r\n" * 60 + b"\r\n",  # gunicorn's 431
+        b"GET /health HTTP/1.2\r\nHost: localhost\r\n\r\n",  # gunicorn's 400 for the version
+    ],
+    ids=["413 middleware", "414 gunicorn", "431 gunicorn", "400 gunicorn"],
+)
+def test_refusals_before_the_app_carry_the_security_headers(served, request_bytes):
+    port, _ = served
+    with connect(port) as sock:
+        sock.sendall(request_bytes)
+        head, body = read_answer(sock)
+    assert b"Content-Type: application/json" in head and all(header in head for header in SECURITY), head
+    assert body.startswith(b'{"error":')
+
+
+def test_an_absolute_form_target_is_judged_by_its_own_host(served):
+    """GET http://evil.example/... with Host: localhost beside it: the target's host decides (RFC
+    9112), and it is not on the allowlist."""
+    port, _ = served
+    for target, host, status in (
+        ("http://evil.example/health", "localhost", b"400"),
+        (f"http://127.0.0.1:{port}/health", "evil.example", b"200"),
+    ):
+        with connect(port) as sock:
+            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            head, _ = read_answer(sock)
+        assert head.split(b" ")[1] == status, (target, head)
+
+
+def test_connection_keep_alive_close_closes(served):
+    port, _ = served
+    with connect(port, timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive, close\r\n\r\n")
+        started = time.monotonic()
+        head, _ = read_answer(sock)  # returns only when the server closes the connection
+    assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head, head
+    assert time.monotonic() - started < 4  # closed after the answer, not after gunicorn's keepalive (5 s)

@@ -58,9 +58,10 @@ from flask import Flask, Response, current_app, g, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException, SecurityError
+from werkzeug.routing import IntegerConverter
 
 from attrition.api import auth, dashboard, metrics, serving
-from attrition.api.deadlines import Deadlines
+from attrition.api.deadlines import SECURITY_HEADERS, Deadlines
 from attrition.api.inputs import data_roots
 from attrition.api.routes import api
 from attrition.core.config import Config, load_config
@@ -75,12 +76,6 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1")  # (Werkzeug cannot match an IPv6 li
 # are under 300 characters; longer ones are refused (431) before any content negotiation.
 BOUNDED_HEADERS = ("Accept", "Accept-Encoding", "Accept-Language", "Accept-Charset")
 MAX_NEGOTIATED_HEADER = 1024
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "frame-ancestors 'none'",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
 
 log = logging.getLogger(NAME)
 
@@ -93,9 +88,17 @@ class StrictJSONProvider(DefaultJSONProvider):
         return super().dumps(obj, **kwargs)
 
 
+class AsciiInteger(IntegerConverter):
+    """<int:...> in a path is ASCII digits only, as every numeric parameter here: Werkzeug's own
+    matches any Unicode digit ("/reports/\u0661/" read as version 1)."""
+
+    regex = r"[0-9]+"
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """The application. test_config may set RISK_CONFIG (a config path) and API_TOKEN."""
     app = Flask(__name__)
+    app.url_map.converters["int"] = AsciiInteger  # before any rule is bound
     app.json = StrictJSONProvider(app)  # this app's answers only: Flask's class is left as it is
     app.json.sort_keys = False
     app.config.update(RISK_CONFIG=None, API_TOKEN=os.environ.get(TOKEN_ENV) or None)

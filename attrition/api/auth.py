@@ -28,6 +28,7 @@ import hmac
 import secrets
 import time
 from datetime import timedelta
+from urllib.parse import parse_qsl
 
 from flask import (
     Blueprint,
@@ -47,12 +48,15 @@ from werkzeug.exceptions import BadRequest, Forbidden, TooManyRequests, Unauthor
 
 from attrition.api import dashboard
 from attrition.api.guard import FAILURE_WINDOW, MAX_FAILURES, Guard  # noqa: F401 (the documented limits)
+from attrition.api.inputs import read_body
 
 PUBLIC = ("/health", "/openapi.json")  # answered without the token
 OPEN_PREFIXES = ("/login", "/logout", "/static/")
 SESSION_COOKIE = "risk_session"
 SESSION_HOURS = 8
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+MAX_LOGIN_BODY = 4096  # bytes of a sign-in form (a token and next=): 413 beyond
+MAX_LOGIN_FIELDS = 8
 GUARD_FILE = "auth.sqlite"  # in the config's cache folder
 
 pages = Blueprint("auth", __name__, template_folder="templates")
@@ -178,6 +182,16 @@ def local_target(raw: str) -> str:
     return raw if local else "/"
 
 
+def login_form() -> dict:
+    """The sign-in form, read within MAX_LOGIN_BODY bytes and MAX_LOGIN_FIELDS fields: a form of
+    millions of fields would cost a worker seconds before any credential is checked."""
+    body = read_body(MAX_LOGIN_BODY)
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), max_num_fields=MAX_LOGIN_FIELDS))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(f"a sign-in form has at most {MAX_LOGIN_FIELDS} fields of UTF-8 text") from None
+
+
 @pages.route("/login", methods=["GET", "POST"])
 def login():
     """The token, asked once: a signed session cookie then stands in for the Bearer header."""
@@ -187,7 +201,7 @@ def login():
         return render_template("login.html", failed=False, next=target, needed=bool(token))
     same_origin()
     wait_for_throttle()
-    if not token_ok(request.form.get("token", ""), token):
+    if not token_ok(login_form().get("token", ""), token):
         failed()
         return render_template("login.html", failed=True, next=target, needed=True), 401
     session.clear()

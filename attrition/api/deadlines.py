@@ -50,6 +50,17 @@ except ImportError:  # the deadlines then fall back on socket timeouts
     gevent = None
 
 
+# Every answer's headers, the app's (app.security_headers) and the refusals made before it
+# (refuse, json_error): not sniffed, never framed, no referrer, never kept in a cache.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+REFUSAL_HEADERS = [*SECURITY_HEADERS.items(), ("Cache-Control", "no-store")]
+
+
 class BodyTimeout(Exception):
     """The body did not arrive whole in time (raised in the reading greenlet by gevent.Timeout)."""
 
@@ -149,6 +160,9 @@ class Deadlines:
         # say "Connection: close" and the worker close the connection after it
         force_close = getattr(getattr(start_response, "__self__", None), "force_close", lambda: None)
         sock = environ.get("gunicorn.socket")
+        if "close" in (token.strip().lower() for token in environ.get("HTTP_CONNECTION", "").split(",")):
+            force_close()  # "Connection: keep-alive, close" closes too (gunicorn reads only "close")
+        absolute_form_host(environ)
         length = environ.get("CONTENT_LENGTH") or ""
         declared = int(length) if length.isascii() and length.isdigit() else None
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
@@ -172,21 +186,34 @@ class Deadlines:
         return TimedAnswer(answer, self.answer_seconds)
 
 
+def absolute_form_host(environ) -> None:
+    """An absolute-form request target (GET http://host/path HTTP/1.1) names the host it asks for,
+    and it supersedes the Host header (RFC 9112, 3.2.2): the app's Host allowlist then judges
+    that host, not a Host header the client set beside it."""
+    target = environ.get("RAW_URI", "")
+    scheme, separator, rest = target.partition("://")
+    if separator and scheme.lower() in ("http", "https"):
+        environ["HTTP_HOST"] = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+
+
 def refuse(start_response, status: str, code: str, message: str):
     body = error_body(code, message)
-    start_response(
-        status,
-        [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")],
-    )
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    start_response(status, headers + REFUSAL_HEADERS)
     return [body]
 
 
 def json_error(sock, status_int, reason, mesg):
     """gunicorn.util.write_error's answer as the API's JSON error instead of an HTML page."""
     body = error_body(reason.lower().replace(" ", "_"), mesg or reason)
+    headers = "".join(f"{name}: {value}\r\n" for name, value in REFUSAL_HEADERS)
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n{headers}\r\n"
     ).encode("latin-1")
     gunicorn.util.write_nonblock(sock, head + body)
 
