@@ -34,8 +34,8 @@ _config = load_config()
 
 bind = f"{_config['api_host']}:{_config['api_port']}"
 workers = _config["api_workers"]
-worker_class = "gevent"
-worker_connections = 2000  # per worker: each idle connection is a greenlet, closed after keepalive
+worker_class = "attrition.api.deadlines.CappedWorker"  # gevent, with a cap on each address
+worker_connections = _config["api_worker_connections"]  # per worker: each a greenlet, closed after keepalive
 keepalive = 5  # seconds a client has to send each whole request on a connection
 timeout = 30  # a worker that misses its heartbeat this long is restarted (no request runs this long)
 graceful_timeout = 10
@@ -54,7 +54,7 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 control_socket_disable = True
 
 
-deadlines.patch_gunicorn(_config["api_max_body_bytes"])
+deadlines.patch_gunicorn(_config)
 # the server hooks gunicorn reads from this file (attrition/api/deadlines.py)
 pre_request = deadlines.pre_request
 on_starting = deadlines.on_starting

@@ -35,6 +35,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 
 import gunicorn.util
 from gunicorn.http.body import ChunkedReader
@@ -76,10 +77,14 @@ def cooperative() -> bool:
 class TimedBody:
     """wsgi.input, each read bounded by what is left of the body's deadline."""
 
-    def __init__(self, stream, sock, seconds: float, length: int | None):
-        self.stream, self.sock, self.seconds, self.length = stream, sock, seconds, length
-        self.deadline = time.monotonic() + seconds
+    def __init__(self, stream, sock, seconds: float, length: int | None, stall: float, rate: float):
+        self.stream, self.sock, self.length, self.stall = stream, sock, length, stall
+        # a rate floor on a declared body: at least `rate` bytes a second after the first `stall`
+        self.seconds = min(seconds, stall + length / rate) if length else seconds
+        self.deadline = time.monotonic() + self.seconds
         self.received, self.ended = 0, False
+        if sock is not None and cooperative():
+            sock.settimeout(stall)  # each recv: a body that stops for `stall` seconds is late
 
     def _read(self, method, *args):
         remaining = self.deadline - time.monotonic()
@@ -93,8 +98,10 @@ class TimedBody:
                 if self.sock is not None:
                     self.sock.settimeout(remaining)
                 data = method(*args)
-        except (BodyTimeout, TimeoutError):
+        except BodyTimeout:
             raise self.late() from None
+        except TimeoutError:  # no byte for `stall` seconds
+            raise RequestTimeout(f"the request body stopped for {self.stall:g} s") from None
         self.received += len(data)
         if not data or (self.length is not None and self.received >= self.length):
             self.ended = True
@@ -102,7 +109,7 @@ class TimedBody:
 
     def late(self) -> RequestTimeout:
         # an HTTP error, not an OSError: Werkzeug's reader would take that for a disconnection
-        return RequestTimeout(f"the request body did not arrive whole within {self.seconds:g} s")
+        return RequestTimeout(f"the request body did not arrive whole within {self.seconds:.3g} s")
 
     def read(self, size=-1):
         return self._read(self.stream.read, size)
@@ -153,6 +160,7 @@ class Deadlines:
         self.count_refusal = count_refusal  # metrics.refused_unrouted: this module imports no metrics
         self.limit = config["api_max_body_bytes"]
         self.body_seconds = config["api_body_seconds"]
+        self.stall, self.rate = config["api_body_stall_seconds"], config["api_body_min_rate"]
         self.answer_seconds = config["api_answer_seconds"]
 
     def __call__(self, environ, start_response):
@@ -177,12 +185,13 @@ class Deadlines:
             )
         body = None
         if chunked or declared:
-            body = environ["wsgi.input"] = TimedBody(environ["wsgi.input"], sock, self.body_seconds, declared)
+            body = TimedBody(environ["wsgi.input"], sock, self.body_seconds, declared, self.stall, self.rate)
+            environ["wsgi.input"] = body
         answer = self.app(environ, start_response)
         if body is not None and not body.ended:
             force_close()  # what is left of the body is not read: the connection ends here
-        if sock is not None and not cooperative():
-            sock.settimeout(self.answer_seconds)
+        if sock is not None:  # the answer's deadline: TimedAnswer's timer under gevent
+            sock.settimeout(None if cooperative() else self.answer_seconds)
         return TimedAnswer(answer, self.answer_seconds)
 
 
@@ -207,10 +216,10 @@ def refuse(start_response, status: str, code: str, message: str):
     return [body]
 
 
-def json_error(sock, status_int, reason, mesg):
+def json_error(sock, status_int, reason, mesg, extra=()):
     """gunicorn.util.write_error's answer as the API's JSON error instead of an HTML page."""
     body = error_body(reason.lower().replace(" ", "_"), mesg or reason)
-    headers = "".join(f"{name}: {value}\r\n" for name, value in REFUSAL_HEADERS)
+    headers = "".join(f"{name}: {value}\r\n" for name, value in [*REFUSAL_HEADERS, *extra])
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n{headers}\r\n"
@@ -219,7 +228,7 @@ def json_error(sock, status_int, reason, mesg):
 
 
 HTTP_VERSIONS = ((1, 0), (1, 1))
-_limits = {"max_body": 0}  # patch_gunicorn sets it from config.json
+_limits = {"max_body": 0, "per_address": 0, "exempt": ()}  # patch_gunicorn sets them from config.json
 
 
 def pre_request(worker, req):
@@ -246,10 +255,12 @@ def parse_chunk_size(self, unreader, data=None):
     return size, rest
 
 
-def patch_gunicorn(max_body: int) -> None:
-    """gunicorn's own error answers as JSON, and its chunk parser bounded by api_max_body_bytes
-    (read by the workers at call time)."""
-    _limits["max_body"] = max_body
+def patch_gunicorn(config) -> None:
+    """gunicorn's own error answers as JSON, its chunk parser bounded by api_max_body_bytes, and
+    CappedWorker's cap on each address (read by the workers at call time)."""
+    _limits["max_body"] = config["api_max_body_bytes"]
+    _limits["per_address"] = config["api_connections_per_address"]
+    _limits["exempt"] = tuple(config["api_trusted_proxies"])  # a proxy carries everyone's connections
     gunicorn.util.write_error = json_error
     ChunkedReader.parse_chunk_size = parse_chunk_size
 
@@ -301,3 +312,40 @@ def child_exit(server, worker):
 def on_exit(server):
     for folder in _own_metrics_folder:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+try:
+    from gunicorn.workers.ggevent import GeventWorker
+except ImportError:  # gevent missing: gunicorn.conf.py names this worker only with gevent
+    GeventWorker = object
+
+
+class CappedWorker(GeventWorker):
+    """gunicorn's gevent worker, with a cap on the connections one client address holds open at
+    once (api_connections_per_address per worker): one address's crowd of half-sent bodies or idle
+    connections cannot take every slot (api_worker_connections) from everyone else. Beyond the cap
+    a connection is answered 503 with Retry-After and closed at once; the trusted proxies, which
+    carry everyone's connections, are not capped."""
+
+    def init_process(self):
+        self.open_by_address = Counter()
+        super().init_process()
+
+    def handle(self, listener, client, addr):
+        host = addr[0] if isinstance(addr, tuple) and addr else ""
+        cap = _limits["per_address"]
+        if cap and host not in _limits["exempt"] and self.open_by_address[host] >= cap:
+            message = f"{cap} connections from {host} are open on this worker; close one, then retry"
+            try:
+                json_error(client, 503, "Service Unavailable", message, [("Retry-After", "1")])
+            except OSError:
+                pass
+            client.close()
+            return
+        self.open_by_address[host] += 1
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.open_by_address[host] -= 1
+            if not self.open_by_address[host]:
+                del self.open_by_address[host]

@@ -40,6 +40,10 @@ OPTIONAL_DEFAULTS = {
     "api_max_columns": 64,  # columns of a CSV body or data file, fields of a JSON row
     "api_body_seconds": 30.0,  # a request body must arrive whole within this (408 and closed beyond)
     "api_answer_seconds": 30.0,  # an answer the client does not read within this is abandoned
+    "api_body_stall_seconds": 5.0,  # no byte of a body for this long: 408 and closed
+    "api_body_min_rate": 10_000,  # bytes/s: a declared body must arrive within stall + length/rate
+    "api_connections_per_address": 64,  # open connections of one client address per worker (0: no cap)
+    "api_worker_connections": 4000,  # connections each worker holds at once (gunicorn's worker_connections)
     "api_allowed_hosts": [],  # Host names served besides localhost, 127.0.0.1 and api_host
     "api_trusted_proxies": [],  # proxy addresses whose X-Forwarded-* and SCRIPT_NAME are believed
     "notify_urls": [],  # apprise URLs told of every run that matters (fullprocess.py)
@@ -64,6 +68,7 @@ VALUE_RULES = {  # key: (check, what the value must be)
         )
     },
     "dependency_cache_hours": (lambda value: value >= 0, "not negative"),
+    "api_connections_per_address": (lambda value: value >= 0, "not negative (0: no cap)"),
     **{
         key: (lambda value: value > 0, "positive")
         for key in (
@@ -74,6 +79,9 @@ VALUE_RULES = {  # key: (check, what the value must be)
             "api_max_columns",
             "api_body_seconds",
             "api_answer_seconds",
+            "api_body_stall_seconds",
+            "api_body_min_rate",
+            "api_worker_connections",
             "dependency_timeout_seconds",
             "notify_timeout_seconds",
         )

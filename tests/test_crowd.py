@@ -1,0 +1,121 @@
+"""The API under a crowd (issue 33), against gunicorn as `make serve` runs it, with its limits
+scaled down by configuration so that each case runs in seconds: 2 workers of 300 connections
+(production: 4,000 each), at most 40 open connections per client address and worker (64), a body
+that stops for 1 s is shed (5 s). Other client addresses are other loopback addresses (Linux
+routes all of 127.0.0.0/8 to lo), so one address's crowd and everyone else can be told apart.
+`make bench` measures the same cases at full scale (docs/api.md: Limits).
+"""
+
+import socket
+import time
+
+import pytest
+from conftest import copy_template
+
+from attrition.api.server import free_port, start_api_server, stop_process
+
+pytestmark = pytest.mark.slow  # a real server: make test, not make test-fast
+
+WORKERS, SLOTS, PER_ADDRESS = 2, 300, 40
+STALL = 1.0  # the whole body keeps its production deadline, api_body_seconds (30 s)
+
+
+@pytest.fixture(scope="module")
+def crowded(deployed_template, tmp_path_factory):
+    workspace = copy_template(deployed_template, tmp_path_factory.mktemp("crowd") / "ws")
+    workspace.set_config(
+        api_worker_connections=SLOTS,
+        api_connections_per_address=PER_ADDRESS,
+        api_body_stall_seconds=STALL,
+    )
+    port = free_port()
+    log = workspace.root / "gunicorn.log"
+    process = start_api_server("127.0.0.1", port, log, workers=WORKERS, env=workspace.env)
+    yield port
+    stop_process(process)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+
+
+def connect(port: int, source: str = "127.0.0.1", timeout: float = 20.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+
+
+def half_sent(port: int, source: str) -> socket.socket:
+    """A connection that sent its headers and 1 byte of a 100-byte body, then nothing."""
+    sock = connect(port, source)
+    head = (
+        b"POST /prediction HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/csv\r\nContent-Length: 100\r\n"
+    )
+    sock.sendall(head + b"\r\nx")
+    return sock
+
+
+def answer(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def health(port: int, source: str) -> bytes:
+    """/health from another address; the socket's timeout is a hang guard (make bench times it)."""
+    with connect(port, source, timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        return answer(sock)
+
+
+def test_one_address_cannot_take_every_slot(crowded):
+    """1,000 half-sent bodies from one address against 600 slots: beyond its cap (40 a worker) each
+    is answered 503 with Retry-After at once, and another address is served meanwhile."""
+    port = crowded
+    held = [half_sent(port, "127.0.0.1") for _ in range(1000)]
+    try:
+        for sock in held:
+            sock.settimeout(0.5)
+        refused = 0
+        for sock in held:
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue  # held: its body is still awaited
+            refused += data.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in data
+        assert refused >= 1000 - WORKERS * PER_ADDRESS
+        for _ in range(5):
+            assert health(port, "127.0.0.2").startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_forty_addresses_holding_bodies_leave_health_answering_and_are_shed(crowded):
+    """40 addresses hold 400 half-sent bodies between them (10 each, under the cap): /health still
+    answers, and each stalled body is 408 within seconds (its rate floor: 100 bytes are due within
+    STALL + 100 / api_body_min_rate seconds), not after the whole body's 30 s."""
+    port = crowded
+    started = time.monotonic()
+    held = [half_sent(port, f"127.0.1.{address}") for address in range(1, 41) for _ in range(10)]
+    try:
+        assert health(port, "127.0.0.2").startswith(b"HTTP/1.1 200")
+        answers = [answer(sock) for sock in held]
+        assert all(data.startswith(b"HTTP/1.1 408") for data in answers), {data[:40] for data in answers}
+        assert time.monotonic() - started < 10 * STALL  # shed within seconds, not held for 30 s
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_body_that_stops_is_shed_by_the_stall_deadline(crowded):
+    """A large declared body that stops after its first bytes: 408 'stopped' after STALL seconds
+    of silence; a body that keeps coming is read whole."""
+    port = crowded
+    with connect(port, "127.0.0.3") as sock:
+        sock.sendall(
+            b"POST /prediction HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/csv\r\n"
+            b"Content-Length: 1000000\r\n\r\n" + b"lastmonth_activity," * 100
+        )
+        data = answer(sock)
+    assert data.startswith(b"HTTP/1.1 408") and b"stopped for 1 s" in data, data[:300]
