@@ -27,14 +27,14 @@ from pathlib import Path
 # gunicorn imports this file before --chdir applies: find the attrition package from here, not the cwd.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attrition.api import deadlines  # noqa: E402
+from attrition.api import workers as hooks  # noqa: E402
 from attrition.core.config import load_config  # noqa: E402
 
 _config = load_config()
 
 bind = f"{_config['api_host']}:{_config['api_port']}"
 workers = _config["api_workers"]
-worker_class = "attrition.api.deadlines.CappedWorker"  # gevent, with a cap on each address
+worker_class = "attrition.api.workers.CappedWorker"  # gevent, with a cap on each address
 worker_connections = _config["api_worker_connections"]  # per worker: each a greenlet, closed after keepalive
 keepalive = 5  # seconds a client has to send each whole request on a connection
 timeout = 30  # a worker that misses its heartbeat this long is restarted (no request runs this long)
@@ -54,9 +54,9 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 control_socket_disable = True
 
 
-deadlines.patch_gunicorn(_config)
-# the server hooks gunicorn reads from this file (attrition/api/deadlines.py)
-pre_request = deadlines.pre_request
-on_starting = deadlines.on_starting
-child_exit = deadlines.child_exit
-on_exit = deadlines.on_exit
+hooks.patch_gunicorn(_config)
+# the server hooks gunicorn reads from this file (attrition/api/workers.py)
+pre_request = hooks.pre_request
+on_starting = hooks.on_starting
+child_exit = hooks.child_exit
+on_exit = hooks.on_exit

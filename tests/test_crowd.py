@@ -10,13 +10,14 @@ import socket
 import time
 
 import pytest
-from conftest import copy_template
+from conftest import client_frame, copy_template
 
 from attrition.api.server import free_port, start_api_server, stop_process
 
 pytestmark = pytest.mark.slow  # a real server: make test, not make test-fast
 
 WORKERS, SLOTS, PER_ADDRESS = 2, 300, 40
+ANSWER_BUDGET = 8_000_000  # bytes of unread answers a worker holds: one answer for 100,000 rows
 STALL = 1.0  # the whole body keeps its production deadline, api_body_seconds (30 s)
 
 
@@ -27,7 +28,9 @@ def crowded(deployed_template, tmp_path_factory):
         api_worker_connections=SLOTS,
         api_connections_per_address=PER_ADDRESS,
         api_body_stall_seconds=STALL,
+        api_max_answer_bytes=ANSWER_BUDGET,
     )
+    client_frame(100_000, seed=3).to_csv(workspace.path("test_data_path") / "big.csv", index=False)
     port = free_port()
     log = workspace.root / "gunicorn.log"
     process = start_api_server("127.0.0.1", port, log, workers=WORKERS, env=workspace.env)
@@ -119,3 +122,33 @@ def test_a_body_that_stops_is_shed_by_the_stall_deadline(crowded):
         )
         data = answer(sock)
     assert data.startswith(b"HTTP/1.1 408") and b"stopped for 1 s" in data, data[:300]
+
+
+def test_answers_nobody_reads_are_bounded_in_bytes(crowded):
+    """Six clients ask for 100,000 rows' predictions, probabilities and reasons (about 7 MB each)
+    and never read: a worker holds at most ANSWER_BUDGET bytes of them, the rest are 503 with
+    Retry-After at once (their memory freed then, not after api_answer_seconds); once the
+    clients are gone the budget is free again."""
+    port = crowded
+    ask = b"GET /prediction?filepath=testdata/big.csv&proba=1&reasons=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    readers = []
+    for number in range(6):
+        sock = connect(port, f"127.0.3.{number + 1}")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(ask)
+        readers.append(sock)
+    try:
+        heads = []
+        for sock in readers:
+            sock.settimeout(15)
+            heads.append(sock.recv(4096))
+        refused = [head for head in heads if head.startswith(b"HTTP/1.1 503")]
+        assert len(refused) >= 6 - WORKERS, [head[:20] for head in heads]
+        assert all(b"Retry-After: 1" in head for head in refused), refused
+    finally:
+        for sock in readers:
+            sock.close()
+    time.sleep(1)  # the closed clients' answers are abandoned at their next write
+    with connect(port, "127.0.3.9") as sock:
+        sock.sendall(ask.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        assert answer(sock).startswith(b"HTTP/1.1 200")

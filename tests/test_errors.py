@@ -19,7 +19,7 @@ def test_flask_the_middleware_and_gunicorn_send_one_body(deployed_workspace, mon
     assert flask_answer.status_code == 404 and flask_answer.mimetype == "application/json"
     assert flask_answer.get_data() == error_body("not_found", json.loads(flask_answer.get_data())["message"])
 
-    from attrition.api import deadlines
+    from attrition.api import deadlines, workers
 
     started = []
     body = b"".join(
@@ -32,8 +32,8 @@ def test_flask_the_middleware_and_gunicorn_send_one_body(deployed_workspace, mon
     spec.loader.exec_module(conf)
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        assert gunicorn.util.write_error is deadlines.json_error  # what gunicorn.conf.py installs
-        deadlines.json_error(ours, 431, "Request Header Fields Too Large", "")
+        assert gunicorn.util.write_error is workers.json_error  # what gunicorn.conf.py installs
+        workers.json_error(ours, 431, "Request Header Fields Too Large", "")
         ours.shutdown(socket.SHUT_WR)
         answer = b"".join(iter(lambda: theirs.recv(65536), b""))
     head, _, sent = answer.partition(b"\r\n\r\n")

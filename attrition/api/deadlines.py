@@ -1,5 +1,6 @@
-"""Bounds on the socket, in one home: the deadline middleware around the app (Deadlines, which wsgi.py
-serves) and gunicorn's hooks (gunicorn.conf.py installs them).
+"""Bounds on the socket, the middleware's side: the deadlines around the app (Deadlines, which
+wsgi.py serves), the budget of answers held for unread clients (AnswerBudget), the refusals made
+before the app.
 
 The middleware: gunicorn bounds a request's headers
 (keepalive, in gunicorn.conf.py) but neither its body nor its answer: a client that sends
@@ -20,27 +21,16 @@ keep-alive connections, two were served in turn while the others waited, p99 300
 against the sync worker's 5-8 ms. With the turn: p99 8-10 ms beside sync's 5-6 ms (wrk -c4,
 /prediction of 100 rows, 2 workers, same run; README: Performance).
 
-gunicorn's hooks (patch_gunicorn, pre_request, on_starting, child_exit, on_exit): errors gunicorn
-answers itself (a malformed request line, 414, 431, a bad chunk) are JSON like the API's own; no
-"100 Continue" for a declared body over api_max_body_bytes and a chunk over it refused at its size
-line; HTTP/1.0 and 1.1 only; the workers' metrics folder (server-<master PID> beneath
-$PROMETHEUS_MULTIPROC_DIR when set, else a temporary one), a worker's live gauges dropped when it
-exits, the folder removed when the server stops.
+gunicorn's side (its own refusals as JSON, the hooks, the capped worker) is workers.py.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
-import os
-import shutil
-import tempfile
 import time
-from collections import Counter
 
-import gunicorn.util
-from gunicorn.http.body import ChunkedReader
-from gunicorn.http.errors import InvalidHTTPVersion
-from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
+from werkzeug.exceptions import RequestTimeout
 
 from attrition.core.errors import error_body
 
@@ -127,11 +117,44 @@ class TimedBody:
         return iter(self.readline, b"")
 
 
+class AnswerBudget:
+    """The bytes of the answers this worker holds until their clients take them, at most `limit`
+    (api_max_answer_bytes): past it an answer is refused (503, Retry-After) and freed at once,
+    instead of pinning memory for api_answer_seconds while its client does not read. When the
+    last held answer is gone after a large peak, the C allocator is asked to return its free
+    memory to the system (malloc_trim), so that the worker's RSS comes back down."""
+
+    TRIM_ABOVE = 32 * 2**20
+
+    def __init__(self, limit: int):
+        self.limit, self.held, self.peak = limit, 0, 0
+
+    def take(self, size: int) -> bool:
+        if self.held and self.held + size > self.limit:
+            return False
+        self.held += size
+        self.peak = max(self.peak, self.held)
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+        if not self.held and self.peak > self.TRIM_ABOVE:
+            self.peak = 0
+            trim_memory()
+
+
+def trim_memory() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to ask
+        pass
+
+
 class TimedAnswer:
     """The app's answer, abandoned when gunicorn has not written it within the deadline."""
 
-    def __init__(self, answer, seconds: float):
-        self.answer, self.seconds, self.timer = answer, seconds, None
+    def __init__(self, answer, seconds: float, on_close=lambda: None):
+        self.answer, self.seconds, self.timer, self.on_close = answer, seconds, None, on_close
 
     def __iter__(self):
         if cooperative():
@@ -147,6 +170,8 @@ class TimedAnswer:
             if hasattr(self.answer, "close"):
                 self.answer.close()
         finally:
+            self.answer = None  # the answer's bytes go now, whoever holds this iterator
+            self.on_close()
             if self.timer is not None:
                 self.timer.close()
                 gevent.idle()
@@ -162,6 +187,7 @@ class Deadlines:
         self.body_seconds = config["api_body_seconds"]
         self.stall, self.rate = config["api_body_stall_seconds"], config["api_body_min_rate"]
         self.answer_seconds = config["api_answer_seconds"]
+        self.budget = AnswerBudget(config["api_max_answer_bytes"])
 
     def __call__(self, environ, start_response):
         # gunicorn's start_response is its Response's method: force_close() makes the answer
@@ -187,12 +213,39 @@ class Deadlines:
         if chunked or declared:
             body = TimedBody(environ["wsgi.input"], sock, self.body_seconds, declared, self.stall, self.rate)
             environ["wsgi.input"] = body
-        answer = self.app(environ, start_response)
+        started = []
+
+        def deferred(status, headers, exc_info=None):  # the answer starts once it fits the budget
+            if exc_info is not None:
+                return start_response(status, headers, exc_info)
+            started.append((status, headers))
+            return None
+
+        answer = self.app(environ, deferred)
         if body is not None and not body.ended:
             force_close()  # what is left of the body is not read: the connection ends here
         if sock is not None:  # the answer's deadline: TimedAnswer's timer under gevent
             sock.settimeout(None if cooperative() else self.answer_seconds)
-        return TimedAnswer(answer, self.answer_seconds)
+        if not started:
+            return TimedAnswer(answer, self.answer_seconds)
+        status, headers = started[0]
+        size = next((int(value) for name, value in headers if name.lower() == "content-length"), 0)
+        if not self.budget.take(size):
+            if hasattr(answer, "close"):
+                answer.close()
+            del answer
+            self.count_refusal(503, "api_max_answer_bytes", environ.get("REQUEST_METHOD", ""))
+            held = self.budget.held / 2**20
+            return refuse(
+                start_response,
+                "503 Service Unavailable",
+                "unavailable",
+                f"this worker holds {held:.0f} MiB of answers its clients have not taken "
+                f"(api_max_answer_bytes); retry shortly",
+                [("Retry-After", "1")],
+            )
+        start_response(status, headers)
+        return TimedAnswer(answer, self.answer_seconds, lambda: self.budget.give_back(size))
 
 
 def absolute_form_host(environ) -> None:
@@ -205,147 +258,12 @@ def absolute_form_host(environ) -> None:
         environ["HTTP_HOST"] = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
 
 
-def refuse(start_response, status: str, code: str, message: str):
+def refuse(start_response, status: str, code: str, message: str, extra=()):
     body = error_body(code, message)
     headers = [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),
         ("Connection", "close"),
     ]
-    start_response(status, headers + REFUSAL_HEADERS)
+    start_response(status, headers + REFUSAL_HEADERS + list(extra))
     return [body]
-
-
-def json_error(sock, status_int, reason, mesg, extra=()):
-    """gunicorn.util.write_error's answer as the API's JSON error instead of an HTML page."""
-    body = error_body(reason.lower().replace(" ", "_"), mesg or reason)
-    headers = "".join(f"{name}: {value}\r\n" for name, value in [*REFUSAL_HEADERS, *extra])
-    head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n{headers}\r\n"
-    ).encode("latin-1")
-    gunicorn.util.write_nonblock(sock, head + body)
-
-
-HTTP_VERSIONS = ((1, 0), (1, 1))
-_limits = {"max_body": 0, "per_address": 0, "exempt": ()}  # patch_gunicorn sets them from config.json
-
-
-def pre_request(worker, req):
-    """Before gunicorn answers anything for a request: HTTP/1.0 and 1.1 only (400 for "HTTP/1.2");
-    no "100 Continue" for a declared body over api_max_body_bytes (Deadlines answers 413
-    and closes, and the client never sends it)."""
-    if req.version not in HTTP_VERSIONS:
-        raise InvalidHTTPVersion(f"{req.version[0]}.{req.version[1]}")
-    length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
-    if length.isdigit() and int(length) > _limits["max_body"]:
-        req._expected_100_continue = False
-
-
-_parse_chunk_size = ChunkedReader.parse_chunk_size
-
-
-def parse_chunk_size(self, unreader, data=None):
-    """gunicorn's chunk-size parser, refusing a chunk over api_max_body_bytes as soon as its size
-    line is read (413, Deadlines closes the connection), instead of waiting for its bytes."""
-    size, rest = _parse_chunk_size(self, unreader, data)
-    if size > _limits["max_body"]:
-        most = _limits["max_body"]
-        raise RequestEntityTooLarge(f"a chunk of {size:,} bytes; at most {most:,} (api_max_body_bytes)")
-    return size, rest
-
-
-def patch_gunicorn(config) -> None:
-    """gunicorn's own error answers as JSON, its chunk parser bounded by api_max_body_bytes, and
-    CappedWorker's cap on each address (read by the workers at call time)."""
-    _limits["max_body"] = config["api_max_body_bytes"]
-    _limits["per_address"] = config["api_connections_per_address"]
-    _limits["exempt"] = tuple(config["api_trusted_proxies"])  # a proxy carries everyone's connections
-    gunicorn.util.write_error = json_error
-    ChunkedReader.parse_chunk_size = parse_chunk_size
-
-
-_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_own_metrics_folder = []  # the temporary folder this server made, removed when it stops
-
-
-def on_starting(server):
-    """Before the workers start: their metrics folder, empty (metrics.py reads it at import).
-
-    With $PROMETHEUS_MULTIPROC_DIR set, this server counts in a folder of its own beneath it
-    (server-<master PID>): a second server started with the same setting (another `make serve`,
-    the pipeline's temporary API) never empties a running server's files; folders of servers
-    that are gone are removed."""
-    base = os.environ.get(_METRICS_ENV)
-    if base:
-        os.makedirs(base, exist_ok=True)
-        for name in os.listdir(base):
-            pid = name.removeprefix("server-")
-            if name.startswith("server-") and pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-        folder = os.path.join(base, f"server-{os.getpid()}")
-        shutil.rmtree(folder, ignore_errors=True)  # a dead server's, whose PID this one reuses
-        os.makedirs(folder)
-    else:
-        folder = tempfile.mkdtemp(prefix="risk-metrics-")
-    _own_metrics_folder.append(folder)
-    os.environ[_METRICS_ENV] = folder
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def child_exit(server, worker):
-    """A worker exited: its live gauges (the model it served) leave the exposition."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    for folder in _own_metrics_folder:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-try:
-    from gunicorn.workers.ggevent import GeventWorker
-except ImportError:  # gevent missing: gunicorn.conf.py names this worker only with gevent
-    GeventWorker = object
-
-
-class CappedWorker(GeventWorker):
-    """gunicorn's gevent worker, with a cap on the connections one client address holds open at
-    once (api_connections_per_address per worker): one address's crowd of half-sent bodies or idle
-    connections cannot take every slot (api_worker_connections) from everyone else. Beyond the cap
-    a connection is answered 503 with Retry-After and closed at once; the trusted proxies, which
-    carry everyone's connections, are not capped."""
-
-    def init_process(self):
-        self.open_by_address = Counter()
-        super().init_process()
-
-    def handle(self, listener, client, addr):
-        host = addr[0] if isinstance(addr, tuple) and addr else ""
-        cap = _limits["per_address"]
-        if cap and host not in _limits["exempt"] and self.open_by_address[host] >= cap:
-            message = f"{cap} connections from {host} are open on this worker; close one, then retry"
-            try:
-                json_error(client, 503, "Service Unavailable", message, [("Retry-After", "1")])
-            except OSError:
-                pass
-            client.close()
-            return
-        self.open_by_address[host] += 1
-        try:
-            super().handle(listener, client, addr)
-        finally:
-            self.open_by_address[host] -= 1
-            if not self.open_by_address[host]:
-                del self.open_by_address[host]

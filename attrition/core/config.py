@@ -44,6 +44,7 @@ OPTIONAL_DEFAULTS = {
     "api_body_min_rate": 10_000,  # bytes/s: a declared body must arrive within stall + length/rate
     "api_connections_per_address": 64,  # open connections of one client address per worker (0: no cap)
     "api_worker_connections": 4000,  # connections each worker holds at once (gunicorn's worker_connections)
+    "api_max_answer_bytes": 268_435_456,  # 256 MiB of answers a worker holds for unread clients (503 beyond)
     "api_allowed_hosts": [],  # Host names served besides localhost, 127.0.0.1 and api_host
     "api_trusted_proxies": [],  # proxy addresses whose X-Forwarded-* and SCRIPT_NAME are believed
     "notify_urls": [],  # apprise URLs told of every run that matters (fullprocess.py)
@@ -82,6 +83,7 @@ VALUE_RULES = {  # key: (check, what the value must be)
             "api_body_stall_seconds",
             "api_body_min_rate",
             "api_worker_connections",
+            "api_max_answer_bytes",
             "dependency_timeout_seconds",
             "notify_timeout_seconds",
         )
