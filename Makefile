@@ -114,10 +114,13 @@ fullprocess: $(RUNTIME) ## fullprocess.py once (what cron runs)
 	$(PY) fullprocess.py
 
 bench: $(RUNTIME) ## benchmarks: every step, the API, the dashboard, the whole run at 1M and 10M rows beside measured floors (about 50 minutes; wrk installed if missing)
+	mkdir -p benchmarks/results
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/bench_dashboard.py --json benchmarks/results/dashboard.json
 	$(PY) benchmarks/bench_ingestion.py --json benchmarks/results/ingestion.json
 	$(PY) benchmarks/bench_run.py --json benchmarks/results/run.json
+	$(PY) benchmarks/bench_api.py --connections 64 --json benchmarks/results/api-c64.json
+	$(PY) benchmarks/bench_crowd.py --json benchmarks/results/crowd.json
 
 bench-growth: $(RUNTIME) ## benchmarks: cost per row at 10k, 100k, 1M, 3M rows
 	$(PY) benchmarks/bench.py --growth

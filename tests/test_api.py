@@ -470,3 +470,17 @@ def test_two_files_under_one_multipart_field_are_refused(client, deployed_worksp
     test = (deployed_workspace.path("test_data_path") / "testdata.csv").read_bytes()
     data = {"file": [(io.BytesIO(test), "a.csv"), (io.BytesIO(test), "b.csv")]}
     assert_error(client.post("/prediction", data=data, content_type="multipart/form-data"), 400, "2 files")
+
+
+def test_a_remembered_location_whose_link_moves_out_is_refused(client, deployed_workspace, tmp_path):
+    """A location is resolved once and remembered by its file (device, inode): moved to lead out
+    of the data folders, it is resolved and refused afresh, never served from the memory."""
+    link = deployed_workspace.path("test_data_path") / "link.csv"
+    link.symlink_to(deployed_workspace.path("test_data_path") / "testdata.csv")
+    assert client.get("/prediction?filepath=testdata/link.csv").status_code == 200
+    assert client.get("/prediction?filepath=testdata/link.csv").status_code == 200  # remembered
+    outside = tmp_path / "outside.csv"
+    outside.write_bytes((deployed_workspace.path("test_data_path") / "testdata.csv").read_bytes())
+    link.unlink()
+    link.symlink_to(outside)
+    assert_error(client.get("/prediction?filepath=testdata/link.csv"), 403, "outside the data folders")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -64,6 +65,9 @@ def data_roots(config: Config) -> list[Path]:
     ]
 
 
+MAX_RESOLVED = 256  # locations remembered per app (app.extensions["risk_resolved"])
+
+
 def resolve_data_file(config: Config, raw, key: str = "filepath") -> Path:
     """A requested data file (given as key): inside the data folders (links followed), a CSV,
     existing, within the limits."""
@@ -78,26 +82,47 @@ def resolve_data_file(config: Config, raw, key: str = "filepath") -> Path:
     except UnicodeEncodeError:
         raise InputError(f"{key} is not valid text (a lone surrogate)", reason="bad_path") from None
     path = Path(raw.strip())
+    joined = path if path.is_absolute() else config.path.parent / path
+    # each location once resolved and checked: (the file, its device and inode). Named again, it
+    # costs one stat instead of resolving every link of its path; a location that now leads to
+    # another file (a link moved) is resolved and checked afresh.
+    resolved_before = current_app.extensions.setdefault("risk_resolved", {})
+    known = resolved_before.get(joined)
+    if known is not None:
+        try:
+            seen = os.stat(joined)
+        except OSError:
+            seen = None
+        if seen is not None and (seen.st_dev, seen.st_ino) == known[1]:  # the same file: checked before
+            check_size(config, raw, seen.st_size)
+            return known[0]
     try:
-        resolved = (path if path.is_absolute() else config.path.parent / path).resolve()
+        resolved = joined.resolve()
         if not any(resolved.is_relative_to(root) for root in current_app.extensions["risk_data_roots"]):
             raise Forbidden(f"{raw}: outside the data folders (input, ingested, test, models)")
         if resolved.suffix.lower() != ".csv":
             raise Forbidden(f"{raw}: only CSV data files can be read")
         if not resolved.is_file():
             raise NotFound(f"{raw}: no such data file")
-        size = resolved.stat().st_size
+        seen = resolved.stat()
     except OSError as error:  # a component too long, a loop of links
         raise InputError(
             f"{raw[:80]}: not a usable path ({error.strerror or error})", reason="bad_path"
         ) from None
+    check_size(config, raw, seen.st_size)
+    if len(resolved_before) >= MAX_RESOLVED:
+        resolved_before.clear()
+    resolved_before[joined] = (resolved, (seen.st_dev, seen.st_ino))
+    return resolved
+
+
+def check_size(config: Config, raw: str, size: int) -> None:
     if size > config["api_max_body_bytes"]:
         raise InputError(
             f"{raw}: {size:,} bytes, more than a request may hold (api_max_body_bytes "
             f"{config['api_max_body_bytes']:,}); score large files with scoring.py",
             reason="api_max_body_bytes",
         )
-    return resolved
 
 
 def read_body(limit: int) -> bytes:
@@ -106,6 +131,8 @@ def read_body(limit: int) -> bytes:
     Never parses a truncated body: a chunked body the client cut short, or with a malformed
     chunk, is 400.
     """
+    if not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return b""  # no body declared: nothing to wait for
     if request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge(
             f"the body is {request.content_length:,} bytes; at most {limit:,} (api_max_body_bytes)"

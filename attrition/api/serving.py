@@ -99,7 +99,7 @@ def own_files(*paths: Path) -> None:
     """Mark data files as the server's own (testdata.csv, finaldata.csv): cached apart from request
     files, which can then never evict them (app.create_app; server_data marks what it reads)."""
     with _lock:
-        _own_paths.update(path.resolve() for path in paths)
+        _own_paths.update(path for each in paths for path in (each, each.resolve()))
 
 
 def _cached(kind: str, path: Path, load):
@@ -107,7 +107,7 @@ def _cached(kind: str, path: Path, load):
     files in one cache, request files in another that holds at most MAX_CACHED_FILES files."""
     stamp = file_stamp(path)
     key = (kind, path)
-    own = path.resolve() in _own_paths
+    own = path in _own_paths  # as given and resolved (own_files): no link resolved per request
     cache = _own_files if own else _request_files
     with _lock:
         cached = cache.get(key)

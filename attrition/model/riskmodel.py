@@ -94,11 +94,9 @@ def load_model(path: Path):
     return unpickle_model(blob, path, InputError), sha256_bytes(blob)
 
 
-@dataclass(frozen=True)
-class DeployedModel:
-    """The live model, verified against its manifest."""
+class OfManifest:
+    """The version and the model's sha256 of a model loaded under a manifest."""
 
-    model: object
     manifest: dict
 
     @property
@@ -108,6 +106,14 @@ class DeployedModel:
     @property
     def sha256(self) -> str:
         return self.manifest["files"][MODEL]["sha256"]
+
+
+@dataclass(frozen=True)
+class DeployedModel(OfManifest):
+    """The live model, verified against its manifest."""
+
+    model: object
+    manifest: dict
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """0/1 predictions for a frame of the FEATURES columns (clientdata.feature_frame)."""
@@ -345,19 +351,11 @@ def load_linear(prod_folder: Path, manifest: dict | None = None) -> tuple[Linear
 
 
 @dataclass(frozen=True)
-class LiveModel:
+class LiveModel(OfManifest):
     """The live version's model as plain numbers (load_live), and the manifest it was read under."""
 
     scorer: LinearScorer
     manifest: dict
-
-    @property
-    def version(self) -> int | None:
-        return self.manifest.get("version")
-
-    @property
-    def sha256(self) -> str:
-        return self.manifest["files"][MODEL]["sha256"]
 
     def predict(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(0/1 predictions, exit probabilities) for a float matrix with the FEATURES columns."""
