@@ -152,3 +152,39 @@ def test_answers_nobody_reads_are_bounded_in_bytes(crowded):
     with connect(port, "127.0.3.9") as sock:
         sock.sendall(ask.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
         assert answer(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_one_throttle_for_every_worker_of_a_real_server(deployed_template, tmp_path):
+    """Wrong Bearer tokens on separate connections (spread over both workers by the kernel) and a
+    wrong sign-in count together: the sixth credential from that address, the right one, is 429
+    on whichever worker takes it; another address is served."""
+    workspace = copy_template(deployed_template, tmp_path / "ws")
+    port = free_port()
+    env = {**workspace.env, "RISK_API_TOKEN": "s3cret"}
+    process = start_api_server("127.0.0.1", port, tmp_path / "gunicorn.log", workers=WORKERS, env=env)
+    try:
+
+        def ask(token: str, source: str = "127.0.4.1") -> bytes:
+            with connect(port, source, timeout=10) as sock:
+                sock.sendall(
+                    f"GET /scoring HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                return answer(sock)
+
+        statuses = [ask(f"guess{number}")[9:12] for number in range(4)]
+        with connect(port, "127.0.4.1", timeout=10) as sock:
+            form = b"token=guess5"
+            sock.sendall(
+                b"POST /login HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n"
+                + f"Content-Length: {len(form)}\r\n\r\n".encode()
+                + form
+            )
+            statuses.append(answer(sock)[9:12])
+        assert statuses == [b"401"] * 5
+        for _ in range(4):  # both workers refuse, whichever takes the connection
+            assert ask("s3cret")[9:12] == b"429"
+        assert ask("s3cret", source="127.0.4.2")[9:12] == b"200"
+    finally:
+        stop_process(process)
