@@ -10,6 +10,7 @@ import socket
 import time
 
 import pytest
+import requests
 from conftest import client_frame, copy_template
 
 from attrition.api.server import free_port, start_api_server, stop_process
@@ -186,5 +187,38 @@ def test_one_throttle_for_every_worker_of_a_real_server(deployed_template, tmp_p
         for _ in range(4):  # both workers refuse, whichever takes the connection
             assert ask("s3cret")[9:12] == b"429"
         assert ask("s3cret", source="127.0.4.2")[9:12] == b"200"
+    finally:
+        stop_process(process)
+
+
+def test_sessions_end_and_named_files_are_honoured_on_a_real_server(deployed_template, tmp_path):
+    """Against gunicorn's two workers: a copy of the session cookie taken before the sign-out is
+    nobody on any connection afterwards; a cross-site sign-out is 403; a GET with a JSON body
+    naming a data file (as a course client sends it) answers for that file and names it."""
+    workspace = copy_template(deployed_template, tmp_path / "ws")
+    port = free_port()
+    env = {**workspace.env, "RISK_API_TOKEN": "s3cret"}
+    process = start_api_server("127.0.0.1", port, tmp_path / "gunicorn.log", workers=WORKERS, env=env)
+    base, site = f"http://127.0.0.1:{port}", {"Origin": f"http://127.0.0.1:{port}"}
+    try:
+        with requests.Session() as browser:
+            signed = browser.post(
+                f"{base}/login", data={"token": "s3cret"}, headers=site, allow_redirects=False
+            )
+            assert signed.status_code == 303
+            copy = browser.cookies.get("risk_session")
+            evil = browser.post(
+                f"{base}/logout", headers={"Origin": "http://evil.example"}, allow_redirects=False
+            )
+            assert evil.status_code == 403 and browser.get(f"{base}/scoring").status_code == 200
+            assert browser.post(f"{base}/logout", headers=site, allow_redirects=False).status_code == 303
+        for _ in range(4):  # new connections: both workers
+            assert requests.get(f"{base}/scoring", cookies={"risk_session": copy}).status_code == 401
+        bearer = {"Authorization": "Bearer s3cret"}
+        course_client = {"filepath": "ingesteddata/finaldata.csv"}
+        named = requests.get(f"{base}/prediction", json=course_client, headers=bearer)
+        assert named.status_code == 200 and named.json()["data"] == "ingesteddata/finaldata.csv"
+        rows = len((workspace.path("output_folder_path") / "finaldata.csv").read_text().splitlines()) - 1
+        assert len(named.json()["predictions"]) == rows
     finally:
         stop_process(process)
