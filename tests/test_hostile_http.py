@@ -6,6 +6,7 @@ real gunicorn."""
 import hashlib
 import io
 import json
+import shutil
 import threading
 import time
 
@@ -416,3 +417,19 @@ def test_a_sign_in_form_is_small_before_it_is_parsed(deployed_workspace):
         client.post("/login", data=many, content_type=FORM, headers=SAME_SITE), 400, "at most 8 fields"
     )
     assert client.post("/login", data={"token": "s3cret"}, headers=SAME_SITE).status_code == 303
+
+
+def test_an_unwritable_cache_folder_leaves_sign_in_working(deployed_workspace, caplog):
+    """The shared throttle's file cannot be made (the cache folder is a file): the API still signs
+    in and throttles, each worker on its own, and says so once."""
+    cache = deployed_workspace.config_path.parent / ".cache"
+    if cache.is_dir():
+        shutil.rmtree(cache)
+    cache.write_text("not a folder")
+    client = client_for(deployed_workspace, API_TOKEN="s3cret")
+    assert client.post("/login", data={"token": "s3cret"}, headers=SAME_SITE).status_code == 303
+    statuses = [
+        client.get("/scoring", headers={"Authorization": f"Bearer guess{i}"}).status_code for i in range(6)
+    ]
+    assert statuses == [401] * 5 + [429]
+    assert "each worker keeps its own" in caplog.text

@@ -14,6 +14,7 @@ crowd: at most MAX_ADDRESSES addresses are remembered (the oldest failure forgot
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from pathlib import Path
 MAX_FAILURES = 5  # failed credentials per client address and window, for the whole server
 FAILURE_WINDOW = 60.0  # seconds
 MAX_ADDRESSES = 10_000
+log = logging.getLogger("app")
 SCHEMA = (
     "PRAGMA journal_mode = WAL",
     "CREATE TABLE IF NOT EXISTS failures (address TEXT NOT NULL, at REAL NOT NULL)",
@@ -43,14 +45,26 @@ class Guard:
 
     def _db(self) -> sqlite3.Connection:
         if self.connection is None or self.pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
-            )
-            for statement in SCHEMA:
-                connection.execute(statement)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                connection = self._open(self.path)
+            except (OSError, sqlite3.Error) as error:
+                # an unwritable cache folder must not stop the API: each worker counts alone
+                log.error(
+                    "%s: cannot keep sign-in failures and sessions there (%s): each worker keeps its own",
+                    self.path,
+                    error,
+                )
+                connection = self._open(":memory:")
             self.connection, self.pid = connection, os.getpid()
         return self.connection
+
+    @staticmethod
+    def _open(path) -> sqlite3.Connection:
+        connection = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        for statement in SCHEMA:
+            connection.execute(statement)
+        return connection
 
     def throttled(self, address: str) -> float:
         now = time.time()
