@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import shutil
+import sqlite3
 import threading
 import time
 
@@ -15,6 +16,7 @@ import pytest
 from conftest import ROW, SAME_SITE, assert_error, client_for, strict_json
 
 import diagnostics
+from attrition.api import guard
 from attrition.core.config import load_config
 from attrition.core.names import FEATURES
 from attrition.monitoring import dependencies
@@ -433,3 +435,21 @@ def test_an_unwritable_cache_folder_leaves_sign_in_working(deployed_workspace, c
     ]
     assert statuses == [401] * 5 + [429]
     assert "each worker keeps its own" in caplog.text
+
+
+def test_a_store_that_cannot_be_written_is_said_not_a_500(deployed_workspace, monkeypatch):
+    """The shared store locked by another process past SQLite's wait (5 s; 0.2 s here; a full disk
+    fails alike): a wrong token is still 401, and a sign-out that cannot be recorded is 503 saying
+    the session goes on, never a 500."""
+    monkeypatch.setattr(guard.Guard, "TIMEOUT", 0.2)
+    client = client_for(deployed_workspace, API_TOKEN="s3cret")
+    assert client.post("/login", data={"token": "s3cret"}, headers=SAME_SITE).status_code == 303
+    store = deployed_workspace.config_path.parent / ".cache" / "auth.sqlite"
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert client.get("/scoring", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert_error(client.post("/logout", headers=SAME_SITE), 503, "still signed in")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

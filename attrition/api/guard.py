@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from attrition.core.errors import Unavailable
+
 MAX_FAILURES = 5  # failed credentials per client address and window, for the whole server
 FAILURE_WINDOW = 60.0  # seconds
 MAX_ADDRESSES = 10_000
@@ -36,6 +38,8 @@ SCHEMA = (
 class Guard:
     """One connection per worker process, opened on first use (after the fork), used under a lock:
     each statement is one indexed lookup or insert, so a gevent worker waits microseconds."""
+
+    TIMEOUT = 5.0  # seconds a statement waits for another process's write
 
     def __init__(self, path: Path):
         self.path = path
@@ -59,29 +63,40 @@ class Guard:
             self.connection, self.pid = connection, os.getpid()
         return self.connection
 
-    @staticmethod
-    def _open(path) -> sqlite3.Connection:
-        connection = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    def _open(self, path) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            path, timeout=self.TIMEOUT, isolation_level=None, check_same_thread=False
+        )
         for statement in SCHEMA:
             connection.execute(statement)
         return connection
 
     def throttled(self, address: str) -> float:
         now = time.time()
-        with self.lock:
-            count, oldest = (
-                self._db()
-                .execute(
-                    "SELECT count(*), min(at) FROM failures WHERE address = ? AND at > ?",
-                    (address, now - FAILURE_WINDOW),
+        try:
+            with self.lock:
+                count, oldest = (
+                    self._db()
+                    .execute(
+                        "SELECT count(*), min(at) FROM failures WHERE address = ? AND at > ?",
+                        (address, now - FAILURE_WINDOW),
+                    )
+                    .fetchone()
                 )
-                .fetchone()
-            )
+        except sqlite3.Error as error:  # locked past its timeout, damaged: the request goes on
+            log.error("%s: the throttle could not be read (%s)", self.path, error)
+            return 0.0
         if count < MAX_FAILURES:
             return 0.0
         return max(0.0, FAILURE_WINDOW - (now - oldest))
 
     def record_failure(self, address: str) -> None:
+        try:
+            self._record_failure(address)
+        except sqlite3.Error as error:  # a full disk: the failure is still refused (401)
+            log.error("%s: a failed credential could not be counted (%s)", self.path, error)
+
+    def _record_failure(self, address: str) -> None:
         now = time.time()
         with self.lock:
             db = self._db()
@@ -96,12 +111,23 @@ class Guard:
                 )
 
     def revoke(self, session: str, until: float) -> None:
-        with self.lock:
-            db = self._db()
-            db.execute("INSERT OR REPLACE INTO revoked VALUES (?, ?)", (session, until))
-            db.execute("DELETE FROM revoked WHERE until <= ?", (time.time(),))
+        """Unavailable (503) when it cannot be recorded: the sign-out did not happen, and says so."""
+        try:
+            with self.lock:
+                db = self._db()
+                db.execute("INSERT OR REPLACE INTO revoked VALUES (?, ?)", (session, until))
+                db.execute("DELETE FROM revoked WHERE until <= ?", (time.time(),))
+        except sqlite3.Error as error:
+            raise Unavailable(
+                f"the sign-out could not be recorded ({error}); you are still signed in"
+            ) from None
 
     def revoked(self, session: str) -> bool:
-        with self.lock:
-            row = self._db().execute("SELECT 1 FROM revoked WHERE session = ?", (session,)).fetchone()
+        """A session whose state cannot be read counts as ended: sign in again."""
+        try:
+            with self.lock:
+                row = self._db().execute("SELECT 1 FROM revoked WHERE session = ?", (session,)).fetchone()
+        except sqlite3.Error as error:
+            log.error("%s: sessions could not be read (%s)", self.path, error)
+            return True
         return row is not None
