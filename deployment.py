@@ -31,6 +31,8 @@ Start-up
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from attrition.core.config import Config, load_config
 from attrition.core.logs import command_line, run_main, setup_logging
@@ -46,9 +48,6 @@ def refresh_reports(config: Config, version: int) -> None:
     run refreshes them. Without a call list yet (deployed by hand, never reported) there is
     nothing to refresh: fullprocess.py's rule too (refresh_stale_reports); reporting.py writes
     the first."""
-    import subprocess
-    import sys
-
     if read_stamp(config.model_folder / RISK_RANKING_BASIS) is None:
         log.info(
             "version %d is live; there is no call list or report to refresh yet (reporting.py writes them)",
