@@ -6,7 +6,7 @@ Endpoints (JSON; the contract, with every parameter and error, is GET /openapi.j
     GET  /health        200 when the served model scores a probe row: its version and sha256;
                         503 when no deployed model can be used
     GET|POST /prediction   predictions of the deployed model for a data file (?filepath=, or
-                        any name of apirequest.FILE_KEYS, as query, form or JSON field; none:
+                        any name of inputs.FILE_KEYS, as query, form or JSON field; none:
                         the configured test data), for rows (JSON {"records": [...]},
                         MLflow's dataframe_records / dataframe_split, a text/csv body) or an
                         uploaded CSV (multipart); ?proba=1 adds risks, ?reasons=1 each row's

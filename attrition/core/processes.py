@@ -25,7 +25,7 @@ from pathlib import Path
 
 from attrition.core.files import clear_odd_entry
 
-TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")  # common.atomic_path's names: .NAME.PID.HEX.tmp
+TEMP_FILE = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")  # files.atomic_path's names: .NAME.PID.HEX.tmp
 TIMING_FOLDER = re.compile(r"timing-(\d+)-.+")  # diagnostics' temporary workspaces, in .cache/
 
 

@@ -320,7 +320,7 @@ def load_linear(prod_folder: Path, manifest: dict | None = None) -> tuple[Linear
     """(the live model as a LinearScorer, the manifest): trainedmodel.json of the live version,
     its bytes checked against the manifest, tied to the deployed pickle by its sha256, its
     numbers checked and tried on probe rows. Nothing is unpickled: the API's one loader.
-    manifest: a snapshot the caller read once (production.live): that version's model, even if
+    manifest: a snapshot the caller read once (versions.live): that version's model, even if
     another version went live since (a batch step works from one version throughout)."""
     manifest = manifest if manifest is not None else read_manifest(prod_folder)
     folder = live_folder(prod_folder, manifest)

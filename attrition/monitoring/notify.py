@@ -127,7 +127,7 @@ def send(config: Config, title: str, body: str, type_: str) -> str | None:
 
 
 def ping(url: str, timeout: float) -> str | None:
-    import urllib.request  # only when there is a heartbeat to send (see apiserver.api_health)
+    import urllib.request  # only when there is a heartbeat to send (see attrition/api/server.api_health)
 
     with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (the operator's URL)
         answer.read(1024)
