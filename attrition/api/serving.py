@@ -98,8 +98,11 @@ def current_model(prod_folder: Path) -> ServedModel | None:
 def own_files(*paths: Path) -> None:
     """Mark data files as the server's own (testdata.csv, finaldata.csv): cached apart from request
     files, which can then never evict them (app.create_app; server_data marks what it reads)."""
-    with _lock:
-        _own_paths.update(path for each in paths for path in (each, each.resolve()))
+    new = [path for path in paths if path not in _own_paths]  # server_data calls it per request
+    if new:
+        resolved = [path.resolve() for path in new]
+        with _lock:
+            _own_paths.update(new, resolved)
 
 
 def _cached(kind: str, path: Path, load):

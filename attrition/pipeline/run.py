@@ -93,8 +93,8 @@ def execute(run: Run, args) -> str:
         run.reason(f"would ingest, then check drift ({config['drift_test']} test){then}")
         return "dry run"
     ingest(run)
-    drift, deployed_score = check_drift(run)
-    if not drift["drift"]:
+    decision, deployed_score = check_drift(run)
+    if not decision["drift"]:
         if not args.force:
             keep_the_deployed_model(run)
             return "no drift: kept the deployed model"
@@ -105,7 +105,7 @@ def execute(run: Run, args) -> str:
         write_decision(run, "The promotion gate refused the retrained model: the deployed model stays")
         keep_the_deployed_model(run)
         return "gate refused: kept the deployed model"
-    deploy(run, second=True, summary=decisions.why_redeployed(drift["drift"], gate["passed"], args.force))
+    deploy(run, second=True, summary=decisions.why_redeployed(decision["drift"], gate["passed"], args.force))
     return "redeployed"
 
 
@@ -136,9 +136,8 @@ def bootstrap(run: Run, dry_run: bool) -> str:
 def check_drift(run: Run) -> tuple[dict, float]:
     """The deployed model's F1 on the new finaldata.csv (scoring.py --deployed) against its recorded
     score, by the configured test (decisions.drift); returns (the decision, the deployed score)."""
-    from attrition.monitoring import (
-        drift,  # the new-data path only: the nothing-new path imports no data library
-    )
+    # the new-data path only: the nothing-new path imports no data library
+    from attrition.monitoring import drift
 
     config = run.config
     state = versions.live(config)
