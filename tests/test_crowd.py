@@ -6,8 +6,10 @@ routes all of 127.0.0.0/8 to lo), so one address's crowd and everyone else can b
 `make bench` measures the same cases at full scale (docs/api.md: Limits).
 """
 
+import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -222,3 +224,80 @@ def test_sessions_end_and_named_files_are_honoured_on_a_real_server(deployed_tem
         assert len(named.json()["predictions"]) == rows
     finally:
         stop_process(process)
+
+
+def held_by_worker(master_pid: int, port: int) -> list[int]:
+    """How many established connections to the port each worker of the server holds (from /proc:
+    the workers' socket inodes, matched in the kernel's TCP table), most first."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                established.add(fields[9])
+    counts = []
+    for pid in children:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue  # closed meanwhile
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        counts.append(len(inodes & established))
+    return sorted(counts, reverse=True)
+
+
+def test_kept_connections_are_shared_evenly_by_the_workers(deployed_template, tmp_path):
+    """40 clients that keep their connections (as a browser, a client's pool or wrk do), one after
+    another, then 40 at once, each asking for predictions as soon as it is connected: the two
+    workers hold half of them each, give or take 2. The first worker awake used to take a
+    connection for good: 64 split 53/11 and 4 split 4/0 or 3/1 under wrk, one worker serving
+    most clients while the other had nothing to do."""
+    workspace = copy_template(deployed_template, tmp_path / "ws")
+    port = free_port()
+    server = start_api_server("127.0.0.1", port, tmp_path / "gunicorn.log", workers=2, env=workspace.env)
+    ask = b"GET /prediction?filepath=testdata/testdata.csv HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    clients = []
+    try:
+        wait_for_every_worker(server.pid, port, workers=2)
+        for _ in range(40):
+            clients.append(connect(port))
+            clients[-1].sendall(ask)
+            assert clients[-1].recv(65536).startswith(b"HTTP/1.1 200")
+        sequential = held_by_worker(server.pid, port)
+        burst = [connect(port) for _ in range(40)]
+        for sock in burst:
+            sock.sendall(ask)
+        for sock in burst:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        clients += burst
+        both = held_by_worker(server.pid, port)
+        assert max(sequential[0] - sequential[-1], both[0] - both[-1]) <= 2, (sequential, both)
+    finally:
+        for sock in clients:
+            sock.close()
+        stop_process(server)
+
+
+def wait_for_every_worker(master_pid: int, port: int, workers: int, seconds: float = 60) -> None:
+    """Until every worker holds a connection (a worker still loading the app takes none): kept-alive
+    connections are opened one by one, then closed."""
+    held, deadline = [], time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            sock = connect(port)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            sock.recv(4096)
+            held.append(sock)
+            counts = held_by_worker(master_pid, port)
+            if len(counts) == workers and all(counts):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"not every worker took a connection in {seconds} s: {counts}")
+    finally:
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)  # their workers see them closed

@@ -14,12 +14,14 @@ the answer's memory) for ever. Here
 Under gevent (make serve) the deadlines are gevent timeouts, which the worker's other
 connections are served during; under another server, socket timeouts.
 
-And each answer ends with a turn for the worker's other connections (gevent.idle: the event
-loop polls every socket first). A keep-alive client whose next request has already arrived
-finds it readable at once, so its greenlet would never wait and never yield: under 4 busy
-keep-alive connections, two were served in turn while the others waited, p99 300-500 ms
-against the sync worker's 5-8 ms. With the turn: p99 8-10 ms beside sync's 5-6 ms (wrk -c4,
-/prediction of 100 rows, 2 workers, same run; README: Performance).
+And each answer ends with a turn for the worker's other connections (Turns: first come, first
+served, once the event loop has polled every socket). A keep-alive client whose next request has
+already arrived finds it readable at once, so its greenlet would never wait and never yield:
+under 4 busy keep-alive connections, two were served in turn while the others waited, p99
+300-500 ms against the sync worker's 5-8 ms. A turn per greenlet (gevent.idle) fixed that but
+libev wakes idle watchers last-started first, so two connections were served in pairs (A A B B):
+half the requests waited two answers, p99 4.0-4.6 ms against sync's 2.0-2.2 (wrk -c4, 2/2). One
+queue in arrival order serves them A B A B (docs/api.md, "Tail latency").
 
 gunicorn's side (its own refusals as JSON, the hooks, the capped worker) is workers.py.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import time
+from collections import deque
 
 from werkzeug.exceptions import RequestTimeout
 
@@ -37,6 +40,7 @@ from attrition.core.errors import error_body
 try:
     import gevent
     from gevent import monkey
+    from gevent.hub import Waiter
 except ImportError:  # the deadlines then fall back on socket timeouts
     gevent = None
 
@@ -174,7 +178,36 @@ class TimedAnswer:
             self.on_close()
             if self.timer is not None:
                 self.timer.close()
-                gevent.idle()
+                TURNS.wait()
+
+
+class Turns:
+    """The worker's connections whose answers are out wait here for their next turn, and resume
+    in the order they came once the event loop has nothing else ready (every socket polled, so a
+    connection whose request has arrived is served before a greenlet takes a second turn)."""
+
+    def __init__(self):
+        self.waiting, self.watcher = deque(), None
+
+    def wait(self) -> None:
+        waiter = Waiter()
+        self.waiting.append(waiter)
+        if self.watcher is None:
+            self.watcher = gevent.get_hub().loop.idle()
+            self.watcher.start(self.release)
+        waiter.get()
+
+    def release(self) -> None:
+        """The loop is idle: every waiting greenlet resumes, first come first, each as a callback
+        (a callback runs after the ones scheduled before it)."""
+        self.watcher.stop()
+        self.watcher = None
+        loop = gevent.get_hub().loop
+        while self.waiting:
+            loop.run_callback(self.waiting.popleft().switch, None)
+
+
+TURNS = Turns()  # one per worker process: a gevent worker runs one hub
 
 
 class Deadlines:

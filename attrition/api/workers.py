@@ -4,13 +4,15 @@ are JSON like the API's own, with the security headers; no "100 Continue" for a 
 api_max_body_bytes and a chunk over it refused at its size line; HTTP/1.0 and 1.1 only; the
 workers' metrics folder (server-<master PID> beneath $PROMETHEUS_MULTIPROC_DIR when set, else a
 temporary one), a worker's live gauges dropped when it exits, the folder removed when the server
-stops; and CappedWorker, gevent's worker with a cap on each client address's open connections.
+stops; and CappedWorker, gevent's worker with a cap on each client address's open connections
+and an even share of the connections among workers (balance.py).
 Nothing here imports the app or metrics.py: gunicorn's master imports this module before the
 metrics folder exists.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -21,6 +23,7 @@ from gunicorn.http.body import ChunkedReader
 from gunicorn.http.errors import InvalidHTTPVersion
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from attrition.api import balance
 from attrition.api.deadlines import REFUSAL_HEADERS
 from attrition.core.errors import error_body
 
@@ -39,7 +42,7 @@ def json_error(sock, status_int, reason, mesg, extra=()):
 HTTP_VERSIONS = ((1, 0), (1, 1))
 
 
-_limits = {"max_body": 0, "per_address": 0, "exempt": ()}  # patch_gunicorn sets them from config.json
+_limits = {"max_body": 0, "per_address": 0, "exempt": (), "shares": None}  # patch_gunicorn sets them
 
 
 def pre_request(worker, req):
@@ -68,7 +71,9 @@ def parse_chunk_size(self, unreader, data=None):
 
 def patch_gunicorn(config) -> None:
     """gunicorn's own error answers as JSON, its chunk parser bounded by api_max_body_bytes, and
-    CappedWorker's cap on each address (read by the workers at call time)."""
+    CappedWorker's cap on each address (read by the workers at call time); the workers' shared
+    counts of connections (made here, in the master, before it forks them)."""
+    _limits["shares"] = balance.Shares()
     _limits["max_body"] = config["api_max_body_bytes"]
     _limits["per_address"] = config["api_connections_per_address"]
     _limits["exempt"] = tuple(config["api_trusted_proxies"])  # a proxy carries everyone's connections
@@ -120,6 +125,8 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    if _limits["shares"] is not None:
+        _limits["shares"].release(worker.pid)
 
 
 def on_exit(server):
@@ -128,6 +135,7 @@ def on_exit(server):
 
 
 try:
+    from gunicorn.workers import ggevent
     from gunicorn.workers.ggevent import GeventWorker
 except ImportError:  # gevent missing: gunicorn.conf.py names this worker only with gevent
     GeventWorker = object
@@ -143,6 +151,15 @@ class CappedWorker(GeventWorker):
     def init_process(self):
         self.open_by_address = Counter()
         super().init_process()
+
+    def run(self):
+        """gevent's worker's run, listening with balance.BalancedServer (gunicorn's gevent module
+        makes its server from its StreamServer name: this worker process's own copy is replaced).
+        The worker takes its slot now, its app loaded: the others leave it nothing before."""
+        shares = _limits["shares"]
+        slot = shares.claim(os.getpid()) if shares is not None else None
+        ggevent.StreamServer = functools.partial(balance.BalancedServer, shares=shares, slot=slot)
+        super().run()
 
     def handle(self, listener, client, addr):
         host = addr[0] if isinstance(addr, tuple) and addr else ""
