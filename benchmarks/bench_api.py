@@ -27,7 +27,12 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import harness  # noqa: E402
 
-from attrition.api.server import start_api_server, stop_process  # noqa: E402
+from attrition.api.server import (  # noqa: E402
+    start_api_server,
+    stop_process,
+    wait_for_every_worker,
+    wait_for_no_connections,
+)
 
 ONE_ROW = json.dumps(
     {"records": [{"lastmonth_activity": 10, "lastyear_activity": 200, "number_of_employees": 30}]}
@@ -97,39 +102,52 @@ class hostile_load:
             sock.close()
 
 
-def run(config: Path, seconds: int, connections: int, workdir: Path) -> list[dict]:
+def run(
+    config: Path, seconds: int, connections: int, workdir: Path, threads: int | None = None
+) -> list[dict]:
     port = harness.free_port()
     server = start_api_server(
         "127.0.0.1", port, workdir / "gunicorn.log", env=harness.env_for(config), access_log=False
     )
+
+    def load(*args, **options):
+        """wrk, then a pause until the server has closed wrk's connections: each worker's count
+        of connections (which spreads the next run's over the workers) is true again."""
+        figures = harness.wrk(*args, threads=threads, **options)
+        wait_for_no_connections(server, port)
+        return figures
+
     test_rows = len((config.parent / "testdata" / "testdata.csv").read_text().splitlines()) - 1
     results = []
     try:
+        wait_for_every_worker(server, "127.0.0.1", port)  # none still loading the app
         for name, url, options in cases(f"http://127.0.0.1:{port}", test_rows):
-            harness.wrk(url, 1, connections, **options)  # warm-up
-            figures = harness.wrk(url, seconds, connections, **options)
+            load(url, 1, connections, **options)  # warm-up
+            figures = load(url, seconds, connections, **options)
             results.append({"figure": name, **figures})
         health = f"http://127.0.0.1:{port}/health"
-        harness.wrk(health, 1, connections)
-        results.append({"figure": "GET /health", **harness.wrk(health, seconds, connections)})
+        load(health, 1, connections)
+        results.append({"figure": "GET /health", **load(health, seconds, connections)})
         with hostile_load(port) as timings:
             results.append(
                 {
                     "figure": "GET /health, hostile and timing load",
-                    **harness.wrk(health, seconds, connections),
+                    **load(health, seconds, connections),
                 }
             )
         results[-1]["figure"] += f" ({timings[0]} timing runs)"
     finally:
         stop_process(server)
-    results.append(sync_floor(config, seconds, connections, workdir))
+    results.append(sync_floor(config, seconds, connections, workdir, threads))
     floor = results[0]["rps"]
     for result in results:
         result["share_of_floor"] = result["rps"] / floor
     return results
 
 
-def sync_floor(config: Path, seconds: int, connections: int, workdir: Path) -> dict:
+def sync_floor(
+    config: Path, seconds: int, connections: int, workdir: Path, threads: int | None = None
+) -> dict:
     """The 100-row /prediction case on gunicorn's sync workers (same app, same workers): the tail
     latency floor the gevent workers are held to (a sync worker serves one request at a time and
     is no use against slow clients, so it is a floor, not an option)."""
@@ -144,14 +162,19 @@ def sync_floor(config: Path, seconds: int, connections: int, workdir: Path) -> d
     )
     try:
         url = f"http://127.0.0.1:{port}/prediction?filepath=testdata/rows100.csv"
-        harness.wrk(url, 1, connections)
-        return {"figure": "floor: the 100-row path on sync workers", **harness.wrk(url, seconds, connections)}
+        harness.wrk(url, 1, connections, threads=threads)
+        figures = harness.wrk(url, seconds, connections, threads=threads)
+        return {"figure": "floor: the 100-row path on sync workers", **figures}
     finally:
         stop_process(server)
 
 
-def print_table(results: list[dict], seconds: int, connections: int) -> None:
-    print(f"\nAPI under gunicorn, wrk {connections} connections x {seconds} s, on {harness.machine()}")
+def print_table(results: list[dict], seconds: int, connections: int, threads: int | None = None) -> None:
+    threads = threads or min(connections, 2)
+    print(
+        f"\nAPI under gunicorn, wrk {connections} connections ({threads} threads) x {seconds} s, "
+        f"on {harness.machine()}"
+    )
     print(f"{'figure':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'of floor':>9}")
     for result in results:
         print(
@@ -164,13 +187,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--wrk-threads", type=int, help="wrk's threads (default: one a connection, up to 2)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     harness.ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="risk-bench-api-") as temp:
         config = prepare(Path(temp) / "ws")
-        results = run(config, args.seconds, args.connections, Path(temp))
-    print_table(results, args.seconds, args.connections)
+        results = run(config, args.seconds, args.connections, Path(temp), args.wrk_threads)
+    print_table(results, args.seconds, args.connections, args.wrk_threads)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -117,8 +117,10 @@ def wrk(
     method: str = "GET",
     body: str | None = None,
     content_type: str | None = None,
+    threads: int | None = None,
 ) -> dict:
-    """requests/s, p50 and p99 latency (ms) of one endpoint under wrk."""
+    """requests/s, p50 and p99 latency (ms) of one endpoint under wrk (threads: wrk's, by default
+    one per connection up to two)."""
     lua = f"wrk.method = {json.dumps(method)}\n"
     if body is not None:
         lua += f"wrk.body = {json.dumps(body)}\n"
@@ -131,7 +133,7 @@ def wrk(
             [
                 ensure_wrk(),
                 "-t",
-                str(min(connections, 2)),
+                str(threads or min(connections, 2)),
                 "-c",
                 str(connections),
                 "-d",

@@ -6,16 +6,20 @@ routes all of 127.0.0.0/8 to lo), so one address's crowd and everyone else can b
 `make bench` measures the same cases at full scale (docs/api.md: Limits).
 """
 
-import os
 import socket
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from conftest import client_frame, copy_template
 
-from attrition.api.server import free_port, start_api_server, stop_process
+from attrition.api.server import (
+    connections_by_worker,
+    free_port,
+    start_api_server,
+    stop_process,
+    wait_for_every_worker,
+)
 
 pytestmark = pytest.mark.slow  # a real server: make test, not make test-fast
 
@@ -226,30 +230,6 @@ def test_sessions_end_and_named_files_are_honoured_on_a_real_server(deployed_tem
         stop_process(process)
 
 
-def held_by_worker(master_pid: int, port: int) -> list[int]:
-    """How many established connections to the port each worker of the server holds (from /proc:
-    the workers' socket inodes, matched in the kernel's TCP table), most first."""
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    established = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
-                established.add(fields[9])
-    counts = []
-    for pid in children:
-        inodes = set()
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue  # closed meanwhile
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        counts.append(len(inodes & established))
-    return sorted(counts, reverse=True)
-
-
 def test_kept_connections_are_shared_evenly_by_the_workers(deployed_template, tmp_path):
     """40 clients that keep their connections (as a browser, a client's pool or wrk do), one after
     another, then 40 at once, each asking for predictions as soon as it is connected: the two
@@ -262,42 +242,21 @@ def test_kept_connections_are_shared_evenly_by_the_workers(deployed_template, tm
     ask = b"GET /prediction?filepath=testdata/testdata.csv HTTP/1.1\r\nHost: localhost\r\n\r\n"
     clients = []
     try:
-        wait_for_every_worker(server.pid, port, workers=2)
+        wait_for_every_worker(server, "127.0.0.1", port, workers=2)
         for _ in range(40):
             clients.append(connect(port))
             clients[-1].sendall(ask)
             assert clients[-1].recv(65536).startswith(b"HTTP/1.1 200")
-        sequential = held_by_worker(server.pid, port)
+        sequential = connections_by_worker(server.pid, port)
         burst = [connect(port) for _ in range(40)]
         for sock in burst:
             sock.sendall(ask)
         for sock in burst:
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         clients += burst
-        both = held_by_worker(server.pid, port)
+        both = connections_by_worker(server.pid, port)
         assert max(sequential[0] - sequential[-1], both[0] - both[-1]) <= 2, (sequential, both)
     finally:
         for sock in clients:
             sock.close()
         stop_process(server)
-
-
-def wait_for_every_worker(master_pid: int, port: int, workers: int, seconds: float = 60) -> None:
-    """Until every worker holds a connection (a worker still loading the app takes none): kept-alive
-    connections are opened one by one, then closed."""
-    held, deadline = [], time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            sock = connect(port)
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            sock.recv(4096)
-            held.append(sock)
-            counts = held_by_worker(master_pid, port)
-            if len(counts) == workers and all(counts):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"not every worker took a connection in {seconds} s: {counts}")
-    finally:
-        for sock in held:
-            sock.close()
-        time.sleep(0.2)  # their workers see them closed

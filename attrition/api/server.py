@@ -7,6 +7,8 @@ person starts the API.
     api_health(url)                   the /health answer at url, or None when nothing answers
     start_api_server(host, port, log) gunicorn as `make serve` runs it, once it answers /health
     stop_process(process)             SIGTERM, then SIGKILL
+    connections_by_worker(pid, port)  how many connections each worker of a server holds (/proc)
+    wait_for_every_worker(...)        until every gevent worker takes connections (tests, benchmarks)
     serving_live_version(config)      a context: the URL of an API serving the live version (the
                                       configured one, or a temporary one stopped afterwards)
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -119,6 +122,67 @@ def stop_process(process, timeout: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def connections_by_worker(master_pid: int, port: int) -> list[int]:
+    """How many established connections to the port each worker of the server holds, most first
+    (Linux: the workers' socket inodes from /proc/<pid>/fd, matched in the kernel's TCP tables)."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                established.add(fields[9])
+    counts = []
+    for pid in children:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue  # closed meanwhile
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        counts.append(len(inodes & established))
+    return sorted(counts, reverse=True)
+
+
+def wait_for_every_worker(
+    server, host: str, port: int, workers: int | None = None, seconds: float = 60
+) -> None:
+    """Until every gevent worker of the server (by default: every process gunicorn forked) takes
+    connections (gunicorn forks them together, but one still loading the app takes none, and a
+    kept connection stays where it went):
+    kept-alive connections are opened one by one until each worker holds one, then closed, and
+    then until the server holds none."""
+    held, counts, deadline = [], [], time.monotonic() + seconds
+    if workers is None:
+        workers = len(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
+    try:
+        while time.monotonic() < deadline:
+            sock = socket.create_connection((host, port), timeout=10)
+            held.append(sock)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            sock.recv(4096)
+            counts = connections_by_worker(server.pid, port)
+            if len(counts) == workers and all(counts):
+                break
+            time.sleep(0.05)
+        else:
+            raise PipelineError(f"not every worker of the API on {host}:{port} took a connection: {counts}")
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for_no_connections(server, port, deadline - time.monotonic())
+
+
+def wait_for_no_connections(server, port: int, seconds: float = 10) -> None:
+    """Until the server's workers have closed every connection to it (their counts of connections,
+    balance.py's, are then true again: the benchmarks wait here between runs)."""
+    deadline = time.monotonic() + seconds
+    while any(connections_by_worker(server.pid, port)) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
