@@ -10,6 +10,9 @@ costs a few kilobytes, not a worker, and must send a whole request within `keepa
 of a request stays short and bounded (config.json's api_max_* limits); the one long task,
 /diagnostics' timing run, runs in niced subprocesses that the request waits for cooperatively
 (diagnostics.execution_time), so it occupies neither a worker nor a core that serving needs.
+A kept connection stays with the worker that accepted it: the workers share them evenly by
+their counts of open connections (attrition/api/balance.py), and each answer gives a worker's
+other connections their turn, first come first served (attrition/api/deadlines.py).
 
 Metrics: the workers count into one folder (prometheus-client's multiprocess mode, metrics.py):
 server-<master PID> beneath $PROMETHEUS_MULTIPROC_DIR when set (so a second server never

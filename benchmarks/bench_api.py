@@ -112,7 +112,7 @@ class hostile_load:
 
 
 def run(
-    config: Path, seconds: int, connections: int, workdir: Path, threads: int | None = None
+    config: Path, seconds: int, connections: int, workdir: Path, threads: int = 1
 ) -> list[dict]:
     port = harness.free_port()
     server = start_api_server(
@@ -155,7 +155,7 @@ def run(
 
 
 def sync_floor(
-    config: Path, seconds: int, connections: int, workdir: Path, threads: int | None = None
+    config: Path, seconds: int, connections: int, workdir: Path, threads: int = 1
 ) -> dict:
     """The 100-row /prediction case on gunicorn's sync workers (same app, same workers): the tail
     latency floor the gevent workers are held to (a sync worker serves one request at a time and

@@ -17,8 +17,9 @@ every waiting connection it may. With one worker, or no slot left, it accepts as
 from __future__ import annotations
 
 import multiprocessing
-import os
 from multiprocessing.sharedctypes import RawArray
+
+from attrition.core.processes import process_alive
 
 SLOTS = 64  # workers a server can have at once (gunicorn's TTIN can add some): one slot each
 WAIT_SECONDS = 0.001  # how long a crowded worker leaves a waiting connection to the others
@@ -39,7 +40,7 @@ class Shares:
     def claim(self, pid: int) -> int | None:
         with self.lock:
             for slot, owner in enumerate(self.pids):
-                if owner == 0 or owner == pid or not _alive(owner):
+                if owner == 0 or owner == pid or not process_alive(owner):
                     self.held[slot] = 0
                     self.pids[slot] = pid
                     return slot
@@ -58,16 +59,6 @@ class Shares:
         """The fewest connections another live worker holds (None: no other worker)."""
         others = [self.held[other] for other, owner in enumerate(self.pids) if owner and other != slot]
         return min(others) if others else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 try:

@@ -26,6 +26,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from attrition.api import balance
 from attrition.api.deadlines import REFUSAL_HEADERS
 from attrition.core.errors import error_body
+from attrition.core.processes import process_alive
 
 
 def json_error(sock, status_int, reason, mesg, extra=()):
@@ -99,7 +100,7 @@ def on_starting(server):
         os.makedirs(base, exist_ok=True)
         for name in os.listdir(base):
             pid = name.removeprefix("server-")
-            if name.startswith("server-") and pid.isdigit() and not _alive(int(pid)):
+            if name.startswith("server-") and pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(os.path.join(base, name), ignore_errors=True)
         folder = os.path.join(base, f"server-{os.getpid()}")
         shutil.rmtree(folder, ignore_errors=True)  # a dead server's, whose PID this one reuses
@@ -108,16 +109,6 @@ def on_starting(server):
         folder = tempfile.mkdtemp(prefix="risk-metrics-")
     _own_metrics_folder.append(folder)
     os.environ[_METRICS_ENV] = folder
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def child_exit(server, worker):
