@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from attrition.api import balance
 from attrition.api.balance import Shares
 
 gevent = pytest.importorskip("gevent")
@@ -73,3 +74,13 @@ def test_a_slot_whose_process_is_gone_is_claimed_again():
     )
     shares.claim(int(gone.stdout))
     assert shares.claim(LIVE[0]) == 0
+
+
+def test_a_lock_left_held_by_a_killed_worker_costs_balance_not_service(monkeypatch):
+    """A worker killed while it claimed its slot leaves the table's lock held: the next worker gets
+    no slot after LOCK_SECONDS (it accepts as gevent does) and the master's release does not hang."""
+    monkeypatch.setattr(balance, "LOCK_SECONDS", 0.05)
+    shares = Shares(slots=2)
+    shares.lock.acquire()  # as a process killed in claim() would leave it
+    assert shares.claim(LIVE[0]) is None
+    shares.release(LIVE[0])  # returns

@@ -24,6 +24,7 @@ from attrition.core.processes import process_alive
 SLOTS = 64  # workers a server can have at once (gunicorn's TTIN can add some): one slot each
 WAIT_SECONDS = 0.001  # how long a crowded worker leaves a waiting connection to the others
 MOST_WAITS = 6  # then it takes the connection itself
+LOCK_SECONDS = 1.0  # the slot table's lock is held for microseconds: longer, its holder was killed
 
 
 class Shares:
@@ -38,19 +39,32 @@ class Shares:
         self.lock = multiprocessing.Lock()  # only to claim a slot: counts are one word each
 
     def claim(self, pid: int) -> int | None:
-        with self.lock:
+        """A free slot for this worker (None: every slot taken, or the lock held by a process
+        killed while it claimed: then this worker accepts as gevent does)."""
+        if not self.lock.acquire(timeout=LOCK_SECONDS):
+            return None
+        try:
             for slot, owner in enumerate(self.pids):
                 if owner == 0 or owner == pid or not process_alive(owner):
                     self.held[slot] = 0
                     self.pids[slot] = pid
                     return slot
-        return None
+            return None
+        finally:
+            self.lock.release()
 
     def release(self, pid: int) -> None:
-        for slot, owner in enumerate(self.pids):
-            if owner == pid:
-                self.pids[slot] = 0
-                self.held[slot] = 0
+        """The master, when a worker exits (a claim takes a gone worker's slot anyway: the master
+        never waits long on a lock a killed worker may hold)."""
+        if not self.lock.acquire(timeout=LOCK_SECONDS):
+            return
+        try:
+            for slot, owner in enumerate(self.pids):
+                if owner == pid:
+                    self.pids[slot] = 0
+                    self.held[slot] = 0
+        finally:
+            self.lock.release()
 
     def publish(self, slot: int, held: int) -> None:
         self.held[slot] = held

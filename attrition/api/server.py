@@ -137,7 +137,11 @@ def connections_by_worker(master_pid: int, port: int) -> list[int]:
     counts = []
     for pid in children:
         inodes = set()
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            descriptors = []  # the worker exited meanwhile
+        for fd in descriptors:
             try:
                 target = os.readlink(fd)
             except OSError:
@@ -151,11 +155,10 @@ def connections_by_worker(master_pid: int, port: int) -> list[int]:
 def wait_for_every_worker(
     server, host: str, port: int, workers: int | None = None, seconds: float = 60
 ) -> None:
-    """Until every gevent worker of the server (by default: every process gunicorn forked) takes
-    connections (gunicorn forks them together, but one still loading the app takes none, and a
-    kept connection stays where it went):
-    kept-alive connections are opened one by one until each worker holds one, then closed, and
-    then until the server holds none."""
+    """Until every gevent worker of the server (by default, every process gunicorn forked) takes
+    connections: gunicorn forks them together, but one still loading the app takes none, and a
+    kept connection stays where it went. Kept-alive connections are opened one by one until each
+    worker holds one, then closed; then until the server holds none."""
     held, counts, deadline = [], [], time.monotonic() + seconds
     if workers is None:
         workers = len(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
