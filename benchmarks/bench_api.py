@@ -10,9 +10,11 @@ and over (timing runs).
 
 wrk runs one thread by default, on the same machine as the server: its one event loop drives
 4,500 requests/s, more than the server serves. With two threads (wrk's usual one per core), two
-wrk threads and two busy workers share two cores, and at 4 connections the p99 swung between
-about 1.9 and 3.8 ms from run to run, the hello-world route's as much as the app's (2026-12-05):
-that is the scheduler's, not the server's. `--wrk-threads 2` measures it that way still.
+wrk threads and two busy gevent workers share two cores, and at 4 connections a gevent route's
+p99 came out either below about 2 ms or at 3.5-4.0 ms from one run to the next, the hello-world
+route's as often as the app's (2026-12-05), while the sync workers' stayed at 2.0-2.2:
+that measures how the workers and the load generator share the cores, not a request's cost.
+`--wrk-threads 2` measures it that way still (docs/benchmarks.md has both).
 The server is measured once every worker takes connections, and after each wrk run once it has
 closed wrk's connections (a kept connection stays with the worker that accepted it: the workers
 share them by their counts of open connections, balance.py).
@@ -111,9 +113,7 @@ class hostile_load:
             sock.close()
 
 
-def run(
-    config: Path, seconds: int, connections: int, workdir: Path, threads: int = 1
-) -> list[dict]:
+def run(config: Path, seconds: int, connections: int, workdir: Path, threads: int = 1) -> list[dict]:
     port = harness.free_port()
     server = start_api_server(
         "127.0.0.1", port, workdir / "gunicorn.log", env=harness.env_for(config), access_log=False
@@ -154,9 +154,7 @@ def run(
     return results
 
 
-def sync_floor(
-    config: Path, seconds: int, connections: int, workdir: Path, threads: int = 1
-) -> dict:
+def sync_floor(config: Path, seconds: int, connections: int, workdir: Path, threads: int = 1) -> dict:
     """The 100-row /prediction case on gunicorn's sync workers (same app, same workers): the tail
     latency floor the gevent workers are held to (a sync worker serves one request at a time and
     is no use against slow clients, so it is a floor, not an option)."""
