@@ -12,11 +12,20 @@ the least crowded other one leaves a waiting connection to it: it stops acceptin
 millisecond, then looks again, at most `MOST_WAITS` times in a row (a busy or stuck worker
 cannot hold a connection up longer than that). A worker that holds no more than the others takes
 every waiting connection it may. With one worker, or no slot left, it accepts as gevent does.
+
+Kept connections outlive the moment they were shared: a worker that restarts (killed, or past
+gunicorn's timeout) comes back to find its clients reconnected to the others, and a burst of new
+connections just as as many close is shared by counts that are still falling (a worker counts a
+connection gone once it has read the close). So a worker that holds more than SLACK connections
+over the least crowded other asks one client to go, at most once every SHED_SECONDS: its next
+answer says `Connection: close` (an answer like any other: the client reads it whole, then
+reconnects), and the accept leaves the new connection to the less crowded worker.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import time
 from multiprocessing.sharedctypes import RawArray
 
 from attrition.core.processes import process_alive
@@ -24,6 +33,8 @@ from attrition.core.processes import process_alive
 SLOTS = 64  # workers a server can have at once (gunicorn's TTIN can add some): one slot each
 WAIT_SECONDS = 0.001  # how long a crowded worker leaves a waiting connection to the others
 MOST_WAITS = 6  # then it takes the connection itself
+SLACK = 2  # connections over the least crowded worker's a worker may hold for good
+SHED_SECONDS = 1.0  # a crowded worker asks at most one client a second to reconnect
 LOCK_SECONDS = 1.0  # the slot table's lock is held for microseconds: longer, its holder was killed
 
 
@@ -89,6 +100,18 @@ class BalancedServer(StreamServer):
     def __init__(self, *args, shares: Shares | None = None, slot: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.shares, self.slot, self.waits = shares, slot, 0
+        self.looked_at = time.monotonic()  # when crowded() last compared the counts
+
+    def crowded(self) -> bool:
+        """Whether this request's connection should close after its answer: this worker holds
+        more than SLACK connections over the least crowded other (looked at once a SHED_SECONDS
+        at most, so a request costs one clock reading)."""
+        now = time.monotonic()
+        if now - self.looked_at < SHED_SECONDS or self.shares is None or self.slot is None:
+            return False
+        self.looked_at = now
+        least = self.shares.least_other(self.slot)
+        return least is not None and self.pool is not None and len(self.pool) > least + SLACK
 
     def _do_read(self):
         """Called by the event loop while connections wait on the listening socket."""

@@ -12,7 +12,6 @@ metrics folder exists.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import tempfile
@@ -49,12 +48,15 @@ _limits = {"max_body": 0, "per_address": 0, "exempt": (), "shares": None}  # pat
 def pre_request(worker, req):
     """Before gunicorn answers anything for a request: HTTP/1.0 and 1.1 only (400 for "HTTP/1.2");
     no "100 Continue" for a declared body over api_max_body_bytes (Deadlines answers 413
-    and closes, and the client never sends it)."""
+    and closes, and the client never sends it); a crowded worker's answer closes its connection,
+    at most once a second (balance.py: the client reconnects to a less crowded worker)."""
     if req.version not in HTTP_VERSIONS:
         raise InvalidHTTPVersion(f"{req.version[0]}.{req.version[1]}")
     length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
     if length.isdigit() and int(length) > _limits["max_body"]:
         req._expected_100_continue = False
+    if any(server.crowded() for server in getattr(worker, "balanced", ())):
+        req.must_close = True  # the answer says Connection: close; the client reconnects elsewhere
 
 
 _parse_chunk_size = ChunkedReader.parse_chunk_size
@@ -149,7 +151,13 @@ class CappedWorker(GeventWorker):
         The worker takes its slot now, its app loaded: the others leave it nothing before."""
         shares = _limits["shares"]
         slot = shares.claim(os.getpid()) if shares is not None else None
-        ggevent.StreamServer = functools.partial(balance.BalancedServer, shares=shares, slot=slot)
+        self.balanced = []  # pre_request asks them whether this worker is crowded
+
+        def balanced_server(*args, **kwargs):
+            self.balanced.append(balance.BalancedServer(*args, shares=shares, slot=slot, **kwargs))
+            return self.balanced[-1]
+
+        ggevent.StreamServer = balanced_server
         super().run()
 
     def handle(self, listener, client, addr):
