@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import gc
 import time
 from collections import deque
 
@@ -125,8 +126,9 @@ class AnswerBudget:
     """The bytes of the answers this worker holds until their clients take them, at most `limit`
     (api_max_answer_bytes): past it an answer is refused (503, Retry-After) and freed at once,
     instead of pinning memory for api_answer_seconds while its client does not read. When the
-    last held answer is gone after a large peak, the C allocator is asked to return its free
-    memory to the system (malloc_trim), so that the worker's RSS comes back down."""
+    last held answer is gone after a large peak, the cyclic garbage is collected and the C
+    allocator is asked to return its free memory to the system (malloc_trim), so that the
+    worker's RSS comes back to its baseline."""
 
     TRIM_ABOVE = 32 * 2**20
 
@@ -144,6 +146,7 @@ class AnswerBudget:
         self.held -= size
         if not self.held and self.peak > self.TRIM_ABOVE:
             self.peak = 0
+            gc.collect()  # cycles left by the abandoned answers' exceptions first (25 ms, once a burst)
             trim_memory()
 
 
