@@ -15,7 +15,7 @@ every waiting connection it may. With one worker, or no slot left, it accepts as
 
 Kept connections outlive the moment they were shared: a worker that restarts (killed, or past
 gunicorn's timeout) comes back to find its clients reconnected to the others, and a burst of new
-connections just as as many close is shared by counts that are still falling (a worker counts a
+connections arriving while as many others close is shared by counts that are still falling (a worker counts a
 connection gone once it has read the close). So a worker that holds more than SLACK connections
 over the least crowded other asks one client to go, at most once every SHED_SECONDS: its next
 answer says `Connection: close` (an answer like any other: the client reads it whole, then
