@@ -50,7 +50,7 @@ SECONDS_TO_EXPLORE ?= 600
 explore: $(DEV) ## the open-world test for SECONDS_TO_EXPLORE (600): random operator sequences against the real scripts
 	RISK_EXPLORE_SECONDS=$(SECONDS_TO_EXPLORE) $(PY) -m pytest -s -p no:randomly tests/test_openworld.py -k open_world
 
-mutants: $(DEV) ## the mutants issue 31 listed, each alone against the tests that must notice it (about 2 minutes)
+mutants: $(DEV) ## the mutants issue 31 listed and four of issue 33's rules, each alone against the tests that must notice it (about 2 minutes)
 	bash tests/mutants.sh
 
 lint: $(DEV) ## ruff check and ruff format --check
