@@ -176,8 +176,7 @@ def sync_floor(config: Path, seconds: int, connections: int, workdir: Path, thre
         stop_process(server)
 
 
-def print_table(results: list[dict], seconds: int, connections: int, threads: int | None = None) -> None:
-    threads = threads or min(connections, 2)
+def print_table(results: list[dict], seconds: int, connections: int, threads: int = 1) -> None:
     print(
         f"\nAPI under gunicorn, wrk {connections} connections ({threads} threads) x {seconds} s, "
         f"on {harness.machine()}"

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -23,6 +22,7 @@ from attrition.api.server import (
     start_api_server,
     stop_process,
     wait_for_every_worker,
+    worker_pids,
 )
 
 pytestmark = pytest.mark.slow  # a real server: make test, not make test-fast
@@ -294,8 +294,7 @@ def test_a_worker_that_restarts_gets_its_share_back(deployed_template, tmp_path)
         wait_for_every_worker(server, "127.0.0.1", port, workers=2)
         ask_each()
         assert connections_by_worker(server.pid, port) == [4, 4]
-        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-        os.kill(int(children[0]), signal.SIGKILL)
+        os.kill(int(worker_pids(server.pid)[0]), signal.SIGKILL)
         ask_each()
         assert connections_by_worker(server.pid, port)[0] == 8  # the new worker is still loading
         seen, deadline = set(), time.monotonic() + 30

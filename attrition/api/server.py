@@ -7,6 +7,7 @@ person starts the API.
     api_health(url)                   the /health answer at url, or None when nothing answers
     start_api_server(host, port, log) gunicorn as `make serve` runs it, once it answers /health
     stop_process(process)             SIGTERM, then SIGKILL
+    worker_pids(pid)                  the processes a gunicorn master forked (/proc)
     connections_by_worker(pid, port)  how many connections each worker of a server holds (/proc)
     wait_for_every_worker(...)        until every gevent worker takes connections (tests, benchmarks)
     serving_live_version(config)      a context: the URL of an API serving the live version (the
@@ -124,10 +125,15 @@ def stop_process(process, timeout: float = 20.0) -> None:
         process.wait()
 
 
+def worker_pids(master_pid: int) -> list[str]:
+    """The processes gunicorn's master forked (Linux: /proc)."""
+    return Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+
+
 def connections_by_worker(master_pid: int, port: int) -> list[int]:
     """How many established connections to the port each worker of the server holds, most first
     (Linux: the workers' socket inodes from /proc/<pid>/fd, matched in the kernel's TCP tables)."""
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    children = worker_pids(master_pid)
     established = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -161,7 +167,7 @@ def wait_for_every_worker(
     worker holds one, then closed; then until the server holds none."""
     held, counts, deadline = [], [], time.monotonic() + seconds
     if workers is None:
-        workers = len(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
+        workers = len(worker_pids(server.pid))
     try:
         while time.monotonic() < deadline:
             sock = socket.create_connection((host, port), timeout=10)
